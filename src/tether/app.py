@@ -1,0 +1,236 @@
+"""The App: routes, hooks, settings, the hub, and the two entry points every road in calls.
+
+- `await app.handle_http(request) -> Response` answers one HTTP request.
+- `await app.serve_websocket(channel, ...)` runs one WebSocket connection from handshake to
+  close: route (404), Origin policy (403), then the route's session, whose outcome the App
+  turns into the close code: return -> 1000, WebSocketDisconnect -> quiet, exception ->
+  logged and 1011; a session that never accepted -> 403, a ParamError before accept -> 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .config import Settings
+from .datastructures import Headers, State
+from .http import FileResponse, HTTPException, PlainTextResponse, Request, Response, to_response
+from .hub import Hub
+from .params import ParamError
+from .protocol import origin_allowed
+from .routing import Router
+from .websocket import Channel, WebSocket, WebSocketDisconnect
+
+__all__ = ["App"]
+
+logger = logging.getLogger("tether")
+
+
+def _hook_decorator(target: list, func: Any, path: str | None) -> Any:
+    """Support `@app.hook`, `@app.hook()` and `@app.hook("/path")`."""
+    if callable(func):
+        target.append((None, func))
+        return func
+    path = func if isinstance(func, str) else path
+
+    def decorator(f: Any) -> Any:
+        target.append((path, f))
+        return f
+    return decorator
+
+
+async def _call(func: Callable[..., Any], *args: Any) -> Any:
+    result = func(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class App(Router):
+    """A tether application.
+
+    `App(__file__)` (the argument is optional) takes the settings of `Settings` as keywords,
+    e.g. `App(max_message_size=65536, allowed_origins=["https://example.com"])`.
+    """
+
+    def __init__(self, file: str | None = None, **settings: Any) -> None:
+        super().__init__()
+        unknown = set(settings) - set(Settings.names())
+        if unknown:
+            raise TypeError(f"App() got unknown setting(s) {', '.join(sorted(unknown))}; "
+                            f"the settings are: {', '.join(Settings.names())}")
+        self.settings = Settings(**settings)
+        self.root = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
+        self.hub = Hub()
+        self.state = State()
+        self._before: list[tuple[str | None, Callable[..., Any]]] = []
+        self._after: list[tuple[str | None, Callable[..., Any]]] = []
+        self._exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
+        self._startup: list[Callable[[], Any]] = []
+        self._shutdown: list[Callable[[], Any]] = []
+
+    # -- running ----------------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
+        """Serve this app on tether's native server until SIGINT/SIGTERM (alias: `run`)."""
+        from .server.serve import run  # the one place the core reaches for a road in
+
+        run(self, host=host, port=port, **options)
+
+    run = start
+
+    async def startup(self) -> None:
+        """Run the startup hooks (the server calls this before accepting connections)."""
+        for hook in self._startup:
+            await _call(hook)
+
+    async def shutdown(self) -> None:
+        for hook in self._shutdown:
+            await _call(hook)
+
+    # -- hooks --------------------------------------------------------------------------------
+    def on_startup(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        self._startup.append(func)
+        return func
+
+    def on_shutdown(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        self._shutdown.append(func)
+        return func
+
+    def on_event(self, kind: str) -> Callable[[Any], Any]:
+        """`@app.on_event("startup" | "shutdown")`."""
+        if kind not in ("startup", "shutdown"):
+            raise ValueError(f"on_event() takes 'startup' or 'shutdown', not {kind!r}")
+        return self.on_startup if kind == "startup" else self.on_shutdown
+
+    def before_request(self, func: Any = None, path: str | None = None) -> Any:
+        """Hook run before each HTTP request (optionally only for `path`): it gets the request
+        and may return a Response to answer at once."""
+        return _hook_decorator(self._before, func, path)
+
+    def after_request(self, func: Any = None, path: str | None = None) -> Any:
+        """Hook run after each HTTP request: it gets the response and may return a new one."""
+        return _hook_decorator(self._after, func, path)
+
+    def exception_handler(self, exc_class: type[BaseException]) -> Callable[[Any], Any]:
+        """Decorator: `handler(request, exc)` turns `exc_class` (and subclasses) into a response."""
+        def decorator(func: Any) -> Any:
+            self._exception_handlers[exc_class] = func
+            return func
+        return decorator
+
+    def static(self, prefix: str, directory: str) -> None:
+        """Serve the files under `directory` at `prefix/...` (a directory serves its index.html)."""
+        root = os.path.realpath(os.path.join(self.root, directory))
+        if not os.path.isdir(root):
+            raise ValueError(f"static({prefix!r}): {root} is not a directory")
+
+        async def serve_file(path: str = "") -> Response:
+            target = os.path.realpath(os.path.join(root, path))
+            if os.path.commonpath([root, target]) != root:
+                raise HTTPException(404)
+            if os.path.isdir(target):
+                target = os.path.join(target, "index.html")
+            if not os.path.isfile(target):
+                raise HTTPException(404)
+            return FileResponse(target)
+
+        self.add_route(prefix.rstrip("/") + "/{path:path}", serve_file, ["GET"])
+
+    # -- HTTP -------------------------------------------------------------------------------
+    async def handle_http(self, request: Request) -> Response:
+        """Answer one request: hooks, routing (404/405/426), typed params (400), the handler."""
+        try:
+            response = await self._dispatch_http(request)
+        except Exception as exc:
+            response = await self._error_response(request, exc)
+        for path, hook in self._after:
+            if path is None or path == request.path:
+                try:
+                    result = await _call(hook, response)
+                except Exception as exc:
+                    return await self._error_response(request, exc)
+                if isinstance(result, Response):
+                    response = result
+        return response
+
+    async def _dispatch_http(self, request: Request) -> Response:
+        for path, hook in self._before:
+            if path is None or path == request.path:
+                result = await _call(hook, request)
+                if isinstance(result, Response):
+                    return result
+                if isinstance(result, Request):
+                    request = result
+        route, params, allowed, websocket_only = self.match_http(request.method, request.path)
+        if route is None:
+            if websocket_only:
+                raise HTTPException(426, "this route only speaks WebSocket; send an Upgrade request",
+                                    [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+            if allowed:
+                raise HTTPException(405, None, [("Allow", ", ".join(sorted(allowed)))])
+            raise HTTPException(404)
+        request.path_params = params
+        assert route.resolver is not None
+        try:
+            kwargs = route.resolver.resolve(params, request.query_params, {"request": request})
+        except ParamError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return to_response(await route.resolver.call(**kwargs))
+
+    async def _error_response(self, request: Request, exc: Exception) -> Response:
+        for exc_class in type(exc).__mro__:
+            handler = self._exception_handlers.get(exc_class)
+            if handler is not None:
+                try:
+                    return to_response(await _call(handler, request, exc))
+                except Exception:
+                    logger.exception("exception handler for %s raised", exc_class.__name__)
+                    break
+        if isinstance(exc, HTTPException):
+            return PlainTextResponse(exc.detail, exc.status_code, exc.headers)
+        logger.exception("%s %s raised", request.method, request.path, exc_info=exc)
+        return PlainTextResponse("Internal Server Error", 500)
+
+    # -- WebSocket ----------------------------------------------------------------------------
+    async def serve_websocket(self, channel: Channel, *, path: str, query_string: str = "",
+                              headers: Headers, client: tuple[str, int] | None = None,
+                              subprotocols: Iterable[str] = (), scheme: str = "ws") -> WebSocket:
+        """Run one connection from handshake to close (see the module doc); returns it."""
+        ws = WebSocket(channel, self.hub, path=path, query_string=query_string, headers=headers,
+                       client=client, subprotocols=subprotocols, max_queue=self.settings.max_queue,
+                       scheme=scheme)
+        found = self.match_websocket(path)
+        if found is None:
+            await ws.reject(404, f"no WebSocket route for {path}")
+            return ws
+        route, ws.path_params = found
+        origin = headers.get("origin")
+        if not origin_allowed(origin, headers.get("host"), self.settings.allowed_origins):
+            await ws.reject(403, f"origin {origin} is not allowed (see the allowed_origins setting)")
+            return ws
+        try:
+            await route.endpoint(ws)
+        except WebSocketDisconnect:
+            pass
+        except ParamError as exc:
+            if not ws.accepted:
+                await ws.reject(400, str(exc))
+                return ws
+            logger.error("WebSocket %s: %s", path, exc)
+            await ws.close(1011)
+        except Exception:
+            logger.exception("WebSocket handler for %s raised", path)
+            if not ws.accepted:
+                await ws.reject(500, "Internal Server Error")
+            else:
+                await ws.close(1011)
+            return ws
+        if not ws.accepted:
+            await ws.reject(403, "the handler did not accept the connection")
+        else:
+            await ws.close(1000)
+        return ws

@@ -1,0 +1,55 @@
+"""Settings shared by every road in (native server, test client, later ASGI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+__all__ = ["Settings"]
+
+
+@dataclass
+class Settings:
+    """Limits and protocol options; each is a keyword of `App(...)` and a `--flag` of the CLI.
+
+    - `max_message_size`: largest WebSocket message accepted, in bytes (past it: close 1009).
+    - `ping_interval` / `ping_timeout`: seconds between server pings, and how long a pong may
+      take before the connection is closed with 1011 (0 disables keepalive).
+    - `allowed_origins`: browser Origins accepted besides the server's own host (`["*"]`: all).
+    - `max_send_buffer`: bytes a connection may have queued for a client that does not read;
+      past it the connection is closed with 1008.
+    - `max_queue`: received messages a handler may leave unread before reading pauses.
+    - `shutdown_timeout`: seconds handlers get to finish after SIGINT/SIGTERM.
+    - `max_body_size`, `max_header_size`: HTTP request limits (413, 431).
+    - `handshake_timeout`, `close_timeout`, `keepalive_timeout`: seconds for a request's
+      headers to arrive, for the peer to answer a close frame, and for an idle keep-alive
+      HTTP connection.
+    """
+
+    max_message_size: int = 1 << 20
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    allowed_origins: list[str] = field(default_factory=list)
+    max_send_buffer: int = 4 << 20
+    max_queue: int = 32
+    shutdown_timeout: float = 10.0
+    max_body_size: int = 16 << 20
+    max_header_size: int = 64 << 10
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    keepalive_timeout: float = 5.0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_send_buffer", "max_queue", "max_body_size", "max_header_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be a positive number of bytes/messages, got {getattr(self, name)!r}")
+        for name in ("ping_interval", "ping_timeout", "shutdown_timeout", "handshake_timeout",
+                     "close_timeout", "keepalive_timeout"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+        if isinstance(self.allowed_origins, str):
+            self.allowed_origins = [self.allowed_origins]
+        self.allowed_origins = list(self.allowed_origins)

@@ -1,0 +1,146 @@
+"""Request data shared by HTTP and WebSocket: headers, query parameters, cookies, state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["Headers", "QueryParams", "State", "parse_cookies"]
+
+
+class Headers:
+    """Read-only, case-insensitive multi-dict of HTTP headers.
+
+    `headers["X-Name"]` and `.get()` return the first value; `.getlist()` all of them.
+    """
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = list(items)
+        self._index: dict[str, str] | None = None
+
+    def _lookup(self) -> dict[str, str]:
+        if self._index is None:
+            index: dict[str, str] = {}
+            for name, value in self._items:
+                index.setdefault(name.lower(), value)
+            self._index = index
+        return self._index
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._lookup().get(name.lower(), default)
+
+    def getlist(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self._items if key.lower() == name]
+
+    def joined(self) -> dict[str, str]:
+        """Lower-case names mapped to their values joined with ", " (RFC 9110 5.3)."""
+        joined: dict[str, str] = {}
+        for name, value in self._items:
+            key = name.lower()
+            joined[key] = f"{joined[key]}, {value}" if key in joined else value
+        return joined
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._lookup()[name.lower()]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lookup())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[str]:
+        return list(self._lookup())
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class QueryParams:
+    """Read-only multi-dict of query-string parameters, in the order they appeared.
+
+    `params["k"]` and `.get("k")` return the last value given for `k` (as most frameworks
+    do); `.getlist("k")` returns every value.
+    """
+
+    __slots__ = ("_items", "_dict")
+
+    def __init__(self, query: str | Iterable[tuple[str, str]] = "") -> None:
+        if isinstance(query, str):
+            self._items = parse_qsl(query, keep_blank_values=True)
+        else:
+            self._items = list(query)
+        self._dict = dict(self._items)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._dict.get(key, default)
+
+    def getlist(self, key: str) -> list[str]:
+        return [value for name, value in self._items if name == key]
+
+    def __getitem__(self, key: str) -> str:
+        return self._dict[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._dict
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def keys(self) -> list[str]:
+        return list(self._dict)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self._dict)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueryParams):
+            return self._items == other._items
+        if isinstance(other, dict):
+            return self._dict == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._items!r})"
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """Parse a Cookie header (`a=1; b=2`) leniently: malformed pairs are skipped."""
+    cookies: dict[str, str] = {}
+    if not header:
+        return cookies
+    for chunk in header.split(";"):
+        name, sep, value = chunk.partition("=")
+        name = name.strip()
+        if sep and name:
+            cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+class State:
+    """A free attribute bag (`websocket.state.user = ...`); a missing attribute is an AttributeError."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"state has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"State({vars(self)!r})"

@@ -1,0 +1,289 @@
+"""HTTP requests and responses.
+
+A handler's return value becomes a response by `to_response`: a `Response` as is; `str`
+as text/plain (text/html when it starts with "<"); `dict`/`list` (or `jsonify(...)`) as
+JSON; `bytes` as application/octet-stream; `None` as 204 No Content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import json
+import mimetypes
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from .datastructures import Headers, QueryParams, State, parse_cookies
+from .websocket import JSONText
+
+__all__ = [
+    "Request", "Response", "JSONResponse", "HTMLResponse", "PlainTextResponse",
+    "RedirectResponse", "StreamingResponse", "FileResponse", "EventSourceResponse",
+    "HTTPException", "to_response",
+]
+
+
+class HTTPException(Exception):
+    """Raise from a handler to answer with `status_code` and `detail` as the body."""
+
+    def __init__(self, status_code: int, detail: str | None = None,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.status_code = status_code
+        self.detail = detail if detail is not None else HTTPStatus(status_code).phrase
+        self.headers = list(headers)
+        super().__init__(f"{status_code}: {self.detail}")
+
+
+class Request:
+    """One HTTP request (also the handshake request of a WebSocket in the Microdot style)."""
+
+    def __init__(self, method: str, path: str, query_string: str = "", headers: Headers | None = None,
+                 body: bytes = b"", client: tuple[str, int] | None = None,
+                 path_params: dict[str, Any] | None = None, http_version: str = "1.1",
+                 scheme: str = "http") -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers if headers is not None else Headers()
+        self.client = client
+        self.path_params = path_params or {}
+        self.http_version = http_version
+        self.scheme = scheme
+        self.state = State()
+        self._body = body
+        self._query_params: QueryParams | None = None
+        self._cookies: dict[str, str] | None = None
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query_params is None:
+            self._query_params = QueryParams(self.query_string)
+        return self._query_params
+
+    args = query_params  # Microdot/Flask spelling
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            self._cookies = parse_cookies(self.headers.get("cookie"))
+        return self._cookies
+
+    @property
+    def url(self) -> str:
+        host = self.headers.get("host", "localhost")
+        return f"{self.scheme}://{host}{self.path}" + (f"?{self.query_string}" if self.query_string else "")
+
+    async def body(self) -> bytes:
+        return self._body
+
+    async def text(self) -> str:
+        return self._body.decode("utf-8", "replace")
+
+    async def json(self) -> Any:
+        """The body decoded as JSON; HTTPException(400) when it is not."""
+        try:
+            return json.loads(self._body)
+        except ValueError as exc:
+            raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+
+    async def form(self) -> dict[str, Any]:
+        """urlencoded or multipart/form-data fields; a file field gives a dict with
+        `filename`, `content_type` and `content` (bytes)."""
+        content_type = self.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            raw = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + self._body
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+            if not message.is_multipart():
+                raise HTTPException(400, "malformed multipart/form-data body")
+            fields: dict[str, Any] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if name is None:
+                    continue
+                content = part.get_payload(decode=True) or b""
+                filename = part.get_filename()
+                if filename is not None:
+                    fields[name] = {"filename": filename, "content_type": part.get_content_type(),
+                                    "content": content}
+                else:
+                    fields[name] = content.decode(part.get_content_charset() or "utf-8", "replace")
+            return fields
+        return dict(parse_qsl(self._body.decode("utf-8", "replace"), keep_blank_values=True))
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path}>"
+
+
+class Response:
+    """A complete response. `content` may be str (encoded UTF-8) or bytes."""
+
+    media_type: str | None = None
+
+    def __init__(self, content: Any = b"", status_code: int = 200,
+                 headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+                 media_type: str | None = None) -> None:
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.headers: list[tuple[str, str]] = list(headers.items() if isinstance(headers, dict) else headers or ())
+        self.body = self.render(content)
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
+        if isinstance(content, str):
+            return content.encode("utf-8")
+        raise TypeError(f"{type(self).__name__} content must be str or bytes, not {type(content).__name__}")
+
+    def set_cookie(self, key: str, value: str = "", max_age: int | None = None, path: str = "/",
+                   httponly: bool = False, secure: bool = False, samesite: str | None = "lax") -> None:
+        cookie = f"{key}={quote(value)}; Path={path}"
+        if max_age is not None:
+            cookie += f"; Max-Age={max_age}"
+        if httponly:
+            cookie += "; HttpOnly"
+        if secure:
+            cookie += "; Secure"
+        if samesite:
+            cookie += f"; SameSite={samesite}"
+        self.headers.append(("Set-Cookie", cookie))
+
+    def header_list(self) -> list[tuple[str, str]]:
+        """Headers to send, with Content-Type and Content-Length filled in when absent."""
+        headers = list(self.headers)
+        names = {name.lower() for name, _ in headers}
+        if self.media_type and "content-type" not in names:
+            media = self.media_type
+            if media.startswith("text/") and "charset" not in media:
+                media += "; charset=utf-8"
+            headers.append(("Content-Type", media))
+        if "content-length" not in names and not self.is_streaming:
+            headers.append(("Content-Length", str(len(self.body))))
+        return headers
+
+    is_streaming = False
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body as chunks (one, for a complete response)."""
+        yield self.body
+
+
+class PlainTextResponse(Response):
+    media_type = "text/plain"
+
+
+class HTMLResponse(Response):
+    media_type = "text/html"
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class RedirectResponse(Response):
+    def __init__(self, url: str, status_code: int = 307, headers: Any = None) -> None:
+        super().__init__(b"", status_code, headers)
+        self.headers.append(("Location", url))
+
+
+class StreamingResponse(Response):
+    """A body produced by an (async or sync) iterator of str/bytes chunks, sent chunked."""
+
+    is_streaming = True
+
+    def __init__(self, content: AsyncIterable[Any] | Iterable[Any], status_code: int = 200,
+                 headers: Any = None, media_type: str | None = None) -> None:
+        self.content = content
+        super().__init__(b"", status_code, headers, media_type)
+
+    async def _items(self) -> AsyncIterator[Any]:
+        if hasattr(self.content, "__aiter__"):
+            async for item in self.content:  # type: ignore[union-attr]
+                yield item
+        else:
+            for item in self.content:  # type: ignore[union-attr]
+                yield item
+
+    def encode_chunk(self, item: Any) -> bytes:
+        return item.encode("utf-8") if isinstance(item, str) else bytes(item)
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        async for item in self._items():
+            yield self.encode_chunk(item)
+
+
+class FileResponse(Response):
+    """A file from disk, read in 64 KiB chunks off the event loop."""
+
+    chunk_size = 64 * 1024
+
+    def __init__(self, path: str | os.PathLike[str], status_code: int = 200, headers: Any = None,
+                 media_type: str | None = None, filename: str | None = None) -> None:
+        self.path = os.fspath(path)
+        guessed = mimetypes.guess_type(filename or self.path)[0] or "application/octet-stream"
+        super().__init__(b"", status_code, headers, media_type or guessed)
+        self.size = os.stat(self.path).st_size
+        if filename:
+            self.headers.append(("Content-Disposition", f"attachment; filename*=utf-8''{quote(filename)}"))
+
+    def header_list(self) -> list[tuple[str, str]]:
+        headers = super().header_list()
+        return [(n, v) for n, v in headers if n.lower() != "content-length"] + [("Content-Length", str(self.size))]
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        with open(self.path, "rb") as handle:
+            while chunk := await loop.run_in_executor(None, handle.read, self.chunk_size):
+                yield chunk
+
+
+class EventSourceResponse(StreamingResponse):
+    """Server-Sent Events from an iterator of events.
+
+    Each event is a str (sent as `data:` lines) or a dict with any of `data`, `event`,
+    `id`, `retry` (`data` that is not a str is sent as JSON).
+    """
+
+    def __init__(self, content: AsyncIterable[Any] | Iterable[Any], status_code: int = 200,
+                 headers: Any = None) -> None:
+        super().__init__(content, status_code, headers, "text/event-stream")
+        self.headers += [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+
+    def encode_chunk(self, event: Any) -> bytes:
+        if not isinstance(event, dict):
+            event = {"data": event}
+        lines = []
+        for field in ("event", "id", "retry"):
+            if event.get(field) is not None:
+                lines.append(f"{field}: {event[field]}")
+        data = event.get("data", "")
+        if not isinstance(data, str):
+            data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        lines += [f"data: {line}" for line in data.split("\n")]
+        return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def to_response(value: Any) -> Response:
+    """Turn a handler's return value into a Response (see the module doc)."""
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, JSONText):
+        return Response(value, media_type="application/json")
+    if isinstance(value, str):
+        return Response(value, media_type="text/html" if value.lstrip().startswith("<") else "text/plain")
+    if isinstance(value, (dict, list)):
+        return JSONResponse(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Response(bytes(value), media_type="application/octet-stream")
+    if value is None:
+        return Response(b"", 204)
+    raise TypeError(f"cannot turn a {type(value).__name__} returned by a handler into a response; "
+                    "return str, bytes, dict, list or a Response")

@@ -1,0 +1,177 @@
+"""The connection registry: every open WebSocket by id, by concrete path and by room.
+
+`app.hub` reaches connections from anywhere in the process (another handler, an HTTP
+route, a background task). Broadcasts and publishes encode the frame once and hand the
+same bytes to every connection. The `*_sync` methods may be called from any thread: on the
+event loop's thread they act at once (keeping program order with the caller's other sends);
+from another thread they are handed to the loop and return immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .protocol import encode_frame
+from .websocket import encode_message
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
+
+__all__ = ["Hub"]
+
+
+def _excluded(exclude: Any) -> set[str]:
+    """Ids to skip: `exclude` is None, one id/connection, or an iterable of them."""
+    if exclude is None:
+        return set()
+    if isinstance(exclude, str) or hasattr(exclude, "id"):
+        exclude = (exclude,)
+    return {getattr(item, "id", item) for item in exclude}
+
+
+class Hub:
+    """Registry of open connections (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, WebSocket] = {}
+        self._paths: dict[str, dict[str, WebSocket]] = {}
+        self._rooms: dict[str, dict[str, WebSocket]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id: int | None = None
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Record the loop that owns the connections; call from that loop's thread."""
+        self._loop = loop
+        self._loop_thread_id = threading.get_ident()
+
+    # -- registry (called by the core WebSocket) -----------------------------------------
+    def _register(self, ws: WebSocket) -> None:
+        self._connections[ws.id] = ws
+        self._paths.setdefault(ws.path, {})[ws.id] = ws
+
+    def _unregister(self, ws: WebSocket) -> None:
+        if self._connections.pop(ws.id, None) is None:
+            return
+        peers = self._paths.get(ws.path)
+        if peers is not None:
+            peers.pop(ws.id, None)
+            if not peers:
+                del self._paths[ws.path]
+        for room in list(ws.rooms):
+            self._leave(ws, room)
+
+    def _join(self, ws: WebSocket, room: str) -> None:
+        if ws.id not in self._connections:
+            raise RuntimeError(f"connection {ws.id} is not open: it cannot join room {room!r}")
+        self._rooms.setdefault(room, {})[ws.id] = ws
+        ws.rooms.add(room)
+
+    def _leave(self, ws: WebSocket, room: str) -> None:
+        ws.rooms.discard(room)
+        members = self._rooms.get(room)
+        if members is not None:
+            members.pop(ws.id, None)
+            if not members:
+                del self._rooms[room]
+
+    # -- queries --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __contains__(self, connection_id: object) -> bool:
+        return connection_id in self._connections
+
+    def get(self, connection_id: str) -> WebSocket | None:
+        """The open connection with this id in this process, or None."""
+        return self._connections.get(connection_id)
+
+    def ids(self, path: str | None = None) -> list[str]:
+        """Ids of the open connections, all or those on one concrete path."""
+        if path is None:
+            return list(self._connections)
+        return list(self._paths.get(path, ()))
+
+    def members(self, room: str) -> list[str]:
+        """Ids of the connections in `room`."""
+        return list(self._rooms.get(room, ()))
+
+    async def count(self) -> int:
+        """How many connections are open."""
+        return len(self._connections)
+
+    # -- delivery -------------------------------------------------------------------------
+    @staticmethod
+    def _deliver(targets: dict[str, WebSocket] | None, data: Any, exclude: Any) -> int:
+        if not targets:
+            return 0
+        opcode, payload = encode_message(data)
+        frame = encode_frame(opcode, payload)
+        skip = _excluded(exclude)
+        sent = 0
+        for ws in list(targets.values()):
+            if skip and ws.id in skip:
+                continue
+            if ws._send_prepared(frame, opcode, payload):
+                sent += 1
+        return sent
+
+    def _broadcast_now(self, path: str, data: Any, exclude: Any = None) -> int:
+        return self._deliver(self._paths.get(path), data, exclude)
+
+    def _publish_now(self, room: str, data: Any, exclude: Any = None) -> int:
+        return self._deliver(self._rooms.get(room), data, exclude)
+
+    def _send_to_now(self, connection_id: str, data: Any) -> bool:
+        ws = self._connections.get(connection_id)
+        if ws is None or ws.closed:
+            return False
+        ws._send_now(data)
+        return True
+
+    def _close_soon(self, connection_id: str, code: int, reason: str) -> None:
+        ws = self._connections.get(connection_id)
+        if ws is not None:
+            asyncio.ensure_future(ws.close(code, reason))
+
+    async def broadcast(self, path: str, data: Any, exclude: Any = None) -> int:
+        """Send `data` to every connection on the concrete `path`; returns how many got it."""
+        return self._broadcast_now(path, data, exclude)
+
+    async def publish(self, room: str, data: Any, exclude: Any = None) -> int:
+        """Send `data` to every member of `room`; returns how many got it."""
+        return self._publish_now(room, data, exclude)
+
+    async def send_to(self, connection_id: str, data: Any) -> bool:
+        """Send `data` to one connection; False when no open connection has that id."""
+        return self._send_to_now(connection_id, data)
+
+    async def close(self, connection_id: str, code: int = 1000, reason: str = "") -> bool:
+        """Close one connection by id; False when no open connection has that id."""
+        ws = self._connections.get(connection_id)
+        if ws is None:
+            return False
+        await ws.close(code, reason)
+        return True
+
+    # -- thread-safe twins ----------------------------------------------------------------
+    def _call(self, now: Any, *args: Any) -> None:
+        """Run `now(*args)` at once on the loop's thread, else hand it to the loop."""
+        loop = self._loop
+        if loop is None or self._loop_thread_id == threading.get_ident():
+            now(*args)
+        else:
+            loop.call_soon_threadsafe(now, *args)
+
+    def send_to_sync(self, connection_id: str, data: Any) -> None:
+        self._call(self._send_to_now, connection_id, data)
+
+    def broadcast_sync(self, path: str, data: Any, exclude: Any = None) -> None:
+        self._call(self._broadcast_now, path, data, exclude)
+
+    def publish_sync(self, room: str, data: Any, exclude: Any = None) -> None:
+        self._call(self._publish_now, room, data, exclude)
+
+    def close_sync(self, connection_id: str, code: int = 1000, reason: str = "") -> None:
+        self._call(self._close_soon, connection_id, code, reason)

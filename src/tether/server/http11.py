@@ -1,0 +1,262 @@
+"""HTTP/1.1 on an asyncio transport: keep-alive, pipelining, and the hand-over to WebSocket.
+
+Requests are parsed by httptools, answered one at a time in arrival order, and bounded: headers by
+`max_header_size` (431), bodies by `max_body_size` (413), an incomplete request by
+`handshake_timeout` and an idle keep-alive connection by `keepalive_timeout`.
+A valid WebSocket upgrade turns the connection over to a `WebSocketConnection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from ..datastructures import Headers
+from ..http import Request, Response
+from ..protocol import HandshakeError, header_tokens, is_upgrade_request, validate_upgrade
+from .websocket import WebSocketConnection, http_response
+
+if TYPE_CHECKING:
+    from .serve import ServerState
+
+import httptools
+
+__all__ = ["HttpProtocol"]
+
+access_log = logging.getLogger("tether.access")
+logger = logging.getLogger("tether")
+
+_MAX_PIPELINED = 16
+
+
+class _RequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection while it speaks HTTP."""
+
+    def __init__(self, server: ServerState) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.settings = server.settings
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_size = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._error: _RequestError | None = None
+        self._queue: deque[tuple[Request, bool]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._upgrade: Request | None = None
+        self._websocket: WebSocketConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closing = False
+
+    # -- connection -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.server.connections.add(self)
+        self._set_timer(self.settings.handshake_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self._cancel_timer()
+        if self._task is not None:
+            self._task.cancel()
+        if self._websocket is not None:
+            self._websocket.connection_lost(exc)
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _set_timer(self, seconds: float) -> None:
+        self._cancel_timer()
+        if seconds > 0:
+            self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: close now if idle, else after the response in progress."""
+        self._closing = True
+        if self._task is None and self._websocket is None and self.transport is not None:
+            self.transport.close()
+
+    # -- parsing --------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._set_timer(self.settings.handshake_timeout)
+        offset = len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else offset
+        except httptools.HttpParserError as exc:
+            if self._error is None:
+                self._error = _RequestError(400, f"malformed HTTP request: {exc}")
+        if self._error is not None:
+            self._respond_error(self._error)
+            return
+        if self._upgrade is not None:
+            request, self._upgrade = self._upgrade, None
+            self._start_websocket(request, data[offset:])
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_size = 0
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_size += len(url)
+        if self._header_size > self.settings.max_header_size and self._error is None:
+            self._error = _RequestError(414, "request URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value)
+        if self._header_size > self.settings.max_header_size:
+            if self._error is None:
+                self._error = _RequestError(431, f"request headers over {self.settings.max_header_size} bytes")
+            return
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.settings.max_body_size:
+            if self._error is None:
+                self._error = _RequestError(413, f"request body over {self.settings.max_body_size} bytes")
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._error is not None:
+            return
+        raw_path, _, query = self._url.decode("latin-1").partition("?")
+        request = Request(
+            self.parser.get_method().decode("ascii"), unquote(raw_path) or "/", query,
+            Headers(self._headers), b"".join(self._body), self.client,
+            http_version=self.parser.get_http_version(), scheme=self.scheme)
+        if is_upgrade_request(request.headers.joined()):
+            self._upgrade = request
+            return
+        self._queue.append((request, self.parser.should_keep_alive()))
+        if len(self._queue) > _MAX_PIPELINED:
+            self.transport.pause_reading()
+        if self._task is None:
+            self._cancel_timer()
+            self._task = self.loop.create_task(self._process())
+
+    # -- answering ------------------------------------------------------------------------
+    async def _process(self) -> None:
+        try:
+            while self._queue:
+                request, keep_alive = self._queue.popleft()
+                if len(self._queue) == _MAX_PIPELINED // 2:
+                    self.transport.resume_reading()
+                response = await self.server.app.handle_http(request)
+                keep_alive = keep_alive and not self._closing
+                await self._write_response(request, response, keep_alive)
+                if not keep_alive:
+                    self.transport.close()
+                    return
+        finally:
+            self._task = None
+        self._set_timer(self.settings.keepalive_timeout)
+
+    async def _write_response(self, request: Request, response: Response, keep_alive: bool) -> None:
+        headers = response.header_list()
+        if not keep_alive:
+            headers.append(("Connection", "close"))
+        write = self.transport.write
+        no_body = request.method == "HEAD" or response.status_code in (204, 304)
+        access_log.info('%s:%s - "%s %s HTTP/%s" %d', *(self.client or ("-", "-")), request.method,
+                        request.path, request.http_version, response.status_code)
+        chunks = response.body_chunks()
+        try:
+            if response.is_streaming:
+                headers.append(("Transfer-Encoding", "chunked"))
+                write(http_response(response.status_code, headers))
+                if no_body:
+                    return
+                async for chunk in chunks:
+                    if chunk:
+                        write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                        await self._drain()
+                write(b"0\r\n\r\n")
+                return
+            first = b"" if no_body else await anext(chunks, b"")
+            write(http_response(response.status_code, headers, first))
+            if not no_body:
+                async for chunk in chunks:
+                    write(chunk)
+                    await self._drain()
+        finally:
+            await chunks.aclose()
+
+    async def _drain(self) -> None:
+        if self._write_paused and not self.transport.is_closing():
+            if self._drain_waiter is None:
+                self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _respond_error(self, error: _RequestError, headers: list[tuple[str, str]] = ()) -> None:
+        """Answer a request that cannot be served, then close the connection."""
+        body = (error.message + "\n").encode("utf-8")
+        head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                ("Connection", "close"), *headers]
+        access_log.info('%s:%s - bad request: %d %s', *(self.client or ("-", "-")), error.status, error.message)
+        self.transport.write(http_response(error.status, head, body))
+        self.transport.close()
+
+    # -- WebSocket ------------------------------------------------------------------------
+    def _start_websocket(self, request: Request, leftover: bytes) -> None:
+        joined = request.headers.joined()
+        try:
+            key = validate_upgrade(request.method, joined)
+        except HandshakeError as exc:
+            self._respond_error(_RequestError(exc.status, exc.message), exc.headers)
+            return
+        self._cancel_timer()
+        self.transport.pause_reading()
+        self.server.connections.discard(self)  # the channel tracks itself once accepted
+        channel = WebSocketConnection(self.server, self.transport, key, leftover)
+        self._websocket = channel
+        task = self.loop.create_task(self.server.app.serve_websocket(
+            channel, path=request.path, query_string=request.query_string, headers=request.headers,
+            client=self.client, subprotocols=header_tokens(joined.get("sec-websocket-protocol")),
+            scheme="wss" if self.scheme == "https" else "ws"))
+        self.server.track(task)

@@ -1,0 +1,1 @@
+"""Handler styles: each module adapts one way of writing handlers to the core WebSocket."""

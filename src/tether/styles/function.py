@@ -1,0 +1,58 @@
+"""Function style (Robyn's `@app.websocket`, SPEC 1a): `async def handler(websocket, **params)`.
+
+The handler's extra parameters, and those of its `on_connect`/`on_close` callbacks, are
+filled from the path and query string (a missing or bad one refuses the handshake with 400,
+raised as ParamError for the core to answer). `on_connect`'s return value is sent as the
+first message; `on_close` becomes the connection's close callback, whose return value the
+core sends before the close frame when the server closes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..params import Resolver
+from ..protocol import select_subprotocol
+from ..websocket import WebSocket
+
+__all__ = ["FunctionEndpoint"]
+
+
+class FunctionEndpoint:
+    """A function handler registered on a route, with its optional callbacks."""
+
+    def __init__(self, func: Callable[..., Any], path: str, subprotocols: Iterable[str] = ()) -> None:
+        if not callable(func):
+            raise TypeError(f"@websocket({path!r}) needs a function, got {type(func).__name__}")
+        self.path = path
+        self.subprotocols = list(subprotocols)
+        self.handler = Resolver(func, path, skip=1)
+        self.connect: Resolver | None = None
+        self.close: Resolver | None = None
+        functools.update_wrapper(self, func)
+
+    def on_connect(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: `func(websocket, **params)` runs once accepted; its return value is sent first."""
+        self.connect = Resolver(func, self.path, skip=1)
+        return func
+
+    def on_close(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: `func(websocket, **params)` runs exactly once when the connection closes."""
+        self.close = Resolver(func, self.path, skip=1)
+        return func
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        params, query = websocket.path_params, websocket.query_params
+        kwargs = self.handler.resolve(params, query)
+        connect_kwargs = self.connect.resolve(params, query) if self.connect else {}
+        close_kwargs = self.close.resolve(params, query) if self.close else {}
+        await websocket.accept(select_subprotocol(websocket.offered_subprotocols, self.subprotocols))
+        if self.close is not None:
+            websocket._close_callback = functools.partial(self.close.call, websocket, **close_kwargs)
+        if self.connect is not None:
+            greeting = await self.connect.call(websocket, **connect_kwargs)
+            if greeting is not None and greeting != "":
+                await websocket.send(greeting)
+        await self.handler.call(websocket, **kwargs)
