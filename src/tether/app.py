@@ -74,10 +74,17 @@ class App(Router):
         self._shutdown: list[Callable[[], Any]] = []
 
     # -- running ----------------------------------------------------------------------------
-    def start(self, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
-        """Serve this app on tether's native server until SIGINT/SIGTERM (alias: `run`)."""
+    def start(self, host: str | None = None, port: int | None = None, **options: Any) -> None:
+        """Serve this app on tether's native server until SIGINT/SIGTERM (alias: `run`).
+
+        `host`/`port` default to the environment's TETHER_HOST/TETHER_PORT, else
+        127.0.0.1:8080. `options` are those of `tether.server.run` (workers, ssl_certfile,
+        ssl_keyfile, log_level).
+        """
         from .server.serve import run  # the one place the core reaches for a road in
 
+        host = host or os.environ.get("TETHER_HOST", "127.0.0.1")
+        port = port or int(os.environ.get("TETHER_PORT", "8080"))
         run(self, host=host, port=port, **options)
 
     run = start
