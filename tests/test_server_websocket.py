@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 
@@ -11,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tether import App
-from tether.protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from tether.protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 from .rawws import RawWebSocket, http_exchange, upgrade_request
 
@@ -271,3 +272,19 @@ def test_http_limits(serve, request_bytes, status):
 
     server = serve(app)
     assert http_exchange(server.port, request_bytes)[0] == status
+
+
+def test_an_own_send_larger_than_max_send_buffer_is_delivered_not_closed(serve):
+    server = serve(echo_app(max_send_buffer=64 * 1024, max_message_size=4 << 20))
+    with connect(server.ws_url("/echo"), max_size=None) as ws:
+        big = b"z" * (2 << 20)
+        ws.send(big)
+        assert ws.recv(timeout=10) == big
+
+
+def test_messages_before_a_bad_frame_in_the_same_read_are_answered_first(serve):
+    server = serve(echo_app())
+    raw = RawWebSocket(server.port, "/echo")
+    raw.send_raw(encode_frame(OP_TEXT, b"first", mask=os.urandom(4)) + encode_frame(0x5, b"", mask=os.urandom(4)))
+    assert raw.next_event() == (OP_TEXT, "first")
+    assert raw.expect_close()[0] == 1002

@@ -120,9 +120,10 @@ class WebSocketTestSession:
             raise WebSocketDisconnect(self.close_code, self.close_reason)
         size = len(message.encode("utf-8") if isinstance(message, str) else message)
         ws = self._channel.websocket
-        if size > self._client.app.settings.max_message_size:
-            self._client._loop.call_soon_threadsafe(ws._channel.close, 1009, "message too big")
-            self._client._loop.call_soon_threadsafe(ws._on_disconnect, 1009, "message too big")
+        if size > self._client.app.settings.max_message_size:  # what the frame parser would do
+            reason = f"message over the {self._client.app.settings.max_message_size}-byte limit"
+            self._channel.close(1009, reason)
+            self._client._loop.call_soon_threadsafe(ws._on_disconnect, 1009, reason)
             return
         self._client._loop.call_soon_threadsafe(ws._on_message, message)
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .datastructures import Headers, QueryParams, State, parse_cookies
-from .protocol import OP_BINARY, OP_TEXT
+from .protocol import OP_BINARY, OP_TEXT, encode_frame
 
 if TYPE_CHECKING:
     import asyncio
@@ -260,9 +260,11 @@ class WebSocket:
         await self._send(*encode_message(data))
 
     def _send_now(self, data: Any) -> None:
-        """Queue `data` for this connection without waiting (program order is kept)."""
+        """Queue `data` without waiting, as a delivery (program order is kept): a client
+        that does not read is closed (1008) instead of growing the buffer."""
         self._check_open()
-        self._channel.send_message(*encode_message(data))
+        opcode, payload = encode_message(data)
+        self._channel.send_prepared(encode_frame(opcode, payload), opcode, payload)
 
     def _send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> bool:
         """Queue an already encoded frame (broadcast); False if the connection is closed."""

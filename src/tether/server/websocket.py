@@ -125,7 +125,9 @@ class WebSocketConnection(asyncio.Protocol):
             elif kind == OP_CLOSE:
                 self._close_frame_received(*value)
             else:
-                self.fail(value.code, value.reason)
+                # One loop turn later, so the handler first answers the messages that
+                # arrived in the same read as the bad frame (Autobahn's strict behaviour).
+                self.loop.call_soon(self.fail, value.code, value.reason)
 
     def _close_frame_received(self, code: int, reason: str) -> None:
         self._close_received = True
@@ -162,10 +164,15 @@ class WebSocketConnection(asyncio.Protocol):
         self._write(encode_frame(opcode, payload))
 
     def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None:
+        """A delivery nobody waits on (broadcast, send_to): past max_send_buffer, close 1008."""
+        if self._out_size + self.transport.get_write_buffer_size() > self._max_send_buffer:
+            if not self._close_sent and not self._lost:
+                self.fail(1008, f"send buffer over {self._max_send_buffer} bytes: the client is not reading")
+            return
         self._write(frame)
 
     def flush(self) -> None:
-        """Write everything corked so far in one call; close 1008 past max_send_buffer."""
+        """Write everything corked so far in one call."""
         out = self._out
         if not out:
             return
@@ -175,8 +182,6 @@ class WebSocketConnection(asyncio.Protocol):
         if self._lost:
             return
         self.transport.write(data)
-        if not self._close_sent and self.transport.get_write_buffer_size() > self._max_send_buffer:
-            self.fail(1008, f"send buffer over {self._max_send_buffer} bytes: the client is not reading")
 
     def drain(self) -> asyncio.Future[None] | None:
         if self._out_size > _CORK_LIMIT:

@@ -1,0 +1,45 @@
+# The project's two commands: `make run` (the demo chat on the native server) and
+# `make test` (the whole suite). Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test bench autobahn clean
+
+# Debian/Ubuntu ship python3 without venv/ensurepip: install it when it is missing.
+$(STAMP): pyproject.toml setup.py
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-dev)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+run: $(STAMP)
+	cd examples/chat && ../../$(BIN)/tether run app:app --host $(HOST) --port $(PORT)
+
+# The chat page is tested in a real headless Chromium (Debian's package).
+test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	$(BIN)/python -m pytest -q
+
+# Side by side with the peers (see BENCHMARKS.md); needs ../shared/bench.
+bench: $(STAMP)
+	../shared/bench/setup.sh raw picows aiohttp starlette tether
+	python3 ../shared/bench/run.py --reps 3 --servers tether,picows,aiohttp,starlette-sansio \
+	        --scenarios echo_c100_w8,bin16k_c10_w4,fanout_c1000
+
+# Autobahn|Testsuite against the benchmark echo app (needs ../shared/tools).
+autobahn: $(STAMP)
+	cd bench && ../$(BIN)/tether run echo_app:app --port 18990 --log-level warning \
+	        --max-message-size 33554432 & pid=$$!; sleep 1; \
+	  ../shared/tools/autobahn.sh 127.0.0.1:18990 /echo --exclude '12.*,13.*' --agent tether; rc=$$?; \
+	  kill $$pid; exit $$rc
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/tether/protocol/*.so

@@ -1,0 +1,75 @@
+"""The README's examples, executed as written and driven by real clients."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def run_block(index: int) -> dict:
+    namespace = {"__name__": "readme_example", "__file__": str(README)}
+    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
+    return namespace
+
+
+def http(url: str, data: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_readme_has_the_examples_this_test_expects():
+    assert len(BLOCKS) == 4
+
+
+def test_quick_start(serve):
+    app = run_block(0)["app"]
+    server = serve(app)
+    with connect(server.ws_url("/echo")) as ws:
+        ws.send("hi")
+        assert ws.recv() == "hi"
+    with connect(server.ws_url("/rooms/gotham")) as one, connect(server.ws_url("/rooms/gotham?page=2")) as two:
+        assert one.recv() == "welcome to gotham" and two.recv() == "welcome to gotham"
+        one.send("signal")
+        assert one.recv() == "[gotham] signal" and two.recv() == "[gotham] signal"
+        server.call(app.hub.close(app.hub.ids("/rooms/gotham")[0]))  # the first to connect: `one`
+        assert one.recv(timeout=2) == "bye"
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.ws_url("/rooms/x?page=abc"))
+    assert info.value.response.status_code == 400 and b"'page'" in info.value.response.body
+
+
+def test_hub_example(serve):
+    server = serve(run_block(1)["app"])
+    with connect(server.ws_url("/notifications?user=bob")) as ws:
+        assert len(ws.recv()) == 36
+        assert http(server.url("/notify/bob"), {"text": "you have mail"}) == (200, b'{"delivered":1}')
+        assert json.loads(ws.recv()) == {"text": "you have mail"}
+    assert http(server.url("/notify/nobody"), {"x": 1}) == (200, b'{"delivered":0}')
+
+
+def test_http_example(serve):
+    server = serve(run_block(2)["app"])
+    assert http(server.url("/api/items/5?detail=true")) == (200, b'{"id":5,"detail":true}')
+    assert http(server.url("/api/items/500")) == (404, b"no item 500")
+    assert http(server.url("/api/echo"), {"a": 1}) == (200, b'{"a":1}')
+    status, body = http(server.url("/ticks"))
+    assert body.count(b"event: tick") == 3 and b'data: {"n":2}' in body
+
+
+def test_testing_example():
+    run_block(3)["test_echo"]()
