@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -20,10 +19,10 @@ from .config import Settings
 from .datastructures import Headers, State
 from .http import FileResponse, HTTPException, PlainTextResponse, Request, Response, to_response
 from .hub import Hub
-from .params import ParamError
+from .params import ParamError, call_maybe_async
 from .protocol import origin_allowed
 from .routing import Router
-from .websocket import Channel, WebSocket, WebSocketDisconnect
+from .connection import Channel, WebSocket, WebSocketDisconnect
 
 __all__ = ["App"]
 
@@ -43,21 +42,15 @@ def _hook_decorator(target: list, func: Any, path: str | None) -> Any:
     return decorator
 
 
-async def _call(func: Callable[..., Any], *args: Any) -> Any:
-    result = func(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
 class App(Router):
     """A tether application.
 
     `App(__file__)` (the argument is optional) takes the settings of `Settings` as keywords,
     e.g. `App(max_message_size=65536, allowed_origins=["https://example.com"])`.
+    `urls={"path": HandlerOrClass, ...}` registers WebSocket handlers as Panther does.
     """
 
-    def __init__(self, file: str | None = None, **settings: Any) -> None:
+    def __init__(self, file: str | None = None, *, urls: dict[str, Any] | None = None, **settings: Any) -> None:
         super().__init__()
         unknown = set(settings) - set(Settings.names())
         if unknown:
@@ -72,6 +65,18 @@ class App(Router):
         self._exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
         self._startup: list[Callable[[], Any]] = []
         self._shutdown: list[Callable[[], Any]] = []
+        self.global_dependencies: dict[str, Any] = {}
+        self.router_dependencies: dict[str, Any] = {}
+        for path, handler in (urls or {}).items():
+            self.websocket(path)(handler)
+
+    def inject_global(self, **values: Any) -> None:
+        """Values every event-style handler gets as `global_dependencies`."""
+        self.global_dependencies.update(values)
+
+    def inject(self, **values: Any) -> None:
+        """Values every event-style handler gets as `router_dependencies`."""
+        self.router_dependencies.update(values)
 
     # -- running ----------------------------------------------------------------------------
     def start(self, host: str | None = None, port: int | None = None, **options: Any) -> None:
@@ -92,11 +97,11 @@ class App(Router):
     async def startup(self) -> None:
         """Run the startup hooks (the server calls this before accepting connections)."""
         for hook in self._startup:
-            await _call(hook)
+            await call_maybe_async(hook)
 
     async def shutdown(self) -> None:
         for hook in self._shutdown:
-            await _call(hook)
+            await call_maybe_async(hook)
 
     # -- hooks --------------------------------------------------------------------------------
     def on_startup(self, func: Callable[[], Any]) -> Callable[[], Any]:
@@ -157,7 +162,7 @@ class App(Router):
         for path, hook in self._after:
             if path is None or path == request.path:
                 try:
-                    result = await _call(hook, response)
+                    result = await call_maybe_async(hook, response)
                 except Exception as exc:
                     return await self._error_response(request, exc)
                 if isinstance(result, Response):
@@ -167,7 +172,7 @@ class App(Router):
     async def _dispatch_http(self, request: Request) -> Response:
         for path, hook in self._before:
             if path is None or path == request.path:
-                result = await _call(hook, request)
+                result = await call_maybe_async(hook, request)
                 if isinstance(result, Response):
                     return result
                 if isinstance(result, Request):
@@ -193,7 +198,7 @@ class App(Router):
             handler = self._exception_handlers.get(exc_class)
             if handler is not None:
                 try:
-                    return to_response(await _call(handler, request, exc))
+                    return to_response(await call_maybe_async(handler, request, exc))
                 except Exception:
                     logger.exception("exception handler for %s raised", exc_class.__name__)
                     break

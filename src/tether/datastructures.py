@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["Headers", "QueryParams", "State", "parse_cookies"]
+__all__ = ["Headers", "QueryParams", "State", "HTTPConnection", "parse_cookies"]
 
 
 class Headers:
@@ -144,3 +144,25 @@ class State:
 
     def __repr__(self) -> str:
         return f"State({vars(self)!r})"
+
+
+class HTTPConnection:
+    """What an HTTP request and a WebSocket handshake share: the query string and headers,
+    parsed on first use into `query_params` and `cookies`."""
+
+    query_string: str
+    headers: Headers
+    _query_params: QueryParams | None = None
+    _cookies: dict[str, str] | None = None
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query_params is None:
+            self._query_params = QueryParams(self.query_string)
+        return self._query_params
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            self._cookies = parse_cookies(self.headers.get("cookie"))
+        return self._cookies

@@ -18,8 +18,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from .datastructures import Headers, QueryParams, State, parse_cookies
-from .websocket import JSONText
+from .datastructures import Headers, HTTPConnection, QueryParams, State
+from .connection import JSONText
 
 __all__ = [
     "Request", "Response", "JSONResponse", "HTMLResponse", "PlainTextResponse",
@@ -39,7 +39,7 @@ class HTTPException(Exception):
         super().__init__(f"{status_code}: {self.detail}")
 
 
-class Request:
+class Request(HTTPConnection):
     """One HTTP request (also the handshake request of a WebSocket in the Microdot style)."""
 
     def __init__(self, method: str, path: str, query_string: str = "", headers: Headers | None = None,
@@ -56,22 +56,11 @@ class Request:
         self.scheme = scheme
         self.state = State()
         self._body = body
-        self._query_params: QueryParams | None = None
-        self._cookies: dict[str, str] | None = None
 
     @property
-    def query_params(self) -> QueryParams:
-        if self._query_params is None:
-            self._query_params = QueryParams(self.query_string)
-        return self._query_params
-
-    args = query_params  # Microdot/Flask spelling
-
-    @property
-    def cookies(self) -> dict[str, str]:
-        if self._cookies is None:
-            self._cookies = parse_cookies(self.headers.get("cookie"))
-        return self._cookies
+    def args(self) -> QueryParams:
+        """`query_params`, in Microdot's and Flask's spelling."""
+        return self.query_params
 
     @property
     def url(self) -> str:

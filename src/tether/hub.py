@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .protocol import encode_frame
-from .websocket import encode_message
+from .connection import encode_message
 
 if TYPE_CHECKING:
-    from .websocket import WebSocket
+    from .connection import WebSocket
 
 __all__ = ["Hub"]
 
@@ -34,7 +35,18 @@ def _excluded(exclude: Any) -> set[str]:
 class Hub:
     """Registry of open connections (see the module doc)."""
 
+    _instances: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+    @classmethod
+    def holding(cls, connection_id: str) -> Hub | None:
+        """The hub, among every App's in this process, that holds `connection_id`."""
+        for hub in list(cls._instances):
+            if connection_id in hub:
+                return hub
+        return None
+
     def __init__(self) -> None:
+        Hub._instances.add(self)
         self._connections: dict[str, WebSocket] = {}
         self._paths: dict[str, dict[str, WebSocket]] = {}
         self._rooms: dict[str, dict[str, WebSocket]] = {}

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ParamError", "Resolver", "coerce"]
+__all__ = ["ParamError", "Resolver", "coerce", "call_maybe_async"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -115,8 +115,6 @@ class Resolver:
             is_list, item = _is_list(annotation)
             self.params.append((param.name, annotation, param.default, is_list, item))
         self.context = context
-        self.is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            getattr(func, "__call__", None))
 
     def resolve(self, path_params: Mapping[str, Any], query: Any, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The keyword arguments for one call; raise ParamError naming the first bad parameter."""
@@ -125,7 +123,7 @@ class Resolver:
             if context and name in context:
                 kwargs[name] = context[name]
                 continue
-            if context and isinstance(annotation, type):
+            if context and isinstance(annotation, type) and annotation.__module__ != "builtins":
                 found = next((v for v in context.values() if isinstance(v, annotation)), None)
                 if found is not None:
                     kwargs[name] = found
@@ -160,11 +158,16 @@ class Resolver:
         return kwargs
 
     async def call(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the function, awaiting it when it is a coroutine function (or returns an awaitable)."""
-        result = self.func(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        """Call the function; await the result when it is awaitable (sync and async both work)."""
+        return await call_maybe_async(self.func, *args, **kwargs)
+
+
+async def call_maybe_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `func` and await its result if it is awaitable."""
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def _describe(func: Any) -> str:

@@ -101,7 +101,13 @@ class Router:
         return normalize_path(self.prefix + "/" + path.lstrip("/")) if self.prefix else normalize_path(path)
 
     def add_route(self, path: str, endpoint: Any, methods: Iterable[str] = ("GET",), name: str | None = None) -> Route:
-        """Register an HTTP endpoint (its return value becomes the response)."""
+        """Register an HTTP endpoint (its return value becomes the response).
+
+        A WebSocket session (e.g. a function wrapped by `with_websocket`) registered this
+        way becomes a WebSocket route, as Microdot's `@app.route` + `@with_websocket` do.
+        """
+        if getattr(endpoint, "is_tether_session", False):
+            return self.add_websocket_route(path, endpoint, name)
         methods = {m.upper() for m in methods}
         unknown = methods - set(HTTP_METHODS)
         if unknown:
@@ -142,17 +148,18 @@ class Router:
         return self.route(path, ["DELETE"])
 
     def websocket(self, path: str, subprotocols: Iterable[str] | None = None) -> Callable[[Any], Any]:
-        """Decorator registering a WebSocket handler (function style, SPEC 1a).
+        """Decorator registering a WebSocket handler written in any style.
 
-        Returns the handler's endpoint object, whose `.on_connect` and `.on_close`
-        decorators attach the connect and close callbacks.
+        A function becomes a function-style endpoint (returned, so that its `.on_connect`
+        and `.on_close` decorators work); a `GenericWebsocket` subclass is registered and
+        returned unchanged; `@websocket` generators and `@with_websocket` functions as they are.
         """
-        from .styles.function import FunctionEndpoint
+        from .styles import adapt  # styles build on the core; imported when first used
 
-        def decorator(func: Any) -> Any:
-            endpoint = FunctionEndpoint(func, self._full(path), subprotocols or ())
-            self.add_websocket_route(path, endpoint)
-            return endpoint
+        def decorator(handler: Any) -> Any:
+            session = adapt(handler, self._full(path), subprotocols or ())
+            self.add_websocket_route(path, session)
+            return handler if isinstance(handler, type) else session
         return decorator
 
     def include_router(self, router: "Router", prefix: str = "") -> None:

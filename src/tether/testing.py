@@ -27,7 +27,7 @@ from .app import App
 from .datastructures import Headers
 from .http import Request
 from .protocol import OP_TEXT
-from .websocket import WebSocketDisconnect
+from .connection import WebSocketDisconnect
 
 __all__ = ["TestClient", "TestResponse", "WebSocketTestSession", "WebSocketRejected"]
 

@@ -3,7 +3,7 @@
 Requests are parsed by httptools, answered one at a time in arrival order, and bounded: headers by
 `max_header_size` (431), bodies by `max_body_size` (413), an incomplete request by
 `handshake_timeout` and an idle keep-alive connection by `keepalive_timeout`.
-A valid WebSocket upgrade turns the connection over to a `WebSocketConnection`.
+A valid WebSocket upgrade turns the connection over to a `WebSocketProtocol`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from urllib.parse import unquote
 from ..datastructures import Headers
 from ..http import Request, Response
 from ..protocol import HandshakeError, header_tokens, is_upgrade_request, validate_upgrade
-from .websocket import WebSocketConnection, http_response
+from .flow import WriteFlowControl
+from .websocket import WebSocketProtocol, http_response
 
 if TYPE_CHECKING:
     from .serve import ServerState
@@ -39,7 +40,7 @@ class _RequestError(Exception):
         self.message = message
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(WriteFlowControl, asyncio.Protocol):
     """One client connection while it speaks HTTP."""
 
     def __init__(self, server: ServerState) -> None:
@@ -59,10 +60,8 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: deque[tuple[Request, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._upgrade: Request | None = None
-        self._websocket: WebSocketConnection | None = None
+        self._websocket: WebSocketProtocol | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = False
 
     # -- connection -----------------------------------------------------------------------
@@ -81,9 +80,7 @@ class HttpProtocol(asyncio.Protocol):
             self._task.cancel()
         if self._websocket is not None:
             self._websocket.connection_lost(exc)
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._release_drain()
 
     def _set_timer(self, seconds: float) -> None:
         self._cancel_timer()
@@ -219,19 +216,9 @@ class HttpProtocol(asyncio.Protocol):
             await chunks.aclose()
 
     async def _drain(self) -> None:
-        if self._write_paused and not self.transport.is_closing():
-            if self._drain_waiter is None:
-                self._drain_waiter = self.loop.create_future()
-            await self._drain_waiter
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiter = self.writable()
+        if waiter is not None and not self.transport.is_closing():
+            await waiter
 
     def _respond_error(self, error: _RequestError, headers: list[tuple[str, str]] = ()) -> None:
         """Answer a request that cannot be served, then close the connection."""
@@ -253,7 +240,7 @@ class HttpProtocol(asyncio.Protocol):
         self._cancel_timer()
         self.transport.pause_reading()
         self.server.connections.discard(self)  # the channel tracks itself once accepted
-        channel = WebSocketConnection(self.server, self.transport, key, leftover)
+        channel = WebSocketProtocol(self.server, self.transport, key, leftover)
         self._websocket = channel
         task = self.loop.create_task(self.server.app.serve_websocket(
             channel, path=request.path, query_string=request.query_string, headers=request.headers,

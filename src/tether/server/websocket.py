@@ -17,12 +17,13 @@ from ..protocol import (
     OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, accept_headers, encode_close,
     encode_frame,
 )
+from .flow import WriteFlowControl
 
 if TYPE_CHECKING:
-    from ..websocket import WebSocket
+    from ..connection import WebSocket
     from .serve import ServerState
 
-__all__ = ["WebSocketConnection", "WriteBatcher"]
+__all__ = ["WebSocketProtocol", "WriteBatcher"]
 
 logger = logging.getLogger("tether")
 
@@ -37,10 +38,10 @@ class WriteBatcher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._pending: list[WebSocketConnection] = []
+        self._pending: list[WebSocketProtocol] = []
         self._scheduled = False
 
-    def add(self, connection: WebSocketConnection) -> None:
+    def add(self, connection: WebSocketProtocol) -> None:
         self._pending.append(connection)
         if not self._scheduled:
             self._scheduled = True
@@ -63,7 +64,7 @@ def http_response(status: int, headers: list[tuple[str, str]], body: bytes = b""
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class WebSocketConnection(asyncio.Protocol):
+class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
     """The channel of one WebSocket (see tether.websocket.Channel); also the transport's
     protocol once the handshake is accepted."""
 
@@ -84,8 +85,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._close_sent = False
         self._close_received = False
         self._lost = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
@@ -186,23 +185,7 @@ class WebSocketConnection(asyncio.Protocol):
     def drain(self) -> asyncio.Future[None] | None:
         if self._out_size > _CORK_LIMIT:
             self.flush()
-        if not self._write_paused or self._lost:
-            return None
-        if self._drain_waiter is None:
-            self._drain_waiter = self.loop.create_future()
-        return self._drain_waiter
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._release_drain()
-
-    def _release_drain(self) -> None:
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        return None if self._lost else self.writable()
 
     def pause_reading(self) -> None:
         if not self._lost:
@@ -260,4 +243,4 @@ class WebSocketConnection(asyncio.Protocol):
             self._schedule_ping()
 
     def __repr__(self) -> Any:
-        return f"<WebSocketConnection {getattr(self, 'websocket', None)!r}>"
+        return f"<WebSocketProtocol {getattr(self, 'websocket', None)!r}>"

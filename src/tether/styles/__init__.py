@@ -1,1 +1,34 @@
-"""Handler styles: each module adapts one way of writing handlers to the core WebSocket."""
+"""Handler styles: each module adapts one way of writing handlers to the core WebSocket.
+
+Every style produces a *session*: an async callable taking the core connection
+(`tether.connection.WebSocket`) that accepts or rejects it and then serves it. `adapt`
+picks the style from what the user registered, so `@app.websocket(path)` takes any kind.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["adapt"]
+
+
+def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Any:
+    """The session for `handler`, whichever style it is written in."""
+    from .endpoint import ClassEndpoint, GenericWebsocket
+    from .function import FunctionEndpoint
+    from .generator import GeneratorEndpoint
+
+    if getattr(handler, "is_tether_session", False):  # already adapted (@websocket, @with_websocket...)
+        return handler
+    if isinstance(handler, type):
+        if issubclass(handler, GenericWebsocket):
+            return ClassEndpoint(handler, path)
+        raise TypeError(f"WebSocket route {path!r}: class {handler.__qualname__} is not a GenericWebsocket "
+                        "subclass; write `class {0}(GenericWebsocket)` or register a function".format(handler.__name__))
+    if inspect.isasyncgenfunction(handler):
+        return GeneratorEndpoint(handler)
+    if not callable(handler):
+        raise TypeError(f"WebSocket route {path!r}: expected a handler function or class, got {handler!r}")
+    return FunctionEndpoint(handler, path, subprotocols)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..params import Resolver
 from ..protocol import select_subprotocol
-from ..websocket import WebSocket
+from ..connection import WebSocket
 
 __all__ = ["FunctionEndpoint"]
 
@@ -23,9 +23,9 @@ __all__ = ["FunctionEndpoint"]
 class FunctionEndpoint:
     """A function handler registered on a route, with its optional callbacks."""
 
+    is_tether_session = True
+
     def __init__(self, func: Callable[..., Any], path: str, subprotocols: Iterable[str] = ()) -> None:
-        if not callable(func):
-            raise TypeError(f"@websocket({path!r}) needs a function, got {type(func).__name__}")
         self.path = path
         self.subprotocols = list(subprotocols)
         self.handler = Resolver(func, path, skip=1)

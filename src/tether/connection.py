@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .datastructures import Headers, QueryParams, State, parse_cookies
+from .datastructures import Headers, HTTPConnection, QueryParams, State
 from .protocol import OP_BINARY, OP_TEXT, encode_frame
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from .hub import Hub
 
-__all__ = ["WebSocket", "WebSocketDisconnect", "Channel", "encode_message", "jsonify"]
+__all__ = ["WebSocket", "WebSocketDisconnect", "Channel", "ConnectionView", "encode_message", "jsonify"]
 
 logger = logging.getLogger("tether")
 
@@ -85,7 +85,7 @@ def encode_message(data: Any) -> tuple[int, bytes]:
     return OP_TEXT, _json(data).encode("utf-8")
 
 
-class WebSocket:
+class WebSocket(HTTPConnection):
     """One WebSocket connection, as handlers see it (SPEC 1a).
 
     Created in the CONNECTING state; a handler style calls `accept()` (or `reject()`).
@@ -110,8 +110,6 @@ class WebSocket:
         self.scheme = scheme
         self.state = State()
         self.rooms: set[str] = set()
-        self._query_params: QueryParams | None = None
-        self._cookies: dict[str, str] | None = None
         self._state = CONNECTING
         self._closing = False
         self._queue: deque[str | bytes] = deque()
@@ -120,21 +118,27 @@ class WebSocket:
         self._reading_paused = False
         self.close_code: int | None = None
         self.close_reason = ""
+        self.closed_by: str | None = None  # "server" or "client" (peer closed, vanished or broke the protocol)
+        self._scope: dict[str, Any] | None = None
+        # Set by handler styles: run exactly once on every close path (see close()).
         self._close_callback: Callable[[], Awaitable[Any]] | None = None
+        # Set by handler styles: called synchronously when the peer closes or vanishes.
         self._disconnect_callbacks: list[Callable[[], Any]] = []
 
     # -- request data -------------------------------------------------------------------
     @property
-    def query_params(self) -> QueryParams:
-        if self._query_params is None:
-            self._query_params = QueryParams(self.query_string)
-        return self._query_params
-
-    @property
-    def cookies(self) -> dict[str, str]:
-        if self._cookies is None:
-            self._cookies = parse_cookies(self.headers.get("cookie"))
-        return self._cookies
+    def scope(self) -> dict[str, Any]:
+        """The handshake as an ASGI-style dict: type, scheme, path, query_string, headers
+        (lower-case byte pairs), client, subprotocols, path_params."""
+        if self._scope is None:
+            self._scope = {
+                "type": "websocket", "asgi": {"version": "3.0"}, "scheme": self.scheme,
+                "path": self.path, "query_string": self.query_string.encode("latin-1"),
+                "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.headers.items()],
+                "client": self.client, "subprotocols": list(self.offered_subprotocols),
+                "path_params": self.path_params,
+            }
+        return self._scope
 
     @property
     def closed(self) -> bool:
@@ -196,17 +200,19 @@ class WebSocket:
             self._waiter = None
 
     async def receive_text(self) -> str:
-        message = await self.receive()
-        if not isinstance(message, str):
-            raise TypeError(f"receive_text() got a binary message ({len(message)} bytes); "
-                            "use receive_bytes() or receive() to accept binary messages")
-        return message
+        """The next message, which must be text (TypeError naming the problem otherwise)."""
+        return await self._receive_typed(str, "receive_text", "receive_bytes")
 
     async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary (TypeError naming the problem otherwise)."""
+        return await self._receive_typed(bytes, "receive_bytes", "receive_text")
+
+    async def _receive_typed(self, expected: type, name: str, other: str) -> Any:
         message = await self.receive()
-        if not isinstance(message, bytes):
-            raise TypeError(f"receive_bytes() got a text message ({len(message)} characters); "
-                            "use receive_text() or receive() to accept text messages")
+        if not isinstance(message, expected):
+            kind, unit = ("binary", "bytes") if isinstance(message, bytes) else ("text", "characters")
+            raise TypeError(f"{name}() got a {kind} message ({len(message)} {unit}); "
+                            f"use {other}() or receive() to accept {kind} messages")
         return message
 
     async def receive_json(self) -> Any:
@@ -284,6 +290,11 @@ class WebSocket:
     async def leave(self, room: str) -> None:
         self._hub._leave(self, room)
 
+    def detach(self) -> None:
+        """Leave the registry and every room now; the connection stays open for its own
+        sends (a close announced for later, as the event style's `ws.close()`)."""
+        self._hub._unregister(self)
+
     # -- closing ------------------------------------------------------------------------
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close from the server side (idempotent).
@@ -298,6 +309,7 @@ class WebSocket:
         if self._state == CLOSED or self._closing:
             return
         self._closing = True
+        self.closed_by = "server"
         self._hub._unregister(self)
         await self._run_close_callback(send_result=True)
         if self._state == OPEN:
@@ -324,6 +336,7 @@ class WebSocket:
         was_open = self._state == OPEN
         self._state = CLOSED
         self.close_code, self.close_reason = code, reason
+        self.closed_by = self.closed_by or "client"
         self._hub._unregister(self)
         self._wake(WebSocketDisconnect(code, reason))
         for callback in self._disconnect_callbacks:
@@ -348,3 +361,25 @@ class WebSocket:
             return
         if send_result and result is not None and result != "" and self._state == OPEN:
             self._channel.send_message(*encode_message(result))
+
+
+class ConnectionView:
+    """A style's face on a core connection: delegates the request data to `self.connection`."""
+
+    connection: WebSocket
+
+    @property
+    def id(self) -> str:
+        return self.connection.id
+
+    @property
+    def headers(self) -> Headers:
+        return self.connection.headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        return self.connection.query_params
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        return self.connection.path_params

@@ -1,0 +1,95 @@
+"""Class style (Panther's `GenericWebsocket`, SPEC 1c).
+
+    class BookWebsocket(GenericWebsocket):
+        async def connect(self, book_id: int):     # path variables, coerced
+            await self.accept()                    # not accepted => HTTP 403
+        async def receive(self, data: str | bytes):
+            await self.send(data=data)
+
+`connect(**path variables)` decides: it must call `accept()`, else the handshake is refused
+(403); a path variable that does not fit its annotation refuses it with 400. Then each
+message goes to `receive(data)`, and `disconnect(code, reason)` runs once the connection has
+closed. `send_message_to_websocket` and `close_websocket_connection` reach a connection by id
+from anywhere in the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..connection import ConnectionView, WebSocket
+from ..hub import Hub
+from ..params import Resolver
+
+__all__ = ["GenericWebsocket", "ClassEndpoint", "send_message_to_websocket", "close_websocket_connection"]
+
+
+class GenericWebsocket(ConnectionView):
+    """Subclass it and override `connect`, `receive` and (optionally) `disconnect`."""
+
+    def __init__(self, connection: WebSocket) -> None:
+        self.connection = connection
+
+    @property
+    def connection_id(self) -> str:
+        return self.connection.id
+
+    async def connect(self, **path_variables: Any) -> None:
+        """Validate the connection and `accept()` it; the default accepts everyone."""
+        await self.accept()
+
+    async def receive(self, data: str | bytes) -> None:
+        """Called with each message (str for text, bytes for binary)."""
+
+    async def disconnect(self, code: int, reason: str) -> None:
+        """Called once the connection has closed, from either side."""
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        await self.connection.accept(subprotocol)
+
+    async def send(self, data: Any = None) -> None:
+        """Send str as text, bytes as binary, anything else as JSON."""
+        await self.connection.send(data)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.connection.close(code, reason)
+
+
+class ClassEndpoint:
+    """The session of a `GenericWebsocket` subclass registered on a route."""
+
+    is_tether_session = True
+
+    def __init__(self, cls: type[GenericWebsocket], path: str) -> None:
+        self.cls = cls
+        self.connect = Resolver(cls.connect, path, skip=1)  # skip `self`
+
+    async def __call__(self, connection: WebSocket) -> None:
+        handler = self.cls(connection)
+        await handler.connect(**self.connect.resolve(connection.path_params, connection.query_params))
+        if not connection.accepted:
+            return  # the App refuses the handshake with 403
+        async for message in connection:
+            await handler.receive(message)
+        await handler.disconnect(connection.close_code or 1000, connection.close_reason)
+
+
+async def send_message_to_websocket(connection_id: str, data: Any) -> bool:
+    """Send `data` to the connection with this id, whichever App in this process holds it.
+
+    Returns False when no open connection has that id. Safe from any thread's event loop.
+    """
+    hub = Hub.holding(connection_id)
+    if hub is None:
+        return False
+    hub.send_to_sync(connection_id, data)
+    return True
+
+
+async def close_websocket_connection(connection_id: str, code: int = 1000, reason: str = "") -> bool:
+    """Close the connection with this id, whichever App in this process holds it."""
+    hub = Hub.holding(connection_id)
+    if hub is None:
+        return False
+    hub.close_sync(connection_id, code, reason)
+    return True

@@ -1,0 +1,105 @@
+"""Generator style (Shallot, SPEC 1d): a handler is an async generator of messages.
+
+    @websocket(on_connect=accept_or_not, on_disconnect=gone, on_close=closed)   # or bare @websocket
+    async def echo(scope, receiver):
+        async for message in receiver:                    # str or bytes
+            yield ws_send(f"@ECHO: {message}")
+            if message == "exit":
+                yield ws_close(1001)                     # closes now; nothing after it is sent
+
+`scope` is the handshake as an ASGI-style dict (`connection.scope`). What the generator yields
+is sent; when it ends the socket closes with 1000. `on_connect(scope)` returns `ws_accept()`
+(optionally with a subprotocol) or `ws_close()` (HTTP 403). `on_disconnect(scope)` runs only
+when the client closed or vanished, `on_close(scope)` on every close, after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from ..connection import WebSocket
+from ..params import call_maybe_async
+
+__all__ = ["websocket", "ws_send", "ws_close", "ws_accept", "GeneratorEndpoint"]
+
+
+def ws_send(data: str | bytes) -> dict[str, Any]:
+    """The message dict that sends `data` (text for str, binary for bytes)."""
+    return {"type": "websocket.send", "text": data} if isinstance(data, str) else {"type": "websocket.send", "bytes": data}
+
+
+def ws_close(code: int = 1000, reason: str = "") -> dict[str, Any]:
+    """The message dict that closes the socket with `code` (refuses it, from on_connect)."""
+    return {"type": "websocket.close", "code": code, "reason": reason}
+
+
+def ws_accept(subprotocol: str | None = None) -> dict[str, Any]:
+    """on_connect's answer accepting the connection, with `subprotocol` if the client offered it."""
+    return {"type": "websocket.accept", "subprotocol": subprotocol}
+
+
+class GeneratorEndpoint:
+    """The session of an async-generator handler and its optional callbacks."""
+
+    is_tether_session = True
+
+    def __init__(self, handler: Callable[..., Any], on_connect: Callable[..., Any] | None = None,
+                 on_disconnect: Callable[..., Any] | None = None, on_close: Callable[..., Any] | None = None) -> None:
+        if not inspect.isasyncgenfunction(handler):
+            raise TypeError(f"@websocket needs an async generator function (async def ... yield), "
+                            f"got {getattr(handler, '__qualname__', handler)!r}")
+        self.handler = handler
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_close = on_close
+        functools.update_wrapper(self, handler)
+
+    async def __call__(self, connection: WebSocket) -> None:
+        scope = connection.scope
+        subprotocol = None
+        if self.on_connect is not None:
+            decision = await call_maybe_async(self.on_connect, scope)
+            kind = decision.get("type") if isinstance(decision, dict) else None
+            if kind == "websocket.close":
+                await connection.reject(403, "refused by on_connect")
+                return
+            if kind != "websocket.accept":
+                raise TypeError(f"on_connect of {self.handler.__qualname__} must return ws_accept() or "
+                                f"ws_close(), not {decision!r}")
+            subprotocol = decision.get("subprotocol")
+        await connection.accept(subprotocol)
+        connection._close_callback = functools.partial(self._closed, connection)
+        messages = self.handler(scope, aiter(connection))
+        try:
+            async for event in messages:
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "websocket.send" and event.get("bytes") is not None:
+                    await connection.send_bytes(event["bytes"])
+                elif kind == "websocket.send" and event.get("text") is not None:
+                    await connection.send_text(event["text"])
+                elif kind == "websocket.close":
+                    await connection.close(event.get("code", 1000), event.get("reason", ""))
+                    return
+                else:
+                    raise TypeError(f"{self.handler.__qualname__} yielded {event!r}; yield ws_send(...), "
+                                    "ws_close(...) or a websocket.send / websocket.close dict")
+        finally:
+            await messages.aclose()
+
+    async def _closed(self, connection: WebSocket) -> None:
+        """The close callback: on_disconnect (client side only), then on_close; sends nothing."""
+        if connection.closed_by == "client" and self.on_disconnect is not None:
+            await call_maybe_async(self.on_disconnect, connection.scope)
+        if self.on_close is not None:
+            await call_maybe_async(self.on_close, connection.scope)
+
+
+def websocket(handler: Callable[..., Any] | None = None, *, on_connect: Callable[..., Any] | None = None,
+              on_disconnect: Callable[..., Any] | None = None, on_close: Callable[..., Any] | None = None) -> Any:
+    """Make an async generator a WebSocket handler; bare (`@websocket`) or with callbacks."""
+    if handler is None:
+        return lambda h: GeneratorEndpoint(h, on_connect, on_disconnect, on_close)
+    return GeneratorEndpoint(handler, on_connect, on_disconnect, on_close)
