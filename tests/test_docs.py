@@ -1,0 +1,95 @@
+"""docs/styles.md: every example runs as written and does what the text says."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import time
+import urllib.request
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "styles.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+
+
+def load(index: int):
+    namespace = {"__name__": "styles_doc"}
+    exec(compile(BLOCKS[index], f"docs/styles.md block {index}", "exec"), namespace)
+    return namespace["app"]
+
+
+def closed_with(ws) -> int:
+    with pytest.raises(ConnectionClosed) as info:
+        ws.recv(timeout=5)
+    return info.value.rcvd.code
+
+
+def test_five_examples():
+    assert len(BLOCKS) == 5
+
+
+def test_function_style(serve):
+    server = serve(load(0))
+    with connect(server.ws_url("/counter/laps?start=10")) as ws:
+        assert ws.recv() == "counting for laps"
+        ws.send("go")
+        assert json.loads(ws.recv()) == {"name": "laps", "count": 11, "last": "go"}
+
+
+def test_event_style(serve):
+    server = serve(load(1))
+    with connect(server.ws_url("/shout")) as one, connect(server.ws_url("/shout")) as two:
+        assert one.recv() == "stay calm" and two.recv() == "stay calm"
+        one.send("hello")
+        assert one.recv() == "HELLO" and two.recv() == "HELLO"
+        two.send("bye")
+        assert two.recv() == "closing" and closed_with(two) == 1000
+
+
+def test_class_style(serve):
+    app = load(2)
+    server = serve(app)
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.ws_url("/ws/tickets/7/"))
+    assert info.value.response.status_code == 403
+    with connect(server.ws_url("/ws/tickets/7?token=letmein")) as ws:
+        hello = json.loads(ws.recv())
+        assert hello["event"] == 7
+        request = urllib.request.Request(server.url(f"/announce/{hello['you']}"), data=b"", method="POST")
+        assert urllib.request.urlopen(request).read() == b'{"delivered":true}'
+        assert ws.recv() == "doors open"
+        ws.send("hi")
+        assert ws.recv() == "got hi"
+        ws.send("leave")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, "see you")
+
+
+def test_generator_style(serve):
+    server = serve(load(3))
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.ws_url("/reverse"))
+    assert info.value.response.status_code == 403
+    with connect(server.ws_url("/reverse"), subprotocols=["json.v1"]) as ws:
+        assert ws.subprotocol == "json.v1"
+        ws.send("stressed")
+        assert ws.recv() == "desserts"
+        ws.send("stop")
+        assert closed_with(ws) == 1000
+
+
+def test_microdot_style(serve):
+    app = load(4)
+    server = serve(app)
+    with connect(server.ws_url("/typing/lobby?user=ann")) as ws:
+        ws.send("hello")
+        assert ws.recv() == "lobby: ann typed 5 chars"
+    deadline = time.monotonic() + 5
+    while app.state.gone == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.state.gone == 1
