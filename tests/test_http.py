@@ -17,7 +17,7 @@ def fetch(url: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
     async def go():
         async with aiohttp.ClientSession() as session:
             async with session.request(method, url, allow_redirects=False, **kwargs) as response:
-                return response.status, dict(response.headers), await response.read()
+                return response.status, response.headers.copy(), await response.read()  # case-insensitive
     return asyncio.run(go())
 
 

@@ -28,8 +28,8 @@ def echo_app(**settings) -> App:
     return app
 
 
-def test_echo_text_binary_and_large_messages_with_a_real_client(serve):
-    server = serve(echo_app())
+def test_echo_text_binary_and_large_messages_with_a_real_client(serve_native):
+    server = serve_native(echo_app())
     with connect(server.ws_url("/echo")) as ws:
         ws.send("hello")
         assert ws.recv() == "hello"
@@ -40,22 +40,22 @@ def test_echo_text_binary_and_large_messages_with_a_real_client(serve):
         assert ws.recv() == big
 
 
-def test_fragmented_messages_from_a_real_client_are_reassembled(serve):
-    server = serve(echo_app())
+def test_fragmented_messages_from_a_real_client_are_reassembled(serve_native):
+    server = serve_native(echo_app())
     with connect(server.ws_url("/echo")) as ws:
         ws.send(["frag", "mented ", "text"])  # websockets sends an iterable as fragments
         assert ws.recv() == "fragmented text"
 
 
-def test_ping_is_answered_with_a_pong_carrying_the_same_payload(serve):
-    server = serve(echo_app())
+def test_ping_is_answered_with_a_pong_carrying_the_same_payload(serve_native):
+    server = serve_native(echo_app())
     raw = RawWebSocket(server.port, "/echo")
     raw.send_frame(OP_PING, b"are you there")
     assert raw.next_event() == (OP_PONG, b"are you there")
 
 
-def test_client_close_code_is_echoed(serve):
-    server = serve(echo_app())
+def test_client_close_code_is_echoed(serve_native):
+    server = serve_native(echo_app())
     raw = RawWebSocket(server.port, "/echo")
     raw.send_frame(OP_CLOSE, (4000).to_bytes(2, "big") + b"bye")
     assert raw.expect_close()[0] == 4000
@@ -70,8 +70,8 @@ def test_client_close_code_is_echoed(serve):
     (lambda raw: raw.send_frame(OP_PING, b"x" * 126), 1002),
     (lambda raw: raw.send_frame(OP_CLOSE, (999).to_bytes(2, "big")), 1002),
 ])
-def test_invalid_input_gets_its_close_code_and_other_connections_keep_working(serve, send, code):
-    server = serve(echo_app(max_message_size=1000))
+def test_invalid_input_gets_its_close_code_and_other_connections_keep_working(serve_native, send, code):
+    server = serve_native(echo_app(max_message_size=1000))
     with connect(server.ws_url("/echo")) as bystander:
         raw = RawWebSocket(server.port, "/echo")
         send(raw)
@@ -80,7 +80,7 @@ def test_invalid_input_gets_its_close_code_and_other_connections_keep_working(se
         assert bystander.recv() == "still here"
 
 
-def test_a_handler_exception_closes_with_1011_and_is_logged(serve, caplog):
+def test_a_handler_exception_closes_with_1011_and_is_logged(serve_native, caplog):
     app = App()
 
     @app.websocket("/boom")
@@ -88,7 +88,7 @@ def test_a_handler_exception_closes_with_1011_and_is_logged(serve, caplog):
         await websocket.receive_text()
         raise RuntimeError("kaboom")
 
-    server = serve(app)
+    server = serve_native(app)
     with connect(server.ws_url("/boom")) as ws:
         ws.send("go")
         with pytest.raises(ConnectionClosed) as info:
@@ -109,8 +109,8 @@ def test_a_handler_exception_closes_with_1011_and_is_logged(serve, caplog):
     (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 426, b"WebSocket"),
     (b"NONSENSE\r\n\r\n", 400, b"malformed"),
 ])
-def test_handshake_refusals_carry_a_precise_status(serve, request_bytes, status, needle):
-    server = serve(echo_app())
+def test_handshake_refusals_carry_a_precise_status(serve_native, request_bytes, status, needle):
+    server = serve_native(echo_app())
     got, headers, body = http_exchange(server.port, request_bytes)
     assert got == status and needle in body
     if status == 426 and b"Sec-WebSocket-Version: 8" in request_bytes:
@@ -119,8 +119,8 @@ def test_handshake_refusals_carry_a_precise_status(serve, request_bytes, status,
         assert headers["upgrade"] == "websocket"
 
 
-def test_origin_policy_allows_same_host_and_listed_origins(serve):
-    server = serve(echo_app(allowed_origins=["https://app.example"]))
+def test_origin_policy_allows_same_host_and_listed_origins(serve_native):
+    server = serve_native(echo_app(allowed_origins=["https://app.example"]))
     for origin in (f"http://127.0.0.1:{server.port}", "https://app.example"):
         with connect(server.ws_url("/echo"), origin=origin) as ws:
             ws.send("ok")
@@ -130,24 +130,24 @@ def test_origin_policy_allows_same_host_and_listed_origins(serve):
     assert info.value.response.status_code == 403
 
 
-def test_a_peer_that_stops_answering_pings_is_closed_with_1011(serve):
-    server = serve(echo_app(ping_interval=0.2, ping_timeout=0.3))
+def test_a_peer_that_stops_answering_pings_is_closed_with_1011(serve_native):
+    server = serve_native(echo_app(ping_interval=0.2, ping_timeout=0.3))
     raw = RawWebSocket(server.port, "/echo")  # never answers pings
     kind, _ = raw.next_event()
     assert kind == OP_PING
     assert raw.expect_close()[0] == 1011
 
 
-def test_a_peer_that_answers_pings_stays_connected(serve):
-    server = serve(echo_app(ping_interval=0.1, ping_timeout=0.2))
+def test_a_peer_that_answers_pings_stays_connected(serve_native):
+    server = serve_native(echo_app(ping_interval=0.1, ping_timeout=0.2))
     with connect(server.ws_url("/echo")) as ws:  # websockets answers pings itself
         time.sleep(1.0)
         ws.send("alive")
         assert ws.recv() == "alive"
 
 
-def test_an_incomplete_request_is_dropped_after_the_handshake_timeout(serve):
-    server = serve(echo_app(handshake_timeout=0.3))
+def test_an_incomplete_request_is_dropped_after_the_handshake_timeout(serve_native):
+    server = serve_native(echo_app(handshake_timeout=0.3))
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # never finishes
         start = time.monotonic()
@@ -155,7 +155,7 @@ def test_an_incomplete_request_is_dropped_after_the_handshake_timeout(serve):
         assert time.monotonic() - start < 3
 
 
-def test_a_client_that_does_not_read_is_closed_with_1008_past_max_send_buffer(serve):
+def test_a_client_that_does_not_read_is_closed_with_1008_past_max_send_buffer(serve_native):
     closed = asyncio.Event()
     seen = {}
     app = App(max_send_buffer=256 * 1024)
@@ -173,7 +173,7 @@ def test_a_client_that_does_not_read_is_closed_with_1008_past_max_send_buffer(se
             seen["code"] = websocket.close_code
             closed.set()
 
-    server = serve(app)
+    server = serve_native(app)
     raw = RawWebSocket(server.port, "/flood")
     raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     server.call(asyncio.wait_for(closed.wait(), 10))
@@ -181,7 +181,7 @@ def test_a_client_that_does_not_read_is_closed_with_1008_past_max_send_buffer(se
     raw.close()
 
 
-def test_own_sends_wait_for_a_slow_reader_instead_of_growing_the_buffer(serve):
+def test_own_sends_wait_for_a_slow_reader_instead_of_growing_the_buffer(serve_native):
     progress = {"sent": 0}
     app = App(max_send_buffer=256 * 1024)
 
@@ -191,7 +191,7 @@ def test_own_sends_wait_for_a_slow_reader_instead_of_growing_the_buffer(serve):
             await websocket.send_bytes(b"y" * 65536)
             progress["sent"] += 1
 
-    server = serve(app)
+    server = serve_native(app)
     with connect(server.ws_url("/stream"), max_size=None) as ws:
         time.sleep(0.5)
         assert progress["sent"] < 100  # the handler is paced by the reader
@@ -199,7 +199,7 @@ def test_own_sends_wait_for_a_slow_reader_instead_of_growing_the_buffer(serve):
     assert received == 100 * 65536 and progress["sent"] == 100
 
 
-def test_reading_pauses_while_a_handler_has_max_queue_unread_messages(serve):
+def test_reading_pauses_while_a_handler_has_max_queue_unread_messages(serve_native):
     release = asyncio.Event()
     state = {}
     app = App(max_queue=4)
@@ -211,7 +211,7 @@ def test_reading_pauses_while_a_handler_has_max_queue_unread_messages(serve):
         got = [await websocket.receive_text() for _ in range(200)]
         await websocket.send_text(",".join(got[:3]) + f"|{len(got)}")
 
-    server = serve(app)
+    server = serve_native(app)
     with connect(server.ws_url("/slow")) as ws:
         for i in range(200):
             ws.send(str(i))
@@ -221,14 +221,14 @@ def test_reading_pauses_while_a_handler_has_max_queue_unread_messages(serve):
     assert state["paused"] is True
 
 
-def test_http_keep_alive_serves_several_requests_on_one_connection(serve):
+def test_http_keep_alive_serves_several_requests_on_one_connection(serve_native):
     app = App()
 
     @app.get("/n/{n:int}")
     def double(n: int):
         return {"n": n * 2}
 
-    server = serve(app)
+    server = serve_native(app)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         for n in (1, 2, 3):
             sock.sendall(f"GET /n/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -238,7 +238,7 @@ def test_http_keep_alive_serves_several_requests_on_one_connection(serve):
             assert data.startswith(b"HTTP/1.1 200") and f'{{"n":{n * 2}}}'.encode() in data
 
 
-def test_pipelined_http_requests_are_answered_in_order(serve):
+def test_pipelined_http_requests_are_answered_in_order(serve_native):
     app = App()
 
     @app.get("/slow")
@@ -250,7 +250,7 @@ def test_pipelined_http_requests_are_answered_in_order(serve):
     def fast_route():
         return "fast"
 
-    server = serve(app)
+    server = serve_native(app)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
@@ -263,27 +263,27 @@ def test_pipelined_http_requests_are_answered_in_order(serve):
     (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000, 413),
     (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n", 431),
 ])
-def test_http_limits(serve, request_bytes, status):
+def test_http_limits(serve_native, request_bytes, status):
     app = App(max_body_size=1000, max_header_size=2000)
 
     @app.post("/x")
     async def x():
         return "ok"
 
-    server = serve(app)
+    server = serve_native(app)
     assert http_exchange(server.port, request_bytes)[0] == status
 
 
-def test_an_own_send_larger_than_max_send_buffer_is_delivered_not_closed(serve):
-    server = serve(echo_app(max_send_buffer=64 * 1024, max_message_size=4 << 20))
+def test_an_own_send_larger_than_max_send_buffer_is_delivered_not_closed(serve_native):
+    server = serve_native(echo_app(max_send_buffer=64 * 1024, max_message_size=4 << 20))
     with connect(server.ws_url("/echo"), max_size=None) as ws:
         big = b"z" * (2 << 20)
         ws.send(big)
         assert ws.recv(timeout=10) == big
 
 
-def test_messages_before_a_bad_frame_in_the_same_read_are_answered_first(serve):
-    server = serve(echo_app())
+def test_messages_before_a_bad_frame_in_the_same_read_are_answered_first(serve_native):
+    server = serve_native(echo_app())
     raw = RawWebSocket(server.port, "/echo")
     raw.send_raw(encode_frame(OP_TEXT, b"first", mask=os.urandom(4)) + encode_frame(0x5, b"", mask=os.urandom(4)))
     assert raw.next_event() == (OP_TEXT, "first")

@@ -21,7 +21,7 @@ from .http import FileResponse, HTTPException, PlainTextResponse, Request, Respo
 from .hub import Hub
 from .params import ParamError, call_maybe_async
 from .protocol import origin_allowed
-from .routing import Router
+from .routing import Router, normalize_path
 from .connection import Channel, WebSocket, WebSocketDisconnect
 
 __all__ = ["App"]
@@ -67,6 +67,7 @@ class App(Router):
         self._shutdown: list[Callable[[], Any]] = []
         self.global_dependencies: dict[str, Any] = {}
         self.router_dependencies: dict[str, Any] = {}
+        self._mounts: list[tuple[str, Any]] = []
         for path, handler in (urls or {}).items():
             self.websocket(path)(handler)
 
@@ -77,6 +78,26 @@ class App(Router):
     def inject(self, **values: Any) -> None:
         """Values every event-style handler gets as `router_dependencies`."""
         self.router_dependencies.update(values)
+
+    # -- ASGI -------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The App is an ASGI 3 application (http, websocket, lifespan): run it under any
+        ASGI server, wrap it in ASGI middleware, or mount it in another ASGI app."""
+        from .asgi import serve_asgi
+
+        await serve_asgi(self, scope, receive, send)
+
+    def mount(self, prefix: str, asgi_app: Any) -> None:
+        """Serve `asgi_app` (any ASGI application) under `prefix`; it sees the rest of the
+        path, with `prefix` added to `root_path`."""
+        self._mounts.append((normalize_path(prefix), asgi_app))
+
+    def mounted(self, path: str) -> tuple[str, Any] | None:
+        """(prefix, app) of the mounted ASGI app that serves `path`, if any."""
+        for prefix, asgi_app in self._mounts:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return prefix, asgi_app
+        return None
 
     # -- running ----------------------------------------------------------------------------
     def start(self, host: str | None = None, port: int | None = None, **options: Any) -> None:
@@ -170,6 +191,11 @@ class App(Router):
         return response
 
     async def _dispatch_http(self, request: Request) -> Response:
+        mounted = self.mounted(request.path)
+        if mounted is not None:
+            from .asgi import call_mounted_http
+
+            return await call_mounted_http(mounted[1], mounted[0], request)
         for path, hook in self._before:
             if path is None or path == request.path:
                 result = await call_maybe_async(hook, request)

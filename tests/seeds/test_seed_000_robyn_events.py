@@ -18,6 +18,8 @@ from websockets.sync.client import connect
 from tether import App as Robyn, WebSocket, jsonify
 
 
+SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
+
 def make():
     app = Robyn(__file__)
     websocket = WebSocket(app, "/web_socket")

@@ -22,6 +22,8 @@ from websockets.sync.client import connect
 from tether import App as Robyn, WebSocketDisconnect
 
 
+SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

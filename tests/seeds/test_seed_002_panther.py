@@ -40,6 +40,8 @@ url = {
 }
 
 
+SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
+
 def test_book_websocket_echoes_and_prints_its_connection_id(serve, capsys):
     server = serve(App(urls=urls))
     for path in ("/ws/book/", "/ws/book"):  # the trailing slash is optional
@@ -142,7 +144,7 @@ def test_not_accepting_in_connect_rejects_with_403(serve):
         pass
 
 
-def test_disconnect_hook_gets_the_close_code(serve):
+def test_disconnect_hook_gets_the_close_code(serve, server_kind):
     codes = []
 
     class Watched(BookWebsocket):
@@ -155,7 +157,10 @@ def test_disconnect_hook_gets_the_close_code(serve):
     deadline = time.monotonic() + 5
     while not codes and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert codes == [(4005, "gone")]
+    # What the app learns of a client's close depends on the ASGI server (docs/deploy.md):
+    # hypercorn reports 1006 without the client's code, granian drops the reason.
+    expected = {"hypercorn": (1006, ""), "granian": (4005, "")}.get(server_kind, (4005, "gone"))
+    assert codes == [expected]
 
 
 def test_class_registered_with_the_decorator_and_bad_classes_are_refused():

@@ -15,6 +15,8 @@ from websockets.sync.client import connect
 from tether import App, with_websocket
 
 
+SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
+
 def test_echo(serve):
     app = App()
 

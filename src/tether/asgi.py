@@ -1,0 +1,362 @@
+"""The App as an ASGI 3 application: the same core, reached through ASGI's receive/send.
+
+`App.__call__` serves the `http`, `websocket` and `lifespan` scopes. A WebSocket runs over
+an `ASGIChannel`, the ASGI twin of the native server's channel: what the core sends is queued
+and written by one pump task in order (ASGI `send` must be awaited, the core's sends are
+synchronous so that a broadcast never waits for one slow socket), and incoming
+`websocket.receive` events are handed to the core connection as they come.
+
+What an ASGI server does itself (framing, UTF-8 and protocol checks, ping/pong, its own
+message size limit, the shutdown close code) is out of the App's hands: docs/deploy.md
+lists each difference and the test that pins it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .connection import WebSocket
+from .datastructures import Headers
+from .http import Request, Response
+from .protocol import OP_TEXT
+
+if TYPE_CHECKING:
+    from .app import App
+    from .config import Settings
+
+__all__ = ["ASGIChannel", "serve_asgi", "call_mounted_http"]
+
+_HIGH_WATER = 64 * 1024
+_STOP = object()
+
+
+def _headers(scope: dict[str, Any]) -> Headers:
+    return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope.get("headers", ())])
+
+
+def _raw_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _strip(path: str, prefix: str) -> str:
+    """`path` as seen by an app mounted at `prefix`."""
+    return path[len(prefix.rstrip("/")):] or "/"
+
+
+def _client(scope: dict[str, Any]) -> tuple[str, int] | None:
+    client = scope.get("client")
+    return (client[0], client[1]) if client else None
+
+
+class ASGIChannel:
+    """A core WebSocket's channel over ASGI (see tether.connection.Channel)."""
+
+    websocket: WebSocket
+
+    def __init__(self, send: Any, settings: Settings, http_response: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._send = send
+        self._settings = settings
+        self._http_response = http_response
+        self._queue: deque[tuple[Any, int]] = deque()
+        self._queued = 0
+        self._wakeup: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._done = False  # a close (or refusal) is queued: nothing may follow it
+        self._pump = self.loop.create_task(self._run_pump())
+        self.reader: asyncio.Task[None] | None = None
+
+    # -- outgoing -------------------------------------------------------------------------
+    def _put(self, event: Any, size: int = 0) -> None:
+        if self._done:
+            return
+        self._queue.append((event, size))
+        self._queued += size
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _run_pump(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup = self.loop.create_future()
+                await self._wakeup
+            event, size = self._queue.popleft()
+            if event is _STOP:
+                return
+            try:
+                await self._send(event)
+            except Exception:  # the server says the client is gone
+                self._queue.clear()
+                self._release()
+                self.websocket._on_disconnect(1006, "connection lost")
+                return
+            self._queued -= size
+            if self._queued <= _HIGH_WATER // 2:
+                self._release()
+
+    def _release(self) -> None:
+        waiter, self._drained = self._drained, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
+        self._put({"type": "websocket.accept", "subprotocol": subprotocol, "headers": _raw_headers(headers)})
+
+    def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        if self._http_response:
+            head = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))] + headers
+            self._put({"type": "websocket.http.response.start", "status": status, "headers": _raw_headers(head)})
+            self._put({"type": "websocket.http.response.body", "body": body})
+        else:  # closing before accept: the server answers 403
+            self._put({"type": "websocket.close", "code": 1000})
+        self._done = True
+
+    def send_message(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_TEXT:
+            self._put({"type": "websocket.send", "text": payload.decode("utf-8")}, len(payload))
+        else:
+            self._put({"type": "websocket.send", "bytes": payload}, len(payload))
+
+    def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None:
+        """A delivery nobody waits on: past max_send_buffer queued, close 1008."""
+        if self._queued > self._settings.max_send_buffer:
+            if not self._done:
+                reason = f"send buffer over {self._settings.max_send_buffer} bytes: the client is not reading"
+                self.close(1008, reason)
+                self.websocket._on_disconnect(1008, reason)
+            return
+        self.send_message(opcode, payload)
+
+    def close(self, code: int, reason: str) -> None:
+        self._put({"type": "websocket.close", "code": code, "reason": reason})
+        self._done = True
+        # Stop reading: some servers (granian) hold a close back while a receive() is pending.
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
+
+    def flush(self) -> None:
+        """Nothing to do: every send is handed on as it is made."""
+
+    def drain(self) -> asyncio.Future[None] | None:
+        if self._queued <= _HIGH_WATER or self._pump.done():
+            return None
+        if self._drained is None:
+            self._drained = self.loop.create_future()
+        return self._drained
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    # -- incoming -------------------------------------------------------------------------
+    async def read(self, receive: Any) -> None:
+        """Hand `websocket.receive` events to the core until `websocket.disconnect`."""
+        limit = self._settings.max_message_size
+        while True:
+            await self._reading.wait()
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
+                if size > limit:
+                    reason = f"message over the {limit}-byte limit"
+                    self.close(1009, reason)
+                    self.websocket._on_disconnect(1009, reason)
+                    return
+                self.websocket._on_message(data)
+            elif message["type"] == "websocket.disconnect":
+                self.websocket._on_disconnect(message.get("code", 1005), message.get("reason") or "")
+                return
+
+    async def finish(self) -> None:
+        """Wait until everything queued has been handed to the server."""
+        self._queue.append((_STOP, 0))
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        await self._pump
+
+
+async def _websocket(app: App, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    first = await receive()
+    if first["type"] != "websocket.connect":
+        return
+    channel = ASGIChannel(send, app.settings, "websocket.http.response" in scope.get("extensions", {}))
+    # The reader first runs once serve_websocket suspends, when the core connection exists.
+    reader = channel.reader = channel.loop.create_task(channel.read(receive))
+    try:
+        await app.serve_websocket(
+            channel, path=scope["path"], query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=_headers(scope), client=_client(scope), subprotocols=scope.get("subprotocols", ()),
+            scheme=scope.get("scheme", "ws"))
+    finally:
+        await channel.finish()
+        reader.cancel()
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The request body; None when it is over `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send_response(response: Response, send: Any, head_only: bool, receive: Any) -> None:
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": _raw_headers(response.header_list())})
+    if head_only:
+        await send({"type": "http.response.body", "body": b""})
+        return
+
+    async def stream() -> None:
+        async for chunk in response.body_chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    if not response.is_streaming:
+        await stream()
+        return
+    # A stream may never end by itself (SSE): stop it when the client goes away.
+    streaming = asyncio.ensure_future(stream())
+    disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+    await asyncio.wait({streaming, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (streaming, disconnected):
+        task.cancel()
+    if streaming.done() and not streaming.cancelled() and streaming.exception():
+        raise streaming.exception()  # type: ignore[misc]
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _http(app: App, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = await _read_body(receive, app.settings.max_body_size)
+    if body is None:
+        response: Response = Response(f"request body over {app.settings.max_body_size} bytes\n", 413,
+                                      media_type="text/plain")
+    else:
+        request = Request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                          _headers(scope), body, _client(scope), http_version=scope.get("http_version", "1.1"),
+                          scheme=scope.get("scheme", "http"))
+        response = await app.handle_http(request)
+    await _send_response(response, send, scope["method"] == "HEAD", receive)
+
+
+async def _lifespan(app: App, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                app.hub._bind(asyncio.get_running_loop())
+                await app.startup()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            try:
+                await app.shutdown()
+            except Exception as exc:
+                await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
+                return
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def serve_asgi(app: App, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Serve one ASGI connection of any scope type."""
+    kind = scope["type"]
+    if kind == "lifespan":
+        await _lifespan(app, receive, send)
+        return
+    if app.hub._loop is None:  # a server that skipped lifespan
+        app.hub._bind(asyncio.get_running_loop())
+    mounted = app.mounted(scope["path"])
+    if mounted is not None:
+        prefix, sub_app = mounted
+        child = dict(scope, path=_strip(scope["path"], prefix), root_path=scope.get("root_path", "") + prefix.rstrip("/"))
+        await sub_app(child, receive, send)
+    elif kind == "http":
+        await _http(app, scope, receive, send)
+    elif kind == "websocket":
+        await _websocket(app, scope, receive, send)
+
+
+async def call_mounted_http(sub_app: Any, prefix: str, request: Request) -> Response:
+    """Run a mounted ASGI app for one request of the native server; stream its response."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": request.http_version,
+        "method": request.method, "scheme": request.scheme, "root_path": prefix.rstrip("/"),
+        "path": _strip(request.path, prefix), "raw_path": request.path.encode("utf-8"),
+        "query_string": request.query_string.encode("latin-1"),
+        "headers": _raw_headers(request.headers.items()), "client": request.client, "server": None,
+    }
+    body = await request.body()
+    requested = asyncio.Event()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+    started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict[str, Any]:
+        if not requested.is_set():
+            requested.set()
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no more events until the app gives up
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.set_result(message)
+        elif message["type"] == "http.response.body":
+            if message.get("body"):
+                await chunks.put(message["body"])
+            if not message.get("more_body", False):
+                await chunks.put(None)
+
+    task = asyncio.ensure_future(sub_app(scope, receive, send))
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():
+        task.result()  # raises what the app raised
+        raise RuntimeError(f"the app mounted at {prefix} returned without a response")
+    start = started.result()
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in start.get("headers", ())]
+    return _BridgedResponse(start["status"], headers, chunks, task)
+
+
+class _BridgedResponse(Response):
+    """A mounted app's response, relayed chunk by chunk as the app sends it."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], chunks: asyncio.Queue[bytes | None],
+                 task: asyncio.Future[Any]) -> None:
+        super().__init__(b"", status, headers)
+        self.is_streaming = not any(name.lower() == "content-length" for name, _ in headers)
+        self._chunks = chunks
+        self._task = task
+
+    def header_list(self) -> list[tuple[str, str]]:
+        return list(self.headers)
+
+    async def body_chunks(self) -> Any:
+        try:
+            while (chunk := await self._chunks.get()) is not None:
+                yield chunk
+        finally:
+            self._task.cancel()
