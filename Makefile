@@ -32,7 +32,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	../shared/bench/setup.sh raw picows aiohttp starlette tether
 	python3 ../shared/bench/run.py --reps 3 --servers tether,picows,aiohttp,starlette-sansio \
-	        --scenarios echo_c100_w8,bin16k_c10_w4,fanout_c1000
+	        --scenarios echo_c100_w8,bin16k_c10_w4,fanout_c1000,rtt,echo_c1_w16,idle_c5000,handshake
+	bench/asgi_rows.sh 2
 
 # Autobahn|Testsuite against the benchmark echo app (needs ../shared/tools).
 autobahn: $(STAMP)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -12,9 +14,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tether import App
+from tether.protocol import OP_PING, OP_TEXT
 from tether.testing import TestClient
 
+from .apps import echo_app
 from .conftest import ASGIServer
+from .rawws import RawWebSocket, http_exchange, upgrade_request
 
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")
 
@@ -201,3 +206,112 @@ def test_testclient_and_asgi_agree():
     with TestClient(app) as client:
         with client.websocket_connect("/need?token=same") as ws:
             assert ws.receive_text() == "same"
+
+
+# -- documented differences (docs/deploy.md): what the ASGI server does itself ----------------
+SHUTDOWN = {"native": ("bye", 1001), "uvicorn": (None, 1012), "hypercorn": (None, 1011), "granian": (None, None)}
+
+
+def test_shutdown_close_code_is_the_servers(serve, server_kind):
+    server = serve(echo_app(goodbye="bye"))
+    with connect(server.ws_url("/echo")) as ws:
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        message, code = SHUTDOWN[server_kind]
+        if message is not None:
+            assert ws.recv(timeout=5) == message
+        if code is None:  # granian's embedded server leaves open WebSockets alone at stop()
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=1)
+        else:
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=5)
+            assert info.value.rcvd.code == code
+    stopping.join(30)
+
+
+def test_keepalive_pings_are_the_servers(serve, server_kind):
+    server = serve(echo_app(ping_interval=0.2, ping_timeout=0.3))
+    raw = RawWebSocket(server.port, "/echo")
+    raw.sock.settimeout(1.0)
+    if server_kind == "native":
+        assert raw.next_event()[0] == OP_PING
+    else:  # the App's ping settings do not reach an ASGI server (its own defaults apply)
+        with pytest.raises(socket.timeout):
+            raw.next_event()
+    raw.close()
+
+
+MALFORMED = {  # (wrong version, 15-byte key) -> status
+    "native": (426, 400), "uvicorn": (400, 400), "hypercorn": (400, 101), "granian": (400, 101),
+}
+
+
+def test_malformed_handshakes_are_answered_by_the_server(serve, server_kind):
+    server = serve(echo_app())
+    assert http_exchange(server.port, upgrade_request("/echo", version="8"))[0] == MALFORMED[server_kind][0]
+    assert http_exchange(server.port, upgrade_request("/echo", key="c2hvcnQ="))[0] == MALFORMED[server_kind][1]
+
+
+PROTOCOL_ERRORS = {  # (invalid UTF-8, unmasked frame) -> close code, or None: TCP closed without one
+    "native": (1007, 1002), "uvicorn": (1007, 1002), "hypercorn": (None, None), "granian": (1005, 1005),
+}
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_protocol_errors_are_answered_by_the_server(serve, server_kind, which):
+    server = serve(echo_app())
+    raw = RawWebSocket(server.port, "/echo")
+    if which == 0:
+        raw.send_frame(OP_TEXT, b"\xff\xfe")
+    else:
+        raw.send_frame(OP_TEXT, b"hi", mask=False)
+    expected = PROTOCOL_ERRORS[server_kind][which]
+    if expected is None:
+        with pytest.raises(AssertionError, match="without a close frame"):
+            raw.expect_close()
+    else:
+        assert raw.expect_close()[0] == expected
+    raw.close()
+
+
+def test_slow_client_is_closed_with_1008_on_every_server(serve):
+    app = App(max_send_buffer=256 * 1024)
+    done = threading.Event()
+
+    @app.websocket("/flood")
+    async def flood(websocket):
+        for _ in range(2000):
+            await websocket.broadcast(b"x" * 65536)
+            await asyncio.sleep(0)
+            if websocket.closed:
+                break
+        app.state.code = websocket.close_code
+        done.set()
+
+    server = serve(app)
+    raw = RawWebSocket(server.port, "/flood")
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert done.wait(20)
+    assert app.state.code == 1008
+    raw.close()
+
+
+def test_websocket_routes_of_a_mounted_app_are_served_under_asgi_only(serve, server_kind):
+    async def sub_app(scope, receive, send):
+        assert scope["type"] == "websocket"
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": f"mounted {scope['path']}"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    app = App()
+    app.mount("/sub", sub_app)
+    server = serve(app)
+    if server_kind == "native":
+        with pytest.raises(InvalidStatus) as info:
+            connect(server.ws_url("/sub/live"))
+        assert info.value.response.status_code == 404
+    else:
+        with connect(server.ws_url("/sub/live")) as ws:
+            assert ws.recv() == "mounted /live"

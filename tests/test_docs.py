@@ -93,3 +93,25 @@ def test_microdot_style(serve):
     while app.state.gone == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert app.state.gone == 1
+
+
+DEPLOY = pathlib.Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
+
+
+def test_deploy_composition_example_under_uvicorn_and_native(serve_native):
+    from .conftest import ASGIServer
+
+    block = re.findall(r"```python\n(.*?)```", DEPLOY.read_text(), re.S)[0]
+    namespace = {"__name__": "deploy_doc"}
+    exec(compile(block, "docs/deploy.md", "exec"), namespace)
+    uvicorn = ASGIServer(namespace["asgi_app"], "uvicorn").start()
+    try:
+        with urllib.request.urlopen(uvicorn.url("/")) as response:
+            assert response.read() == b"tether" and response.headers["x-served-by"] == "tether"
+        with urllib.request.urlopen(uvicorn.url("/legacy/x")) as response:
+            assert response.read() == b"legacy" and response.headers["x-served-by"] == "tether"
+    finally:
+        uvicorn.stop()
+    native = serve_native(namespace["app"])  # the mount works on the native server too
+    with urllib.request.urlopen(native.url("/legacy/x")) as response:
+        assert response.read() == b"legacy"

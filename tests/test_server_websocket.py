@@ -14,18 +14,8 @@ from websockets.sync.client import connect
 from tether import App
 from tether.protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
+from .apps import echo_app
 from .rawws import RawWebSocket, http_exchange, upgrade_request
-
-
-def echo_app(**settings) -> App:
-    app = App(**settings)
-
-    @app.websocket("/echo")
-    async def echo(websocket):
-        async for message in websocket:
-            await websocket.send(message)
-
-    return app
 
 
 def test_echo_text_binary_and_large_messages_with_a_real_client(serve_native):

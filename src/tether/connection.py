@@ -112,7 +112,7 @@ class WebSocket(HTTPConnection):
         self.scheme = scheme
         self.state = State()
         self.rooms: set[str] = set()
-        self._state = CONNECTING
+        self._phase = CONNECTING
         self._closing = False
         self._queue: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[Any] | None = None
@@ -145,39 +145,39 @@ class WebSocket(HTTPConnection):
     @property
     def closed(self) -> bool:
         """True once the connection is closed (or closing) from either side."""
-        return self._state == CLOSED or self._closing
+        return self._phase == CLOSED or self._closing
 
     @property
     def accepted(self) -> bool:
-        return self._state != CONNECTING
+        return self._phase != CONNECTING
 
     def __repr__(self) -> str:
-        state = ("connecting", "open", "closed")[self._state]
+        state = ("connecting", "open", "closed")[self._phase]
         return f"<WebSocket {self.id} {self.path} {state}>"
 
     # -- handshake ----------------------------------------------------------------------
     async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
         """Complete the handshake. A subprotocol the client did not offer is dropped with a warning."""
-        if self._state == CLOSED:
+        if self._phase == CLOSED:
             raise WebSocketDisconnect(self.close_code or 1006, "the client left during the handshake")
-        if self._state != CONNECTING:
+        if self._phase != CONNECTING:
             raise RuntimeError("accept() on a WebSocket that is already open")
         if subprotocol is not None and subprotocol not in self.offered_subprotocols:
             logger.warning("WebSocket %s: subprotocol %r was not offered by the client (offered: %s); "
                            "accepting without one", self.path, subprotocol, self.offered_subprotocols or "none")
             subprotocol = None
         self.subprotocol = subprotocol
-        self._state = OPEN
+        self._phase = OPEN
         self._channel.accept(subprotocol, list(headers))
         self._hub._register(self)
 
     async def reject(self, status: int = 403, body: str | bytes = "", headers: Iterable[tuple[str, str]] = ()) -> None:
         """Refuse the handshake with an HTTP response; the handler never sees the connection open."""
-        if self._state == CLOSED:
+        if self._phase == CLOSED:
             return
-        if self._state != CONNECTING:
+        if self._phase != CONNECTING:
             raise RuntimeError("reject() is only possible before accept()")
-        self._state = CLOSED
+        self._phase = CLOSED
         self.close_code = 1006
         self._channel.reject(status, body.encode("utf-8") if isinstance(body, str) else body, list(headers))
 
@@ -191,8 +191,8 @@ class WebSocket(HTTPConnection):
                 self._reading_paused = False
                 self._channel.resume_reading()
             return message
-        if self._state != OPEN or self._closing:
-            if self._state == CONNECTING:
+        if self._phase != OPEN or self._closing:
+            if self._phase == CONNECTING:
                 raise RuntimeError("receive() before accept()")
             raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
         # The handler is about to wait for input: what it sent so far goes out now rather
@@ -241,8 +241,8 @@ class WebSocket(HTTPConnection):
 
     # -- sending ------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._state != OPEN:
-            if self._state == CONNECTING:
+        if self._phase != OPEN:
+            if self._phase == CONNECTING:
                 raise RuntimeError("send before accept(): the handshake is not complete")
             raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
 
@@ -279,7 +279,7 @@ class WebSocket(HTTPConnection):
 
     def _send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> bool:
         """Queue an already encoded frame (broadcast); False if the connection is closed."""
-        if self._state != OPEN:
+        if self._phase != OPEN:
             return False
         self._channel.send_prepared(frame, opcode, payload)
         return True
@@ -308,17 +308,17 @@ class WebSocket(HTTPConnection):
         sent as the last message), sends the close frame, and makes pending and later
         receives raise WebSocketDisconnect. Before accept(), it refuses the handshake (403).
         """
-        if self._state == CONNECTING:
+        if self._phase == CONNECTING:
             await self.reject(403)
             return
-        if self._state == CLOSED or self._closing:
+        if self._phase == CLOSED or self._closing:
             return
         self._closing = True
         self.closed_by = "server"
         self._hub._unregister(self)
         await self._run_close_callback(send_result=True)
-        if self._state == OPEN:
-            self._state = CLOSED
+        if self._phase == OPEN:
+            self._phase = CLOSED
             self.close_code, self.close_reason = code, reason
             self._channel.close(code, reason)
             self._wake(WebSocketDisconnect(code, reason))
@@ -336,10 +336,10 @@ class WebSocket(HTTPConnection):
 
     def _on_disconnect(self, code: int, reason: str = "") -> None:
         """Channel: the peer closed (or vanished); the connection can no longer send."""
-        if self._state == CLOSED:
+        if self._phase == CLOSED:
             return
-        was_open = self._state == OPEN
-        self._state = CLOSED
+        was_open = self._phase == OPEN
+        self._phase = CLOSED
         self.close_code, self.close_reason = code, reason
         self.closed_by = self.closed_by or "client"
         self._hub._unregister(self)
@@ -364,7 +364,7 @@ class WebSocket(HTTPConnection):
         except Exception:
             logger.exception("on_close callback of WebSocket %s raised", self.path)
             return
-        if send_result and result is not None and result != "" and self._state == OPEN:
+        if send_result and result is not None and result != "" and self._phase == OPEN:
             self._channel.send_message(*encode_message(result))
 
 
