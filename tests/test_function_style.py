@@ -436,3 +436,25 @@ def test_aiohttp_client_talks_to_the_function_style(serve):
                 return ws.close_code
 
     assert asyncio.run(scenario()) == 1000
+
+
+def test_websocket_client_library_talks_to_the_function_style(serve):
+    import websocket as websocket_client  # the websocket-client package
+
+    app = App()
+
+    @app.websocket("/sp", subprotocols=["chat.v1"])
+    async def sp(websocket):
+        async for message in websocket:
+            await websocket.send(message)
+
+    server = serve(app)
+    ws = websocket_client.create_connection(server.ws_url("/sp"), subprotocols=["chat.v1"], timeout=5)
+    try:
+        assert ws.getsubprotocol() == "chat.v1"
+        ws.send("text")
+        assert ws.recv() == "text"
+        ws.send_binary(b"\x00\x01")
+        assert ws.recv() == b"\x00\x01"
+    finally:
+        ws.close()
