@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -315,3 +316,36 @@ def test_websocket_routes_of_a_mounted_app_are_served_under_asgi_only(serve, ser
     else:
         with connect(server.ws_url("/sub/live")) as ws:
             assert ws.recv() == "mounted /live"
+
+
+def test_permessage_deflate_is_negotiated_by_uvicorn_and_hypercorn(serve, server_kind):
+    server = serve(echo_app())
+    with connect(server.ws_url("/echo"), compression="deflate") as ws:
+        negotiated = [extension.name for extension in ws.protocol.extensions]
+        ws.send("x" * 1000)
+        assert ws.recv() == "x" * 1000
+    # tether's own server does not implement RFC 7692 yet, nor does granian; uvicorn's
+    # websockets and hypercorn's wsproto negotiate it.
+    assert negotiated == (["permessage-deflate"] if server_kind in ("uvicorn", "hypercorn") else [])
+
+
+def test_max_queue_pauses_the_apps_reading_on_every_server(serve):
+    release = threading.Event()
+    app = App(max_queue=4)
+
+    @app.websocket("/slow")
+    async def slow(websocket):
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        app.state.paused = websocket._reading_paused
+        got = [await websocket.receive_text() for _ in range(100)]
+        await websocket.send_text(f"{got[0]}..{got[-1]}|{len(got)}")
+
+    server = serve(app)
+    with connect(server.ws_url("/slow")) as ws:
+        for i in range(100):
+            ws.send(str(i))
+        time.sleep(0.3)
+        release.set()
+        assert ws.recv(timeout=5) == "0..99|100"
+    assert app.state.paused is True  # the rest waits in the server's own buffer under ASGI

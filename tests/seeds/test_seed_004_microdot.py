@@ -130,3 +130,8 @@ def test_plain_http_to_the_route_is_told_to_upgrade(serve):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(server.url("/echo"))
     assert info.value.code == 426 and info.value.headers["Upgrade"] == "websocket"
+
+
+def test_a_route_function_without_request_and_ws_is_refused_at_registration():
+    with pytest.raises(TypeError, match="must accept 2 positional parameter"):
+        with_websocket(lambda request: None)
