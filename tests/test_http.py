@@ -313,3 +313,31 @@ def test_registration_errors_name_the_problem():
         App(max_mesage_size=1)
     with pytest.raises(ValueError, match="max_queue"):
         App(max_queue=0)
+
+
+def test_a_stream_that_fails_midway_ends_that_response_only(serve, caplog):
+    app = App()
+
+    @app.get("/broken")
+    def broken():
+        async def chunks():
+            yield "first;"
+            raise RuntimeError("the data source went away")
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.get("/ok")
+    def ok():
+        return "still serving"
+
+    server = serve(app)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with session.get(server.url("/broken"), timeout=aiohttp.ClientTimeout(total=5)) as response:
+                    await response.read()
+            async with session.get(server.url("/ok")) as response:
+                return await response.read()
+
+    assert asyncio.run(scenario()) == b"still serving"
+    assert any("the data source went away" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)

@@ -14,6 +14,7 @@ lists each difference and the test that pins it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .config import Settings
 
 __all__ = ["ASGIChannel", "serve_asgi", "call_mounted_http"]
+
+logger = logging.getLogger("tether")
 
 _HIGH_WATER = 64 * 1024
 _STOP = object()
@@ -137,9 +140,6 @@ class ASGIChannel:
         # Stop reading: some servers (granian) hold a close back while a receive() is pending.
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
-
-    def flush(self) -> None:
-        """Nothing to do: every send is handed on as it is made."""
 
     def drain(self) -> asyncio.Future[None] | None:
         if self._queued <= _HIGH_WATER or self._pump.done():
@@ -258,7 +258,12 @@ async def _http(app: App, scope: dict[str, Any], receive: Any, send: Any) -> Non
                           _headers(scope), body, _client(scope), http_version=scope.get("http_version", "1.1"),
                           scheme=scope.get("scheme", "http"))
         response = await app.handle_http(request)
-    await _send_response(response, send, scope["method"] == "HEAD", receive)
+    try:
+        await _send_response(response, send, scope["method"] == "HEAD", receive)
+    except Exception:
+        # As on the native server: the head is out, so log it; the server ends the response.
+        logger.exception("%s %s failed while sending its response", scope["method"], scope["path"])
+        raise
 
 
 async def _lifespan(app: App, receive: Any, send: Any) -> None:

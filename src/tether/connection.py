@@ -48,7 +48,6 @@ class Channel(Protocol):
 
     The WebSocket sets itself as `channel.websocket` when created. `drain()` returns None
     when more may be sent now, else an awaitable that resolves once the buffer has drained.
-    A channel may hold sends back to write them together; `flush()` writes them out now.
     """
 
     loop: asyncio.AbstractEventLoop
@@ -59,7 +58,6 @@ class Channel(Protocol):
     def send_message(self, opcode: int, payload: bytes) -> None: ...
     def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
-    def flush(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def drain(self) -> Awaitable[None] | None: ...
@@ -195,9 +193,6 @@ class WebSocket(HTTPConnection):
             if self._phase == CONNECTING:
                 raise RuntimeError("receive() before accept()")
             raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
-        # The handler is about to wait for input: what it sent so far goes out now rather
-        # than at the end of the loop iteration (no latency cost for coalescing).
-        self._channel.flush()
         waiter = self._waiter = self._loop.create_future()
         try:
             return await waiter

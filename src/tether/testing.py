@@ -91,9 +91,6 @@ class _MemoryChannel:
     def resume_reading(self) -> None:
         pass
 
-    def flush(self) -> None:
-        """Nothing to do: every send is handed on as it is made."""
-
     def drain(self) -> None:
         return None
 

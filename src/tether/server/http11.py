@@ -177,7 +177,14 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
                     self.transport.resume_reading()
                 response = await self.server.app.handle_http(request)
                 keep_alive = keep_alive and not self._closing
-                await self._write_response(request, response, keep_alive)
+                try:
+                    await self._write_response(request, response, keep_alive)
+                except Exception:
+                    # The head is out, so no error response is possible: log, and end the
+                    # connection so the client sees a cut-off body instead of waiting.
+                    logger.exception("%s %s failed while sending its response", request.method, request.path)
+                    self.transport.close()
+                    return
                 if not keep_alive:
                     self.transport.close()
                     return

@@ -106,13 +106,14 @@ class EventWebSocket:
         """Values for this endpoint's `router_dependencies` (added to the app's)."""
         self.router_dependencies.update(values)
 
-    async def _fire(self, event: str, ws: EventConnection, msg: Any = None) -> Any:
+    async def _fire(self, event: str, context: tuple[Any, Any, Any], msg: Any = None) -> Any:
+        """Call the `event` handler; `context` is (ws, global_dependencies, router_dependencies)."""
         found = self.handlers.get(event)
         if found is None:
             return None
         func, plan = found
-        values = (ws, msg, {**getattr(self.app, "global_dependencies", {}), **self.global_dependencies},
-                  {**getattr(self.app, "router_dependencies", {}), **self.router_dependencies})
+        ws, global_dependencies, router_dependencies = context
+        values = (ws, msg, global_dependencies, router_dependencies)
         args = [values[slot] for name, slot, keyword in plan if not keyword]
         kwargs = {name: values[slot] for name, slot, keyword in plan if keyword}
         return await call_maybe_async(func, *args, **kwargs)
@@ -120,12 +121,14 @@ class EventWebSocket:
     async def __call__(self, connection: Connection) -> None:
         await connection.accept()
         ws = EventConnection(connection)
-        connection._close_callback = functools.partial(self._fire, "close", ws)
-        await self._reply(connection, await self._fire("connect", ws))
+        context = (ws, {**getattr(self.app, "global_dependencies", {}), **self.global_dependencies},
+                   {**getattr(self.app, "router_dependencies", {}), **self.router_dependencies})
+        connection._close_callback = functools.partial(self._fire, "close", context)
+        await self._reply(connection, await self._fire("connect", context))
         if ws._close_requested:
             return
         async for message in connection:
-            await self._reply(connection, await self._fire("message", ws, message))
+            await self._reply(connection, await self._fire("message", context, message))
             if ws._close_requested:
                 break
 
