@@ -278,3 +278,18 @@ def test_messages_before_a_bad_frame_in_the_same_read_are_answered_first(serve_n
     raw.send_raw(encode_frame(OP_TEXT, b"first", mask=os.urandom(4)) + encode_frame(0x5, b"", mask=os.urandom(4)))
     assert raw.next_event() == (OP_TEXT, "first")
     assert raw.expect_close()[0] == 1002
+
+
+def test_coalesced_writes_keep_frames_whole_and_in_order_under_pipelining(serve_native):
+    """Many pipelined messages on one connection (the early-flush path) and on many (batched)."""
+    server = serve_native(echo_app())
+    payloads = [f"message {i} ".encode() * (i % 7 + 1) for i in range(300)]
+    raw = RawWebSocket(server.port, "/echo")
+    raw.send_raw(b"".join(encode_frame(OP_BINARY, p, mask=os.urandom(4)) for p in payloads))
+    assert [raw.next_event() for _ in payloads] == [(OP_BINARY, p) for p in payloads]
+    clients = [RawWebSocket(server.port, "/echo") for _ in range(20)]
+    for client in clients:
+        client.send_raw(b"".join(encode_frame(OP_BINARY, p, mask=os.urandom(4)) for p in payloads[:40]))
+    for client in clients:
+        assert [client.next_event() for _ in payloads[:40]] == [(OP_BINARY, p) for p in payloads[:40]]
+        client.close()

@@ -3,7 +3,9 @@
 Frames are parsed in `data_received` and complete messages handed straight to the core
 WebSocket. Everything sent to a connection within one event-loop iteration is coalesced
 ("corked") into a single `transport.write` by the server's `WriteBatcher`, so pipelined
-echoes cost one write per read and a burst of broadcasts one write per receiver.
+echoes cost one write per read and a burst of broadcasts one write per receiver. A
+connection that is alone in the batcher writes every few frames instead, so its client is
+not left idle while the server produces a long batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ logger = logging.getLogger("tether")
 
 # Own sends flush at once past this many corked bytes, then wait for the transport to drain.
 _CORK_LIMIT = 64 * 1024
+# A connection that is the only one with corked output writes every this many frames: its
+# client is waiting on it and can work on the first frames while the server makes the rest.
+# (With many busy connections one batched pass is cheaper; see BENCHMARKS.md, echo C=1.)
+_SOLO_FLUSH_FRAMES = 8
 
 
 class WriteBatcher:
@@ -46,6 +52,10 @@ class WriteBatcher:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
+
+    def alone(self) -> bool:
+        """True when a single connection has output waiting for this iteration's flush."""
+        return len(self._pending) == 1
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -158,6 +168,8 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
         self._out_size += len(frame)
         if len(out) == 1:
             self._batcher.add(self)
+        elif len(out) >= _SOLO_FLUSH_FRAMES and self._batcher.alone():
+            self.flush()
 
     def send_message(self, opcode: int, payload: bytes) -> None:
         self._write(encode_frame(opcode, payload))
