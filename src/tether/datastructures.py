@@ -15,11 +15,12 @@ class Headers:
     `headers["X-Name"]` and `.get()` return the first value; `.getlist()` all of them.
     """
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_items", "_index", "_joined")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items = list(items)
         self._index: dict[str, str] | None = None
+        self._joined: dict[str, str] | None = None
 
     def _lookup(self) -> dict[str, str]:
         if self._index is None:
@@ -37,12 +38,15 @@ class Headers:
         return [value for key, value in self._items if key.lower() == name]
 
     def joined(self) -> dict[str, str]:
-        """Lower-case names mapped to their values joined with ", " (RFC 9110 5.3)."""
-        joined: dict[str, str] = {}
-        for name, value in self._items:
-            key = name.lower()
-            joined[key] = f"{joined[key]}, {value}" if key in joined else value
-        return joined
+        """Lower-case names mapped to their values joined with ", " (RFC 9110 5.3); computed
+        once (headers are read-only), so do not modify the returned dict."""
+        if self._joined is None:
+            joined: dict[str, str] = {}
+            for name, value in self._items:
+                key = name.lower()
+                joined[key] = f"{joined[key]}, {value}" if key in joined else value
+            self._joined = joined
+        return self._joined
 
     def __getitem__(self, name: str) -> str:
         try:

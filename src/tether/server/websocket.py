@@ -168,11 +168,12 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
         self._out_size += len(frame)
         if len(out) == 1:
             self._batcher.add(self)
-        elif len(out) >= _SOLO_FLUSH_FRAMES and self._batcher.alone():
-            self.flush()
 
     def send_message(self, opcode: int, payload: bytes) -> None:
+        """The connection's own send (broadcasts take send_prepared, which skips this check)."""
         self._write(encode_frame(opcode, payload))
+        if len(self._out) == _SOLO_FLUSH_FRAMES and self._batcher.alone():
+            self.flush()
 
     def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None:
         """A delivery nobody waits on (broadcast, send_to): past max_send_buffer, close 1008."""
