@@ -293,3 +293,44 @@ def test_coalesced_writes_keep_frames_whole_and_in_order_under_pipelining(serve_
     for client in clients:
         assert [client.next_event() for _ in payloads[:40]] == [(OP_BINARY, p) for p in payloads[:40]]
         client.close()
+
+
+def test_a_request_trickled_byte_by_byte_is_still_dropped_at_the_handshake_timeout(serve_native):
+    """Slowloris: partial data must not extend the deadline of an incomplete request."""
+    server = serve_native(echo_app(handshake_timeout=0.5))
+    request = upgrade_request("/echo")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        start = time.monotonic()
+        for byte in request[:-2]:  # never completes the head
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+            if time.monotonic() - start > 3:
+                break
+        sock.settimeout(2)
+        try:
+            data = sock.recv(100)
+        except ConnectionResetError:
+            data = b""
+        assert data == b""
+        assert time.monotonic() - start < 2.5
+
+
+def test_a_slow_handler_for_a_pipelined_request_is_not_cut_off_by_the_request_timeout(serve_native):
+    app = App(handshake_timeout=0.3)
+
+    @app.get("/slow")
+    async def slow():
+        await asyncio.sleep(0.8)  # longer than the request timeout
+        return "done"
+
+    server = serve_native(app)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"done") < 2:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed early after {data!r}"
+            data += chunk

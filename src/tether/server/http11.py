@@ -1,8 +1,9 @@
 """HTTP/1.1 on an asyncio transport: keep-alive, pipelining, and the hand-over to WebSocket.
 
-Requests are parsed by httptools, answered one at a time in arrival order, and bounded: headers by
-`max_header_size` (431), bodies by `max_body_size` (413), an incomplete request by
-`handshake_timeout` and an idle keep-alive connection by `keepalive_timeout`.
+Requests are parsed by httptools, answered one at a time in arrival order, and bounded:
+headers by `max_header_size` (431), bodies by `max_body_size` (413), a request by
+`handshake_timeout` from its first byte (or the connection's start) to its end, whatever
+arrives meanwhile, and an idle keep-alive connection by `keepalive_timeout`.
 A valid WebSocket upgrade turns the connection over to a `WebSocketProtocol`.
 """
 
@@ -105,7 +106,6 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     # -- parsing --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        self._set_timer(self.settings.handshake_timeout)
         offset = len(data)
         try:
             self.parser.feed_data(data)
@@ -122,6 +122,9 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             self._start_websocket(request, data[offset:])
 
     def on_message_begin(self) -> None:
+        # A request gets handshake_timeout from its first byte to its end; more data does not
+        # extend it (a client trickling bytes must not hold the connection forever).
+        self._set_timer(self.settings.handshake_timeout)
         self._url = b""
         self._headers = []
         self._header_size = 0
@@ -164,8 +167,8 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._queue.append((request, self.parser.should_keep_alive()))
         if len(self._queue) > _MAX_PIPELINED:
             self.transport.pause_reading()
+        self._cancel_timer()  # complete: answering it has no deadline (the keep-alive one follows)
         if self._task is None:
-            self._cancel_timer()
             self._task = self.loop.create_task(self._process())
 
     # -- answering ------------------------------------------------------------------------
