@@ -128,9 +128,7 @@ class ASGIChannel:
         """A delivery nobody waits on: past max_send_buffer queued, close 1008."""
         if self._queued > self._settings.max_send_buffer:
             if not self._done:
-                reason = f"send buffer over {self._settings.max_send_buffer} bytes: the client is not reading"
-                self.close(1008, reason)
-                self.websocket._on_disconnect(1008, reason)
+                self.fail(1008, f"send buffer over {self._settings.max_send_buffer} bytes: the client is not reading")
             return
         self.send_message(opcode, payload)
 
@@ -140,6 +138,11 @@ class ASGIChannel:
         # Stop reading: some servers (granian) hold a close back while a receive() is pending.
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
+
+    def fail(self, code: int, reason: str) -> None:
+        """End the connection from here with `code`: queue the close and tell the core."""
+        self.close(code, reason)
+        self.websocket._on_disconnect(code, reason)
 
     def drain(self) -> asyncio.Future[None] | None:
         if self._queued <= _HIGH_WATER or self._pump.done():
@@ -167,9 +170,7 @@ class ASGIChannel:
                     data = message.get("bytes") or b""
                 size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
                 if size > limit:
-                    reason = f"message over the {limit}-byte limit"
-                    self.close(1009, reason)
-                    self.websocket._on_disconnect(1009, reason)
+                    self.fail(1009, f"message over the {limit}-byte limit")
                     return
                 self.websocket._on_message(data)
             elif message["type"] == "websocket.disconnect":

@@ -1,10 +1,10 @@
 """The core connection object every handler style works through.
 
-A `WebSocket` talks to a *channel* (the road in: native server, in-process test client,
-later ASGI). The channel drives it with three calls — `_on_message(msg)`,
-`_on_disconnect(code, reason)` and nothing else — and the WebSocket asks the channel to
-`accept`, `reject`, `send_message`, `send_prepared`, `close`, `pause_reading`,
-`resume_reading` and `drain`. The channel interface is written out in `Channel` below.
+A `WebSocket` talks to a *channel* (the road in: native server, ASGI, in-process test
+client). The channel drives it with two calls, `_on_message(msg)` and
+`_on_disconnect(code, reason)`, and the WebSocket asks the channel to `accept`, `reject`,
+`send_message`, `send_prepared`, `close`, `pause_reading`, `resume_reading` and `drain`.
+The channel interface is written out in `Channel` below.
 
 Receiving keeps a deque and, only while a handler is actually waiting, one future: no queue
 object, no task and no lock per message.
@@ -74,6 +74,11 @@ class JSONText(str):
 def jsonify(obj: Any) -> JSONText:
     """Serialize `obj` to compact JSON text (a `str`)."""
     return JSONText(_json(obj))
+
+
+def is_reply(value: Any) -> bool:
+    """Whether a callback's return value is something to send (not None, "" or b"")."""
+    return value is not None and value != "" and value != b""
 
 
 def encode_message(data: Any) -> tuple[int, bytes]:
@@ -279,6 +284,11 @@ class WebSocket(HTTPConnection):
         self._channel.send_prepared(frame, opcode, payload)
         return True
 
+    async def send_reply(self, value: Any) -> None:
+        """Send a callback's return value, unless it is None or empty (the styles' rule)."""
+        if is_reply(value):
+            await self.send(value)
+
     async def broadcast(self, data: Any, exclude: Any = None) -> int:
         """Send to every client connected to this concrete path, this one included unless excluded."""
         return await self._hub.broadcast(self.path, data, exclude=exclude)
@@ -359,7 +369,7 @@ class WebSocket(HTTPConnection):
         except Exception:
             logger.exception("on_close callback of WebSocket %s raised", self.path)
             return
-        if send_result and result is not None and result != "" and self._phase == OPEN:
+        if send_result and is_reply(result) and self._phase == OPEN:
             self._channel.send_message(*encode_message(result))
 
 

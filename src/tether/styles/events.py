@@ -124,15 +124,10 @@ class EventWebSocket:
         context = (ws, {**getattr(self.app, "global_dependencies", {}), **self.global_dependencies},
                    {**getattr(self.app, "router_dependencies", {}), **self.router_dependencies})
         connection._close_callback = functools.partial(self._fire, "close", context)
-        await self._reply(connection, await self._fire("connect", context))
+        await connection.send_reply(await self._fire("connect", context))
         if ws._close_requested:
             return
         async for message in connection:
-            await self._reply(connection, await self._fire("message", context, message))
+            await connection.send_reply(await self._fire("message", context, message))
             if ws._close_requested:
                 break
-
-    @staticmethod
-    async def _reply(connection: Connection, value: Any) -> None:
-        if value is not None and value != "" and value != b"":
-            await connection.send(value)

@@ -52,7 +52,5 @@ class FunctionEndpoint:
         if self.close is not None:
             websocket._close_callback = functools.partial(self.close.call, websocket, **close_kwargs)
         if self.connect is not None:
-            greeting = await self.connect.call(websocket, **connect_kwargs)
-            if greeting is not None and greeting != "":
-                await websocket.send(greeting)
+            await websocket.send_reply(await self.connect.call(websocket, **connect_kwargs))
         await self.handler.call(websocket, **kwargs)
