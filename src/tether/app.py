@@ -15,14 +15,23 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .asgi import serve_asgi
+from .channel import Channel
 from .config import Settings
 from .datastructures import Headers, State
-from .http import FileResponse, HTTPException, PlainTextResponse, Request, Response, to_response
+from .exceptions import HTTPException, ParamError, WebSocketDisconnect
+from .http import PlainTextResponse, Request, Response, to_response
 from .hub import Hub
-from .params import ParamError, call_maybe_async
+from .mount import call_mounted_http
+from .params import call_maybe_async
 from .protocol import origin_allowed
+from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
 from .routing import Router, normalize_path
-from .connection import Channel, WebSocket, WebSocketDisconnect
+from .staticfiles import directory_endpoint
+from .styles.classes import register_urls
+from .styles.events import dependencies_of
+from .types import ASGIApp, Receive, Scope, Send
+from .websocket_connection import WebSocket
 
 __all__ = ["App"]
 
@@ -65,34 +74,40 @@ class App(Router):
         self._exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
         self._startup: list[Callable[[], Any]] = []
         self._shutdown: list[Callable[[], Any]] = []
-        self.global_dependencies: dict[str, Any] = {}
-        self.router_dependencies: dict[str, Any] = {}
-        self._mounts: list[tuple[str, Any]] = []
-        for path, handler in (urls or {}).items():
-            self.websocket(path)(handler)
+        self._mounts: list[tuple[str, ASGIApp]] = []
+        register_urls(self, urls or {})
 
+    # -- the events style's dependency injection (kept by tether.styles.events) --------------
     def inject_global(self, **values: Any) -> None:
         """Values every event-style handler gets as `global_dependencies`."""
-        self.global_dependencies.update(values)
+        dependencies_of(self).inject_global(**values)
 
     def inject(self, **values: Any) -> None:
         """Values every event-style handler gets as `router_dependencies`."""
-        self.router_dependencies.update(values)
+        dependencies_of(self).inject(**values)
+
+    @property
+    def global_dependencies(self) -> dict[str, Any]:
+        """What `inject_global(...)` filled."""
+        return dependencies_of(self).global_dependencies
+
+    @property
+    def router_dependencies(self) -> dict[str, Any]:
+        """What `inject(...)` filled."""
+        return dependencies_of(self).router_dependencies
 
     # -- ASGI -------------------------------------------------------------------------------
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The App is an ASGI 3 application (http, websocket, lifespan): run it under any
         ASGI server, wrap it in ASGI middleware, or mount it in another ASGI app."""
-        from .asgi import serve_asgi
-
         await serve_asgi(self, scope, receive, send)
 
-    def mount(self, prefix: str, asgi_app: Any) -> None:
+    def mount(self, prefix: str, asgi_app: ASGIApp) -> None:
         """Serve `asgi_app` (any ASGI application) under `prefix`; it sees the rest of the
         path, with `prefix` added to `root_path`."""
         self._mounts.append((normalize_path(prefix), asgi_app))
 
-    def mounted(self, path: str) -> tuple[str, Any] | None:
+    def mounted(self, path: str) -> tuple[str, ASGIApp] | None:
         """(prefix, app) of the mounted ASGI app that serves `path`, if any."""
         for prefix, asgi_app in self._mounts:
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
@@ -116,20 +131,25 @@ class App(Router):
     run = start
 
     async def startup(self) -> None:
-        """Run the startup hooks (the server calls this before accepting connections)."""
+        """Bind the hub to the running loop, then run the startup hooks (every road calls
+        this before serving: the native server, the ASGI lifespan, the TestClient)."""
+        self.hub.bind(asyncio.get_running_loop())
         for hook in self._startup:
             await call_maybe_async(hook)
 
     async def shutdown(self) -> None:
+        """Run the shutdown hooks (after the last connection is served)."""
         for hook in self._shutdown:
             await call_maybe_async(hook)
 
     # -- hooks --------------------------------------------------------------------------------
     def on_startup(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        """Decorator: run `func()` (sync or async) at startup, before serving."""
         self._startup.append(func)
         return func
 
     def on_shutdown(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        """Decorator: run `func()` (sync or async) at shutdown, after serving."""
         self._shutdown.append(func)
         return func
 
@@ -156,22 +176,14 @@ class App(Router):
         return decorator
 
     def static(self, prefix: str, directory: str) -> None:
-        """Serve the files under `directory` at `prefix/...` (a directory serves its index.html)."""
-        root = os.path.realpath(os.path.join(self.root, directory))
-        if not os.path.isdir(root):
-            raise ValueError(f"static({prefix!r}): {root} is not a directory")
-
-        async def serve_file(path: str = "") -> Response:
-            target = os.path.realpath(os.path.join(root, path))
-            if os.path.commonpath([root, target]) != root:
-                raise HTTPException(404)
-            if os.path.isdir(target):
-                target = os.path.join(target, "index.html")
-            if not os.path.isfile(target):
-                raise HTTPException(404)
-            return FileResponse(target)
-
-        self.add_route(prefix.rstrip("/") + "/{path:path}", serve_file, ["GET"])
+        """Serve the files under `directory` (relative to the app's root) at `prefix/...`; a
+        directory serves its index.html."""
+        root = os.path.join(self.root, directory)
+        try:
+            endpoint = directory_endpoint(root)
+        except ValueError as exc:
+            raise ValueError(f"static({prefix!r}): {exc}") from None
+        self.add_route(prefix.rstrip("/") + "/{path:path}", endpoint, ["GET"])
 
     # -- HTTP -------------------------------------------------------------------------------
     async def handle_http(self, request: Request) -> Response:
@@ -193,8 +205,6 @@ class App(Router):
     async def _dispatch_http(self, request: Request) -> Response:
         mounted = self.mounted(request.path)
         if mounted is not None:
-            from .asgi import call_mounted_http
-
             return await call_mounted_http(mounted[1], mounted[0], request)
         for path, hook in self._before:
             if path is None or path == request.path:
@@ -259,16 +269,16 @@ class App(Router):
                 await ws.reject(400, str(exc))
                 return ws
             logger.error("WebSocket %s: %s", path, exc)
-            await ws.close(1011)
+            await ws.close(WS_1011_INTERNAL_ERROR)
         except Exception:
             logger.exception("WebSocket handler for %s raised", path)
             if not ws.accepted:
                 await ws.reject(500, "Internal Server Error")
             else:
-                await ws.close(1011)
+                await ws.close(WS_1011_INTERNAL_ERROR)
             return ws
         if not ws.accepted:
             await ws.reject(403, "the handler did not accept the connection")
         else:
-            await ws.close(1000)
+            await ws.close(WS_1000_NORMAL_CLOSURE)
         return ws

@@ -18,34 +18,26 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .connection import WebSocket
+from .channel import ChannelBase
 from .datastructures import Headers
-from .http import Request, Response
-from .protocol import OP_TEXT
+from .http import Request, Response, body_allowed
+from .mount import raw_headers, strip_prefix
+from .protocol import OP_TEXT, message_too_big
+from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1005_NO_STATUS_RCVD, WS_1006_ABNORMAL_CLOSURE
+from .types import Application, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from .app import App
     from .config import Settings
 
-__all__ = ["ASGIChannel", "serve_asgi", "call_mounted_http"]
+__all__ = ["ASGIChannel", "serve_asgi"]
 
 logger = logging.getLogger("tether")
 
 _HIGH_WATER = 64 * 1024
-_STOP = object()
 
 
 def _headers(scope: dict[str, Any]) -> Headers:
     return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope.get("headers", ())])
-
-
-def _raw_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-
-
-def _strip(path: str, prefix: str) -> str:
-    """`path` as seen by an app mounted at `prefix`."""
-    return path[len(prefix.rstrip("/")):] or "/"
 
 
 def _client(scope: dict[str, Any]) -> tuple[str, int] | None:
@@ -53,30 +45,27 @@ def _client(scope: dict[str, Any]) -> tuple[str, int] | None:
     return (client[0], client[1]) if client else None
 
 
-class ASGIChannel:
-    """A core WebSocket's channel over ASGI (see tether.connection.Channel)."""
+class ASGIChannel(ChannelBase):
+    """A core WebSocket's channel over ASGI (a `tether.channel.Channel`)."""
 
-    websocket: WebSocket
-
-    def __init__(self, send: Any, settings: Settings, http_response: bool) -> None:
+    def __init__(self, send: Send, settings: Settings, http_response: bool) -> None:
         self.loop = asyncio.get_running_loop()
+        self.max_send_buffer = settings.max_send_buffer
+        self._max_message_size = settings.max_message_size
         self._send = send
-        self._settings = settings
         self._http_response = http_response
-        self._queue: deque[tuple[Any, int]] = deque()
+        self._queue: deque[tuple[Message | None, int]] = deque()
         self._queued = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._reading = asyncio.Event()
         self._reading.set()
-        self._done = False  # a close (or refusal) is queued: nothing may follow it
         self._pump = self.loop.create_task(self._run_pump())
         self.reader: asyncio.Task[None] | None = None
 
     # -- outgoing -------------------------------------------------------------------------
-    def _put(self, event: Any, size: int = 0) -> None:
-        if self._done:
-            return
+    def _put(self, event: Message | None, size: int = 0) -> None:
+        """Queue an ASGI event for the pump (None stops it)."""
         self._queue.append((event, size))
         self._queued += size
         if self._wakeup is not None and not self._wakeup.done():
@@ -88,14 +77,14 @@ class ASGIChannel:
                 self._wakeup = self.loop.create_future()
                 await self._wakeup
             event, size = self._queue.popleft()
-            if event is _STOP:
+            if event is None:
                 return
             try:
                 await self._send(event)
             except Exception:  # the server says the client is gone
                 self._queue.clear()
                 self._release()
-                self.websocket._on_disconnect(1006, "connection lost")
+                self.ended(WS_1006_ABNORMAL_CLOSURE, "connection lost")
                 return
             self._queued -= size
             if self._queued <= _HIGH_WATER // 2:
@@ -106,17 +95,15 @@ class ASGIChannel:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
-        self._put({"type": "websocket.accept", "subprotocol": subprotocol, "headers": _raw_headers(headers)})
+    def write_accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
+        self._put({"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers(headers)})
 
-    def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+    def write_refusal(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         if self._http_response:
-            head = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))] + headers
-            self._put({"type": "websocket.http.response.start", "status": status, "headers": _raw_headers(head)})
+            self._put({"type": "websocket.http.response.start", "status": status, "headers": raw_headers(headers)})
             self._put({"type": "websocket.http.response.body", "body": body})
         else:  # closing before accept: the server answers 403
-            self._put({"type": "websocket.close", "code": 1000})
-        self._done = True
+            self._put({"type": "websocket.close", "code": WS_1000_NORMAL_CLOSURE})
 
     def send_message(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_TEXT:
@@ -124,25 +111,18 @@ class ASGIChannel:
         else:
             self._put({"type": "websocket.send", "bytes": payload}, len(payload))
 
-    def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None:
-        """A delivery nobody waits on: past max_send_buffer queued, close 1008."""
-        if self._queued > self._settings.max_send_buffer:
-            if not self._done:
-                self.fail(1008, f"send buffer over {self._settings.max_send_buffer} bytes: the client is not reading")
-            return
+    def write_frame(self, frame: bytes, opcode: int, payload: bytes) -> None:
         self.send_message(opcode, payload)
 
-    def close(self, code: int, reason: str) -> None:
+    def buffered_bytes(self) -> int:
+        return self._queued
+
+    def write_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+        """Queue the close (the ASGI server plays the close handshake) and stop reading."""
         self._put({"type": "websocket.close", "code": code, "reason": reason})
-        self._done = True
-        # Stop reading: some servers (granian) hold a close back while a receive() is pending.
+        # Some servers (granian) hold a close back while a receive() is pending.
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
-
-    def fail(self, code: int, reason: str) -> None:
-        """End the connection from here with `code`: queue the close and tell the core."""
-        self.close(code, reason)
-        self.websocket._on_disconnect(code, reason)
 
     def drain(self) -> asyncio.Future[None] | None:
         if self._queued <= _HIGH_WATER or self._pump.done():
@@ -158,9 +138,9 @@ class ASGIChannel:
         self._reading.set()
 
     # -- incoming -------------------------------------------------------------------------
-    async def read(self, receive: Any) -> None:
+    async def read(self, receive: Receive) -> None:
         """Hand `websocket.receive` events to the core until `websocket.disconnect`."""
-        limit = self._settings.max_message_size
+        limit = self._max_message_size
         while True:
             await self._reading.wait()
             message = await receive()
@@ -170,22 +150,21 @@ class ASGIChannel:
                     data = message.get("bytes") or b""
                 size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
                 if size > limit:
-                    self.fail(1009, f"message over the {limit}-byte limit")
+                    error = message_too_big(limit)
+                    self.fail(error.code, error.reason)
                     return
-                self.websocket._on_message(data)
+                self.listener.message_received(data)
             elif message["type"] == "websocket.disconnect":
-                self.websocket._on_disconnect(message.get("code", 1005), message.get("reason") or "")
+                self.ended(message.get("code", WS_1005_NO_STATUS_RCVD), message.get("reason") or "")
                 return
 
     async def finish(self) -> None:
         """Wait until everything queued has been handed to the server."""
-        self._queue.append((_STOP, 0))
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        self._put(None)
         await self._pump
 
 
-async def _websocket(app: App, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _websocket(app: Application, scope: dict[str, Any], receive: Any, send: Any) -> None:
     first = await receive()
     if first["type"] != "websocket.connect":
         return
@@ -221,7 +200,7 @@ async def _read_body(receive: Any, limit: int) -> bytes | None:
 
 async def _send_response(response: Response, send: Any, head_only: bool, receive: Any) -> None:
     await send({"type": "http.response.start", "status": response.status_code,
-                "headers": _raw_headers(response.header_list())})
+                "headers": raw_headers(response.header_list())})
     if head_only:
         await send({"type": "http.response.body", "body": b""})
         return
@@ -249,7 +228,7 @@ async def _wait_disconnect(receive: Any) -> None:
         pass
 
 
-async def _http(app: App, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _http(app: Application, scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = await _read_body(receive, app.settings.max_body_size)
     if body is None:
         response: Response = Response(f"request body over {app.settings.max_body_size} bytes\n", 413,
@@ -260,19 +239,18 @@ async def _http(app: App, scope: dict[str, Any], receive: Any, send: Any) -> Non
                           scheme=scope.get("scheme", "http"))
         response = await app.handle_http(request)
     try:
-        await _send_response(response, send, scope["method"] == "HEAD", receive)
+        await _send_response(response, send, not body_allowed(scope["method"], response.status_code), receive)
     except Exception:
         # As on the native server: the head is out, so log it; the server ends the response.
         logger.exception("%s %s failed while sending its response", scope["method"], scope["path"])
         raise
 
 
-async def _lifespan(app: App, receive: Any, send: Any) -> None:
+async def _lifespan(app: Application, receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             try:
-                app.hub._bind(asyncio.get_running_loop())
                 await app.startup()
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
@@ -288,81 +266,20 @@ async def _lifespan(app: App, receive: Any, send: Any) -> None:
             return
 
 
-async def serve_asgi(app: App, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def serve_asgi(app: Application, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Serve one ASGI connection of any scope type."""
     kind = scope["type"]
     if kind == "lifespan":
         await _lifespan(app, receive, send)
         return
-    if app.hub._loop is None:  # a server that skipped lifespan
-        app.hub._bind(asyncio.get_running_loop())
+    if app.hub.loop is None:  # a server that skipped lifespan
+        app.hub.bind(asyncio.get_running_loop())
     mounted = app.mounted(scope["path"])
     if mounted is not None:
         prefix, sub_app = mounted
-        child = dict(scope, path=_strip(scope["path"], prefix), root_path=scope.get("root_path", "") + prefix.rstrip("/"))
+        child = dict(scope, path=strip_prefix(scope["path"], prefix), root_path=scope.get("root_path", "") + prefix.rstrip("/"))
         await sub_app(child, receive, send)
     elif kind == "http":
         await _http(app, scope, receive, send)
     elif kind == "websocket":
         await _websocket(app, scope, receive, send)
-
-
-async def call_mounted_http(sub_app: Any, prefix: str, request: Request) -> Response:
-    """Run a mounted ASGI app for one request of the native server; stream its response."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": request.http_version,
-        "method": request.method, "scheme": request.scheme, "root_path": prefix.rstrip("/"),
-        "path": _strip(request.path, prefix), "raw_path": request.path.encode("utf-8"),
-        "query_string": request.query_string.encode("latin-1"),
-        "headers": _raw_headers(request.headers.items()), "client": request.client, "server": None,
-    }
-    body = await request.body()
-    requested = asyncio.Event()
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-    started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    async def receive() -> dict[str, Any]:
-        if not requested.is_set():
-            requested.set()
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # no more events until the app gives up
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            started.set_result(message)
-        elif message["type"] == "http.response.body":
-            if message.get("body"):
-                await chunks.put(message["body"])
-            if not message.get("more_body", False):
-                await chunks.put(None)
-
-    task = asyncio.ensure_future(sub_app(scope, receive, send))
-    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if not started.done():
-        task.result()  # raises what the app raised
-        raise RuntimeError(f"the app mounted at {prefix} returned without a response")
-    start = started.result()
-    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in start.get("headers", ())]
-    return _BridgedResponse(start["status"], headers, chunks, task)
-
-
-class _BridgedResponse(Response):
-    """A mounted app's response, relayed chunk by chunk as the app sends it."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]], chunks: asyncio.Queue[bytes | None],
-                 task: asyncio.Future[Any]) -> None:
-        super().__init__(b"", status, headers)
-        self.is_streaming = not any(name.lower() == "content-length" for name, _ in headers)
-        self._chunks = chunks
-        self._task = task
-
-    def header_list(self) -> list[tuple[str, str]]:
-        return list(self.headers)
-
-    async def body_chunks(self) -> Any:
-        try:
-            while (chunk := await self._chunks.get()) is not None:
-                yield chunk
-        finally:
-            self._task.cancel()

@@ -14,29 +14,18 @@ import json
 import mimetypes
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from .datastructures import Headers, HTTPConnection, QueryParams, State
-from .connection import JSONText
+from .encoding import JSONText, compact_json
+from .exceptions import HTTPException
 
 __all__ = [
     "Request", "Response", "JSONResponse", "HTMLResponse", "PlainTextResponse",
     "RedirectResponse", "StreamingResponse", "FileResponse", "EventSourceResponse",
-    "HTTPException", "to_response",
+    "HTTPException", "to_response", "body_allowed",
 ]
-
-
-class HTTPException(Exception):
-    """Raise from a handler to answer with `status_code` and `detail` as the body."""
-
-    def __init__(self, status_code: int, detail: str | None = None,
-                 headers: Iterable[tuple[str, str]] = ()) -> None:
-        self.status_code = status_code
-        self.detail = detail if detail is not None else HTTPStatus(status_code).phrase
-        self.headers = list(headers)
-        super().__init__(f"{status_code}: {self.detail}")
 
 
 class Request(HTTPConnection):
@@ -174,7 +163,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return compact_json(content).encode("utf-8")
 
 
 class RedirectResponse(Response):
@@ -255,9 +244,15 @@ class EventSourceResponse(StreamingResponse):
                 lines.append(f"{field}: {event[field]}")
         data = event.get("data", "")
         if not isinstance(data, str):
-            data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+            data = compact_json(data)
         lines += [f"data: {line}" for line in data.split("\n")]
         return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def body_allowed(method: str, status: int) -> bool:
+    """Whether a response to `method` with `status` carries a body: never for HEAD, 204
+    or 304 (RFC 9110 6.4.1); every road sends only the head then."""
+    return method != "HEAD" and status != 204 and status != 304
 
 
 def to_response(value: Any) -> Response:

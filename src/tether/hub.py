@@ -5,6 +5,9 @@ route, a background task). Broadcasts and publishes encode the frame once and ha
 same bytes to every connection. The `*_sync` methods may be called from any thread: on the
 event loop's thread they act at once (keeping program order with the caller's other sends);
 from another thread they are handed to the loop and return immediately.
+
+The core `WebSocket` keeps the registry true: it calls `register` when accepted,
+`unregister` on every close path, and `join`/`leave` for rooms.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .encoding import encode_message
+from .exceptions import InvalidState
 from .protocol import encode_frame
-from .connection import encode_message
+from .protocol.codes import WS_1000_NORMAL_CLOSURE
+from .tasks import spawn
 
 if TYPE_CHECKING:
-    from .connection import WebSocket
+    from .websocket_connection import WebSocket
 
 __all__ = ["Hub"]
 
@@ -53,17 +60,25 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Record the loop that owns the connections; call from that loop's thread."""
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Record the loop that owns the connections; call from that loop's thread
+        (`App.startup()` does)."""
         self._loop = loop
         self._loop_thread_id = threading.get_ident()
 
-    # -- registry (called by the core WebSocket) -----------------------------------------
-    def _register(self, ws: WebSocket) -> None:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the hub is bound to, or None before the app started."""
+        return self._loop
+
+    # -- registry (kept by the core WebSocket) ---------------------------------------------
+    def register(self, ws: WebSocket) -> None:
+        """Add an accepted connection."""
         self._connections[ws.id] = ws
         self._paths.setdefault(ws.path, {})[ws.id] = ws
 
-    def _unregister(self, ws: WebSocket) -> None:
+    def unregister(self, ws: WebSocket) -> None:
+        """Remove a connection from the registry and every room (idempotent)."""
         if self._connections.pop(ws.id, None) is None:
             return
         peers = self._paths.get(ws.path)
@@ -72,15 +87,17 @@ class Hub:
             if not peers:
                 del self._paths[ws.path]
         for room in list(ws.rooms):
-            self._leave(ws, room)
+            self.leave(ws, room)
 
-    def _join(self, ws: WebSocket, room: str) -> None:
+    def join(self, ws: WebSocket, room: str) -> None:
+        """Make an open connection a member of `room`; InvalidState if it is not open."""
         if ws.id not in self._connections:
-            raise RuntimeError(f"connection {ws.id} is not open: it cannot join room {room!r}")
+            raise InvalidState(f"connection {ws.id} is not open: it cannot join room {room!r}")
         self._rooms.setdefault(room, {})[ws.id] = ws
         ws.rooms.add(room)
 
-    def _leave(self, ws: WebSocket, room: str) -> None:
+    def leave(self, ws: WebSocket, room: str) -> None:
+        """Remove a connection from `room` (nothing happens if it was not a member)."""
         ws.rooms.discard(room)
         members = self._rooms.get(room)
         if members is not None:
@@ -125,7 +142,7 @@ class Hub:
         for ws in list(targets.values()):
             if skip and ws.id in skip:
                 continue
-            if ws._send_prepared(frame, opcode, payload):
+            if ws.channel.deliver(frame, opcode, payload):
                 sent += 1
         return sent
 
@@ -139,13 +156,13 @@ class Hub:
         ws = self._connections.get(connection_id)
         if ws is None or ws.closed:
             return False
-        ws._send_now(data)
+        ws.send_nowait(data)
         return True
 
     def _close_soon(self, connection_id: str, code: int, reason: str) -> None:
         ws = self._connections.get(connection_id)
         if ws is not None:
-            asyncio.ensure_future(ws.close(code, reason))
+            spawn(ws.close(code, reason))
 
     async def broadcast(self, path: str, data: Any, exclude: Any = None) -> int:
         """Send `data` to every connection on the concrete `path`; returns how many got it."""
@@ -159,7 +176,7 @@ class Hub:
         """Send `data` to one connection; False when no open connection has that id."""
         return self._send_to_now(connection_id, data)
 
-    async def close(self, connection_id: str, code: int = 1000, reason: str = "") -> bool:
+    async def close(self, connection_id: str, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> bool:
         """Close one connection by id; False when no open connection has that id."""
         ws = self._connections.get(connection_id)
         if ws is None:
@@ -167,8 +184,15 @@ class Hub:
         await ws.close(code, reason)
         return True
 
+    async def close_all(self, code: int, reason: str = "") -> None:
+        """Close every connection at once (their close callbacks run concurrently); returns
+        when all have closed."""
+        closing = [ws.close(code, reason) for ws in list(self._connections.values())]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+
     # -- thread-safe twins ----------------------------------------------------------------
-    def _call(self, now: Any, *args: Any) -> None:
+    def _run_on_loop(self, now: Callable[..., Any], *args: Any) -> None:
         """Run `now(*args)` at once on the loop's thread, else hand it to the loop."""
         loop = self._loop
         if loop is None or self._loop_thread_id == threading.get_ident():
@@ -177,13 +201,17 @@ class Hub:
             loop.call_soon_threadsafe(now, *args)
 
     def send_to_sync(self, connection_id: str, data: Any) -> None:
-        self._call(self._send_to_now, connection_id, data)
+        """`send_to` from any thread (returns at once; a missing id is ignored)."""
+        self._run_on_loop(self._send_to_now, connection_id, data)
 
     def broadcast_sync(self, path: str, data: Any, exclude: Any = None) -> None:
-        self._call(self._broadcast_now, path, data, exclude)
+        """`broadcast` from any thread (returns at once)."""
+        self._run_on_loop(self._broadcast_now, path, data, exclude)
 
     def publish_sync(self, room: str, data: Any, exclude: Any = None) -> None:
-        self._call(self._publish_now, room, data, exclude)
+        """`publish` from any thread (returns at once)."""
+        self._run_on_loop(self._publish_now, room, data, exclude)
 
-    def close_sync(self, connection_id: str, code: int = 1000, reason: str = "") -> None:
-        self._call(self._close_soon, connection_id, code, reason)
+    def close_sync(self, connection_id: str, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
+        """`close` from any thread (returns at once)."""
+        self._run_on_loop(self._close_soon, connection_id, code, reason)

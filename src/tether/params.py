@@ -16,18 +16,12 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .exceptions import ParamError
+
 __all__ = ["ParamError", "Resolver", "coerce", "call_maybe_async"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-
-
-class ParamError(ValueError):
-    """A handler parameter could not be filled from the request; the message names it."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
 
 
 def _type_name(annotation: Any) -> str:

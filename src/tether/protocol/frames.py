@@ -18,12 +18,17 @@ from __future__ import annotations
 import codecs
 import struct
 
+from .codes import (
+    WS_1002_PROTOCOL_ERROR, WS_1005_NO_STATUS_RCVD, WS_1007_INVALID_FRAME_PAYLOAD_DATA,
+    WS_1009_MESSAGE_TOO_BIG,
+)
+from .errors import ProtocolError
 from .masking import apply_mask
 
 __all__ = [
     "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
-    "PROTOCOL_ERROR", "ProtocolError", "FrameParser", "encode_frame", "encode_close",
-    "parse_close_payload", "is_valid_close_code",
+    "PROTOCOL_ERROR", "FrameParser", "encode_frame", "encode_close",
+    "parse_close_payload", "is_valid_close_code", "message_too_big",
 ]
 
 OP_CONTINUATION = 0x0
@@ -34,23 +39,9 @@ OP_PING = 0x9
 OP_PONG = 0xA
 PROTOCOL_ERROR = -1
 
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
-CLOSE_NO_STATUS = 1005
-
 _DATA_OPCODES = (OP_CONTINUATION, OP_TEXT, OP_BINARY)
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
-
-class ProtocolError(Exception):
-    """The peer broke RFC 6455; `code` is the close code to answer with."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{reason} (close code {code})")
-        self.code = code
-        self.reason = reason
 
 
 def is_valid_close_code(code: int) -> bool:
@@ -61,17 +52,23 @@ def is_valid_close_code(code: int) -> bool:
 def parse_close_payload(payload: bytes) -> tuple[int, str]:
     """Decode a close frame's body into (code, reason); an empty body means 1005."""
     if not payload:
-        return CLOSE_NO_STATUS, ""
+        return WS_1005_NO_STATUS_RCVD, ""
     if len(payload) == 1:
-        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "close frame body of 1 byte (a code needs 2)")
+        raise ProtocolError(WS_1002_PROTOCOL_ERROR, "close frame body of 1 byte (a code needs 2)")
     code = int.from_bytes(payload[:2], "big")
     if not is_valid_close_code(code):
-        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
+        raise ProtocolError(WS_1002_PROTOCOL_ERROR, f"invalid close code {code}")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(CLOSE_INVALID_DATA, "close reason is not valid UTF-8") from None
+        raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "close reason is not valid UTF-8") from None
     return code, reason
+
+
+def message_too_big(limit: int) -> ProtocolError:
+    """The error for a message over `limit` bytes (close 1009): the one message-size rule,
+    raised by the parser and by roads that receive whole messages (ASGI)."""
+    return ProtocolError(WS_1009_MESSAGE_TOO_BIG, f"message over the {limit}-byte limit")
 
 
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = None) -> bytes:
@@ -92,7 +89,7 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes | No
 
 def encode_close(code: int | None = 1000, reason: str = "", mask: bytes | None = None) -> bytes:
     """A close frame; `code=None` (or 1005) sends an empty body. The reason is cut to fit 125 bytes."""
-    if code is None or code == CLOSE_NO_STATUS:
+    if code is None or code == WS_1005_NO_STATUS_RCVD:
         return encode_frame(OP_CLOSE, b"", mask=mask)
     body = reason.encode("utf-8")[:123]
     # Cutting may split a character: drop the partial tail so the reason stays valid UTF-8.
@@ -157,20 +154,20 @@ class FrameParser:
             opcode = b0 & 0x0F
             fin = b0 & 0x80
             if b0 & 0x70:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set without a negotiated extension")
+                raise ProtocolError(WS_1002_PROTOCOL_ERROR, "reserved bits set without a negotiated extension")
             masked = b1 & 0x80
             if self.require_mask and not masked:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frame is not masked")
+                raise ProtocolError(WS_1002_PROTOCOL_ERROR, "client frame is not masked")
             length = b1 & 0x7F
             if opcode >= 8:
                 if opcode not in _CONTROL_OPCODES:
-                    raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"reserved control opcode {opcode:#x}")
+                    raise ProtocolError(WS_1002_PROTOCOL_ERROR, f"reserved control opcode {opcode:#x}")
                 if not fin:
-                    raise ProtocolError(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
+                    raise ProtocolError(WS_1002_PROTOCOL_ERROR, "fragmented control frame")
                 if length > 125:
-                    raise ProtocolError(CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes")
+                    raise ProtocolError(WS_1002_PROTOCOL_ERROR, "control frame payload over 125 bytes")
             elif opcode not in _DATA_OPCODES:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"reserved data opcode {opcode:#x}")
+                raise ProtocolError(WS_1002_PROTOCOL_ERROR, f"reserved data opcode {opcode:#x}")
             head = 2
             if length == 126:
                 if end - pos < 4:
@@ -184,11 +181,10 @@ class FrameParser:
                     break
                 length = int.from_bytes(data[pos + 2:pos + 10], "big")
                 if length >> 63:
-                    raise ProtocolError(CLOSE_PROTOCOL_ERROR, "64-bit payload length with the high bit set")
+                    raise ProtocolError(WS_1002_PROTOCOL_ERROR, "64-bit payload length with the high bit set")
                 head = 10
             if opcode < 8 and self._frag_size + length > self.max_message_size:
-                raise ProtocolError(
-                    CLOSE_TOO_BIG, f"message over the {self.max_message_size}-byte limit")
+                raise message_too_big(self.max_message_size)
             frame_end = pos + head + (4 if masked else 0) + length
             if frame_end > end:
                 self._needed = frame_end - pos
@@ -211,7 +207,7 @@ class FrameParser:
     def _data_frame(self, opcode: int, fin: int, payload: bytes, events: list) -> None:
         if opcode == OP_CONTINUATION:
             if self._frag_opcode is None:
-                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message to continue")
+                raise ProtocolError(WS_1002_PROTOCOL_ERROR, "continuation frame without a message to continue")
             self._frag_size += len(payload)
             if self._decoder is not None:
                 payload = self._decode(payload, bool(fin))
@@ -226,13 +222,13 @@ class FrameParser:
                 self._decoder = None
             return
         if self._frag_opcode is not None:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "new data frame while a fragmented message is in progress")
+            raise ProtocolError(WS_1002_PROTOCOL_ERROR, "new data frame while a fragmented message is in progress")
         if fin:
             if opcode == OP_TEXT:
                 try:
                     events.append((OP_TEXT, payload.decode("utf-8")))
                 except UnicodeDecodeError:
-                    raise ProtocolError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+                    raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None
             else:
                 events.append((OP_BINARY, payload))
             return
@@ -248,4 +244,4 @@ class FrameParser:
         try:
             return self._decoder.decode(payload, final)
         except UnicodeDecodeError:
-            raise ProtocolError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+            raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None

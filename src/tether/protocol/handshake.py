@@ -14,6 +14,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from .errors import HandshakeError
+
 __all__ = [
     "HandshakeError", "accept_key", "is_upgrade_request", "validate_upgrade",
     "header_tokens", "select_subprotocol", "origin_allowed", "accept_headers",
@@ -21,16 +23,6 @@ __all__ = [
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
-
-
-class HandshakeError(Exception):
-    """An upgrade request the server must refuse with `status`."""
-
-    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = list(headers)
 
 
 def accept_key(key: str) -> str:

@@ -4,7 +4,7 @@ Requests are parsed by httptools, answered one at a time in arrival order, and b
 headers by `max_header_size` (431), bodies by `max_body_size` (413), a request by
 `handshake_timeout` from its first byte (or the connection's start) to its end, whatever
 arrives meanwhile, and an idle keep-alive connection by `keepalive_timeout`.
-A valid WebSocket upgrade turns the connection over to a `WebSocketProtocol`.
+A valid WebSocket upgrade turns the connection over to a `NativeChannel`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from ..datastructures import Headers
-from ..http import Request, Response
+from ..http import Request, Response, body_allowed
 from ..protocol import HandshakeError, header_tokens, is_upgrade_request, validate_upgrade
 from .flow import WriteFlowControl
-from .websocket import WebSocketProtocol, http_response
+from .channel import NativeChannel
+from .wire import http_response
 
 if TYPE_CHECKING:
     from .serve import ServerState
@@ -61,7 +62,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._queue: deque[tuple[Request, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._upgrade: Request | None = None
-        self._websocket: WebSocketProtocol | None = None
+        self._websocket: NativeChannel | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -200,7 +201,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         if not keep_alive:
             headers.append(("Connection", "close"))
         write = self.transport.write
-        no_body = request.method == "HEAD" or response.status_code in (204, 304)
+        no_body = not body_allowed(request.method, response.status_code)
         access_log.info('%s:%s - "%s %s HTTP/%s" %d', *(self.client or ("-", "-")), request.method,
                         request.path, request.http_version, response.status_code)
         chunks = response.body_chunks()
@@ -250,7 +251,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._cancel_timer()
         self.transport.pause_reading()
         self.server.connections.discard(self)  # the channel tracks itself once accepted
-        channel = WebSocketProtocol(self.server, self.transport, key, leftover)
+        channel = NativeChannel(self.server, self.transport, key, leftover)
         self._websocket = channel
         task = self.loop.create_task(self.server.app.serve_websocket(
             channel, path=request.path, query_string=request.query_string, headers=request.headers,

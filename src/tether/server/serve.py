@@ -18,11 +18,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import ACCELERATED
+from ..protocol.codes import WS_1001_GOING_AWAY
+from ..tasks import spawn
+from .channel import WriteBatcher
 from .http11 import HttpProtocol
-from .websocket import WriteBatcher
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..types import Application as App
 
 __all__ = ["Server", "ServerState", "run"]
 
@@ -49,6 +51,11 @@ class ServerState:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def new_connection(self) -> HttpProtocol:
+        """The protocol for one new client connection (the server's protocol factory): hand
+        it a transport with `connection_made(transport)` and feed it with `data_received`."""
+        return HttpProtocol(self)
+
 
 class Server:
     """The native server for one app on one event loop."""
@@ -65,18 +72,18 @@ class Server:
         self.backlog = backlog
         self.state: ServerState | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._stopped = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False
 
     async def start(self) -> None:
         """Run the startup hooks and start listening; `self.port` is the bound port."""
         loop = asyncio.get_running_loop()
         self.state = ServerState(self.app, loop)
-        self.app.hub._bind(loop)
         await self.app.startup()
         listen: dict[str, Any] = {"sock": self.sock} if self.sock else {
             "host": self.host, "port": self.port, "reuse_port": self.reuse_port or None}
         self._server = await loop.create_server(
-            lambda: HttpProtocol(self.state), ssl=self.ssl_context, backlog=self.backlog, **listen)
+            self.state.new_connection, ssl=self.ssl_context, backlog=self.backlog, **listen)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def shutdown(self) -> None:
@@ -87,9 +94,8 @@ class Server:
         for connection in list(state.connections):
             if isinstance(connection, HttpProtocol):
                 connection.shutdown()
-        hub = self.app.hub
-        closing = [asyncio.ensure_future(ws.close(1001, "server shutting down")) for ws in list(hub._connections.values())]
-        pending = set(state.tasks) | set(closing)
+        closing = spawn(self.app.hub.close_all(WS_1001_GOING_AWAY, "server shutting down"))
+        pending = set(state.tasks) | {closing}
         if pending:
             _, pending = await asyncio.wait(pending, timeout=self.app.settings.shutdown_timeout)
         for task in pending:
@@ -104,13 +110,13 @@ class Server:
         for connection in list(state.connections):
             connection.transport.abort()
         await self.app.shutdown()
-        self._stopped.set()
 
     async def serve(self, install_signals: bool = True) -> None:
         """Start, serve until SIGINT/SIGTERM (or `stop()`), then shut down gracefully."""
         await self.start()
-        stop = asyncio.Event()
-        self._stop = stop
+        stop = self._stop = asyncio.Event()
+        if self._stop_requested:
+            stop.set()
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,8 +130,11 @@ class Server:
         await self.shutdown()
 
     def stop(self) -> None:
-        """Ask a running `serve()` to shut down (call from the loop's thread)."""
-        self._stop.set()
+        """Ask `serve()` to shut down (call from the loop's thread); before `serve()` has
+        started, it makes `serve()` shut down as soon as it has started."""
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

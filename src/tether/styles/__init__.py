@@ -1,7 +1,7 @@
 """Handler styles: each module adapts one way of writing handlers to the core WebSocket.
 
 Every style produces a *session*: an async callable taking the core connection
-(`tether.connection.WebSocket`) that accepts or rejects it and then serves it. `adapt`
+(`tether.websocket.WebSocket`) that accepts or rejects it and then serves it. `adapt`
 picks the style from what the user registered, so `@app.websocket(path)` takes any kind.
 """
 
@@ -16,7 +16,7 @@ __all__ = ["adapt"]
 
 def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Any:
     """The session for `handler`, whichever style it is written in."""
-    from .endpoint import ClassEndpoint, GenericWebsocket
+    from .classes import ClassEndpoint, GenericWebsocket
     from .function import FunctionEndpoint
     from .generator import GeneratorEndpoint
 
@@ -25,8 +25,9 @@ def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Any:
     if isinstance(handler, type):
         if issubclass(handler, GenericWebsocket):
             return ClassEndpoint(handler, path)
+        name = handler.__name__
         raise TypeError(f"WebSocket route {path!r}: class {handler.__qualname__} is not a GenericWebsocket "
-                        "subclass; write `class {0}(GenericWebsocket)` or register a function".format(handler.__name__))
+                        f"subclass; write `class {name}(GenericWebsocket)` or register a function")
     if inspect.isasyncgenfunction(handler):
         return GeneratorEndpoint(handler)
     if not callable(handler):

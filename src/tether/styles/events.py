@@ -1,4 +1,4 @@
-"""Event style (Robyn's first API, SPEC 1b): `WebSocket(app, path)` with `@ws.on(event)`.
+"""Event style (Robyn's first API): `WebSocket(app, path)` with `@ws.on(event)`.
 
     websocket = WebSocket(app, "/web_socket")
 
@@ -12,20 +12,25 @@ or `router_dependencies` are matched by name, others by position in that order. 
 value, if a non-empty str/bytes (or other data, sent as JSON), is sent to that client.
 The "close" handler is the connection's close callback: it runs exactly once, and its
 value is sent before the close frame when the server closes.
+
+`global_dependencies` and `router_dependencies` are the values given to
+`inject_global(...)` / `inject(...)`, on the app (`app.inject_global`, which forwards to
+`dependencies_of(app)`) or on the endpoint.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from ..connection import ConnectionView, WebSocket as Connection
 from ..params import call_maybe_async
-from ..routing import Router
+from ..websocket_connection import WebSocket as Connection
+from ._common import ConnectionView, send_reply
 
-__all__ = ["EventWebSocket", "EventConnection"]
+__all__ = ["EventWebSocket", "EventConnection", "Dependencies", "dependencies_of"]
 
 EVENTS = ("connect", "message", "close")
 _SLOTS = ("ws", "msg", "global_dependencies", "router_dependencies")
@@ -48,6 +53,37 @@ def _plan(func: Callable[..., Any], path: str, event: str) -> list[tuple[str, in
     return plan
 
 
+class Dependencies:
+    """The values event handlers receive as `global_dependencies` and `router_dependencies`."""
+
+    def __init__(self) -> None:
+        self.global_dependencies: dict[str, Any] = {}
+        self.router_dependencies: dict[str, Any] = {}
+
+    def inject_global(self, **values: Any) -> None:
+        """Add values every handler gets as `global_dependencies`."""
+        self.global_dependencies.update(values)
+
+    def inject(self, **values: Any) -> None:
+        """Add values every handler gets as `router_dependencies`."""
+        self.router_dependencies.update(values)
+
+
+_APP_DEPENDENCIES: weakref.WeakKeyDictionary[object, Dependencies] = weakref.WeakKeyDictionary()
+
+
+def dependencies_of(app: object) -> Dependencies:
+    """The dependencies injected on `app` (an App or Router) for every event-style endpoint."""
+    found = _APP_DEPENDENCIES.get(app)
+    if found is None:
+        found = _APP_DEPENDENCIES[app] = Dependencies()
+    return found
+
+
+class _Registrar(Protocol):
+    def add_websocket_route(self, path: str, session: Any, name: str | None = None) -> Any: ...
+
+
 class EventConnection(ConnectionView):
     """The `ws` an event handler receives: Robyn's connection API over the core WebSocket."""
 
@@ -57,17 +93,17 @@ class EventConnection(ConnectionView):
 
     def sync_send_to(self, connection_id: str, message: Any) -> None:
         """Send to one connection; safe from any thread."""
-        self.connection._hub.send_to_sync(connection_id, message)
+        self.connection.hub.send_to_sync(connection_id, message)
 
     async def async_send_to(self, connection_id: str, message: Any) -> None:
-        await self.connection._hub.send_to(connection_id, message)
+        await self.connection.hub.send_to(connection_id, message)
 
     def sync_broadcast(self, message: Any) -> None:
         """Send to every client of this endpoint's path, this one included; safe from any thread."""
-        self.connection._hub.broadcast_sync(self.connection.path, message)
+        self.connection.hub.broadcast_sync(self.connection.path, message)
 
     async def async_broadcast(self, message: Any) -> None:
-        await self.connection._hub.broadcast(self.connection.path, message)
+        await self.connection.hub.broadcast(self.connection.path, message)
 
     def close(self) -> None:
         """Leave the registry now; once the current handler returns, its value is sent, then close 1000."""
@@ -80,12 +116,11 @@ class EventWebSocket:
 
     is_tether_session = True
 
-    def __init__(self, app: Router, path: str) -> None:
+    def __init__(self, app: _Registrar, path: str) -> None:
         self.app = app
         self.path = path
         self.handlers: dict[str, tuple[Callable[..., Any], list[tuple[str, int, bool]]]] = {}
-        self.global_dependencies: dict[str, Any] = {}
-        self.router_dependencies: dict[str, Any] = {}
+        self.dependencies = Dependencies()
         app.add_websocket_route(path, self)
 
     def on(self, event: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -100,11 +135,11 @@ class EventWebSocket:
 
     def inject_global(self, **values: Any) -> None:
         """Values for this endpoint's `global_dependencies` (added to the app's)."""
-        self.global_dependencies.update(values)
+        self.dependencies.inject_global(**values)
 
     def inject(self, **values: Any) -> None:
         """Values for this endpoint's `router_dependencies` (added to the app's)."""
-        self.router_dependencies.update(values)
+        self.dependencies.inject(**values)
 
     async def _fire(self, event: str, context: tuple[Any, Any, Any], msg: Any = None) -> Any:
         """Call the `event` handler; `context` is (ws, global_dependencies, router_dependencies)."""
@@ -121,13 +156,14 @@ class EventWebSocket:
     async def __call__(self, connection: Connection) -> None:
         await connection.accept()
         ws = EventConnection(connection)
-        context = (ws, {**getattr(self.app, "global_dependencies", {}), **self.global_dependencies},
-                   {**getattr(self.app, "router_dependencies", {}), **self.router_dependencies})
-        connection._close_callback = functools.partial(self._fire, "close", context)
-        await connection.send_reply(await self._fire("connect", context))
+        app, own = dependencies_of(self.app), self.dependencies
+        context = (ws, {**app.global_dependencies, **own.global_dependencies},
+                   {**app.router_dependencies, **own.router_dependencies})
+        connection.on_close(functools.partial(self._fire, "close", context))
+        await send_reply(connection, await self._fire("connect", context))
         if ws._close_requested:
             return
         async for message in connection:
-            await connection.send_reply(await self._fire("message", context, message))
+            await send_reply(connection, await self._fire("message", context, message))
             if ws._close_requested:
                 break

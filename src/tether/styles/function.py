@@ -1,4 +1,4 @@
-"""Function style (Robyn's `@app.websocket`, SPEC 1a): `async def handler(websocket, **params)`.
+"""Function style (Robyn's `@app.websocket`): `async def handler(websocket, **params)`.
 
 The handler's extra parameters, and those of its `on_connect`/`on_close` callbacks, are
 filled from the path and query string (a missing or bad one refuses the handshake with 400,
@@ -15,7 +15,8 @@ from typing import Any
 
 from ..params import Resolver
 from ..protocol import select_subprotocol
-from ..connection import WebSocket
+from ..websocket_connection import WebSocket
+from ._common import send_reply
 
 __all__ = ["FunctionEndpoint"]
 
@@ -50,7 +51,7 @@ class FunctionEndpoint:
         close_kwargs = self.close.resolve(params, query) if self.close else {}
         await websocket.accept(select_subprotocol(websocket.offered_subprotocols, self.subprotocols))
         if self.close is not None:
-            websocket._close_callback = functools.partial(self.close.call, websocket, **close_kwargs)
+            websocket.on_close(functools.partial(self.close.call, websocket, **close_kwargs))
         if self.connect is not None:
-            await websocket.send_reply(await self.connect.call(websocket, **connect_kwargs))
+            await send_reply(websocket, await self.connect.call(websocket, **connect_kwargs))
         await self.handler.call(websocket, **kwargs)

@@ -1,4 +1,4 @@
-"""Generator style (Shallot, SPEC 1d): a handler is an async generator of messages.
+"""Generator style (Shallot): a handler is an async generator of messages.
 
     @websocket(on_connect=accept_or_not, on_disconnect=gone, on_close=closed)   # or bare @websocket
     async def echo(scope, receiver):
@@ -20,7 +20,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..connection import WebSocket
+from ..protocol.codes import WS_1000_NORMAL_CLOSURE
+from ..websocket_connection import WebSocket
 from ..params import call_maybe_async
 
 __all__ = ["websocket", "ws_send", "ws_close", "ws_accept", "GeneratorEndpoint"]
@@ -31,7 +32,7 @@ def ws_send(data: str | bytes) -> dict[str, Any]:
     return {"type": "websocket.send", "text": data} if isinstance(data, str) else {"type": "websocket.send", "bytes": data}
 
 
-def ws_close(code: int = 1000, reason: str = "") -> dict[str, Any]:
+def ws_close(code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> dict[str, Any]:
     """The message dict that closes the socket with `code` (refuses it, from on_connect)."""
     return {"type": "websocket.close", "code": code, "reason": reason}
 
@@ -71,7 +72,7 @@ class GeneratorEndpoint:
                                 f"ws_close(), not {decision!r}")
             subprotocol = decision.get("subprotocol")
         await connection.accept(subprotocol)
-        connection._close_callback = functools.partial(self._closed, connection)
+        connection.on_close(functools.partial(self._closed, connection))
         messages = self.handler(scope, aiter(connection))
         try:
             async for event in messages:
@@ -81,7 +82,7 @@ class GeneratorEndpoint:
                 elif kind == "websocket.send" and event.get("text") is not None:
                     await connection.send_text(event["text"])
                 elif kind == "websocket.close":
-                    await connection.close(event.get("code", 1000), event.get("reason", ""))
+                    await connection.close(event.get("code", WS_1000_NORMAL_CLOSURE), event.get("reason", ""))
                     return
                 else:
                     raise TypeError(f"{self.handler.__qualname__} yielded {event!r}; yield ws_send(...), "

@@ -1,4 +1,4 @@
-"""Route + decorator style (Microdot, SPEC 1e).
+"""Route + decorator style (Microdot).
 
     @app.route("/echo")
     @with_websocket
@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ..connection import WebSocket
+from ..websocket_connection import WebSocket
 from ..http import Request
 from ..params import Resolver
 
@@ -32,12 +32,15 @@ class MicrodotWebSocket:
         self.connection = connection
 
     async def receive(self) -> str | bytes:
+        """The next message (str or bytes)."""
         return await self.connection.receive()
 
     async def send(self, data: Any) -> None:
+        """Send str as text, bytes as binary, anything else as JSON."""
         await self.connection.send(data)
 
     async def close(self) -> None:
+        """Close the connection (1000)."""
         await self.connection.close()
 
 
@@ -58,7 +61,7 @@ class MicrodotEndpoint:
         await connection.accept()
         task = asyncio.current_task()
         assert task is not None
-        connection._disconnect_callbacks.append(task.cancel)
+        forget = connection.on_disconnect(task.cancel)
         try:
             await self.params.call(request, MicrodotWebSocket(connection), **kwargs)
         except asyncio.CancelledError:
@@ -66,7 +69,7 @@ class MicrodotEndpoint:
                 raise  # a real cancellation (server shutdown), not the client leaving
             task.uncancel()
         finally:
-            connection._disconnect_callbacks.remove(task.cancel)
+            forget()
 
 
 def with_websocket(func: Callable[..., Any]) -> MicrodotEndpoint:

@@ -1,4 +1,4 @@
-"""Class style (Panther's `GenericWebsocket`, SPEC 1c).
+"""Class style (Panther's `GenericWebsocket`).
 
     class BookWebsocket(GenericWebsocket):
         async def connect(self, book_id: int):     # path variables, coerced
@@ -15,13 +15,18 @@ from anywhere in the process.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from ..connection import ConnectionView, WebSocket
+from ..exceptions import WebSocketDisconnect
 from ..hub import Hub
 from ..params import Resolver
+from ..protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
+from ..websocket_connection import WebSocket
+from ._common import ConnectionView
 
-__all__ = ["GenericWebsocket", "ClassEndpoint", "send_message_to_websocket", "close_websocket_connection"]
+__all__ = ["GenericWebsocket", "ClassEndpoint", "send_message_to_websocket", "close_websocket_connection",
+           "register_urls"]
 
 
 class GenericWebsocket(ConnectionView):
@@ -32,6 +37,7 @@ class GenericWebsocket(ConnectionView):
 
     @property
     def connection_id(self) -> str:
+        """The connection's id, for `send_message_to_websocket` / `close_websocket_connection`."""
         return self.connection.id
 
     async def connect(self, **path_variables: Any) -> None:
@@ -45,13 +51,15 @@ class GenericWebsocket(ConnectionView):
         """Called once the connection has closed, from either side."""
 
     async def accept(self, subprotocol: str | None = None) -> None:
+        """Accept the connection (with `subprotocol` if the client offered it)."""
         await self.connection.accept(subprotocol)
 
     async def send(self, data: Any = None) -> None:
         """Send str as text, bytes as binary, anything else as JSON."""
         await self.connection.send(data)
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection with `code` and `reason`."""
         await self.connection.close(code, reason)
 
 
@@ -62,16 +70,27 @@ class ClassEndpoint:
 
     def __init__(self, cls: type[GenericWebsocket], path: str) -> None:
         self.cls = cls
-        self.connect = Resolver(cls.connect, path, skip=1)  # skip `self`
+        self.connect = Resolver(cls.connect, path, skip=1)  # `self` is not a request parameter
 
     async def __call__(self, connection: WebSocket) -> None:
         handler = self.cls(connection)
         await handler.connect(**self.connect.resolve(connection.path_params, connection.query_params))
         if not connection.accepted:
             return  # the App refuses the handshake with 403
-        async for message in connection:
-            await handler.receive(message)
-        await handler.disconnect(connection.close_code or 1000, connection.close_reason)
+        failed = False
+        try:
+            async for message in connection:
+                await handler.receive(message)
+        except WebSocketDisconnect:
+            raise
+        except Exception:
+            failed = True  # the App logs it and closes with 1011
+            raise
+        finally:
+            if failed:
+                await handler.disconnect(WS_1011_INTERNAL_ERROR, "")
+            else:
+                await handler.disconnect(connection.close_code or WS_1000_NORMAL_CLOSURE, connection.close_reason)
 
 
 async def send_message_to_websocket(connection_id: str, data: Any) -> bool:
@@ -86,10 +105,21 @@ async def send_message_to_websocket(connection_id: str, data: Any) -> bool:
     return True
 
 
-async def close_websocket_connection(connection_id: str, code: int = 1000, reason: str = "") -> bool:
+async def close_websocket_connection(connection_id: str, code: int = WS_1000_NORMAL_CLOSURE,
+                                     reason: str = "") -> bool:
     """Close the connection with this id, whichever App in this process holds it."""
     hub = Hub.holding(connection_id)
     if hub is None:
         return False
     hub.close_sync(connection_id, code, reason)
     return True
+
+
+class _Registrar(Protocol):
+    def websocket(self, path: str) -> Any: ...
+
+
+def register_urls(router: _Registrar, urls: Mapping[str, Any]) -> None:
+    """Panther's `urls={"path": HandlerClass, ...}`: register each handler on `router`."""
+    for path, handler in urls.items():
+        router.websocket(path)(handler)

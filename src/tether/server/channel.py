@@ -1,10 +1,12 @@
 """The native WebSocket channel: RFC 6455 over an asyncio transport, for one core WebSocket.
 
 Frames are parsed in `data_received` and complete messages handed straight to the core
-WebSocket. Everything sent to a connection within one event-loop iteration is coalesced
-("corked") into a single `transport.write` by the server's `WriteBatcher`, so pipelined
-echoes cost one write per read and a burst of broadcasts one write per receiver. A
-connection that is alone in the batcher writes every few frames instead, so its client is
+connection (`message_received`). The close handshake is played here: the peer's close is
+answered with its code and ends the connection; our close waits up to `close_timeout` for
+the peer's answer. Everything sent to a connection within one event-loop iteration is
+coalesced ("corked") into a single `transport.write` by the server's `WriteBatcher`, so
+pipelined echoes cost one write per read and a burst of broadcasts one write per receiver.
+A connection that is alone in the batcher writes every few frames instead, so its client is
 not left idle while the server produces a long batch.
 """
 
@@ -12,20 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..channel import CLOSED, CLOSING, OPEN, ChannelBase
 from ..protocol import (
     OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, accept_headers, encode_close,
     encode_frame,
 )
+from ..protocol.codes import WS_1006_ABNORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
 from .flow import WriteFlowControl
+from .wire import http_response
 
 if TYPE_CHECKING:
-    from ..connection import WebSocket
     from .serve import ServerState
 
-__all__ = ["WebSocketProtocol", "WriteBatcher"]
+__all__ = ["NativeChannel", "WriteBatcher"]
 
 logger = logging.getLogger("tether")
 
@@ -44,10 +47,11 @@ class WriteBatcher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._pending: list[WebSocketProtocol] = []
+        self._pending: list[NativeChannel] = []
         self._scheduled = False
 
-    def add(self, connection: WebSocketProtocol) -> None:
+    def add(self, connection: NativeChannel) -> None:
+        """Flush `connection` in the next loop iteration."""
         self._pending.append(connection)
         if not self._scheduled:
             self._scheduled = True
@@ -58,51 +62,36 @@ class WriteBatcher:
         return len(self._pending) == 1
 
     def flush(self) -> None:
+        """Write out every pending connection now."""
         pending, self._pending = self._pending, []
         self._scheduled = False
         for connection in pending:
             connection.flush()
 
 
-def http_response(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
-    """Serialize an HTTP/1.1 response head (and body)."""
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
-    """The channel of one WebSocket (see tether.websocket.Channel); also the transport's
-    protocol once the handshake is accepted."""
-
-    websocket: WebSocket
+class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
+    """The channel of one WebSocket on the native server (a `tether.channel.Channel`);
+    also the transport's protocol once the handshake is accepted."""
 
     def __init__(self, server: ServerState, transport: asyncio.Transport, key: str, leftover: bytes) -> None:
         self.server = server
         self.loop = server.loop
         self.transport = transport
         settings = server.settings
+        self.max_send_buffer = settings.max_send_buffer
         self._key = key
         self._leftover = leftover
         self._parser = FrameParser(settings.max_message_size)
         self._batcher = server.batcher
-        self._max_send_buffer = settings.max_send_buffer
         self._out: list[bytes] = []
         self._out_size = 0
-        self._close_sent = False
-        self._close_received = False
-        self._lost = False
+        self._lost = False  # the transport is gone: nothing can be written
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
 
-    # -- handshake (called by the core) ---------------------------------------------------
-    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
-        if self._lost:
-            return
+    # -- handshake ------------------------------------------------------------------------
+    def write_accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
         self.transport.write(http_response(101, accept_headers(self._key, subprotocol) + headers))
         self.transport.set_protocol(self)
         self.server.connections.add(self)
@@ -112,23 +101,19 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
             leftover, self._leftover = self._leftover, b""
             self.loop.call_soon(self.data_received, leftover)
 
-    def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
-        if self._lost:
-            return
-        head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                ("Connection", "close")] + headers
-        self.transport.write(http_response(status, head, body))
+    def write_refusal(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.transport.write(http_response(status, [*headers, ("Connection", "close")], body))
         self.transport.close()
 
     # -- incoming -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        ws = self.websocket
+        listener = self.listener
         for kind, value in self._parser.feed(data):
             if kind == OP_TEXT or kind == OP_BINARY:
-                ws._on_message(value)
+                listener.message_received(value)
             elif kind == OP_PING:
-                if not self._close_sent:
-                    self._write(encode_frame(OP_PONG, value))
+                if self.state is OPEN:
+                    self.write_frame(encode_frame(OP_PONG, value), OP_PONG, value)
             elif kind == OP_PONG:
                 self._pong_received()
             elif kind == OP_CLOSE:
@@ -139,15 +124,15 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
                 self.loop.call_soon(self.fail, value.code, value.reason)
 
     def _close_frame_received(self, code: int, reason: str) -> None:
-        self._close_received = True
-        if self._close_sent:  # the answer to our close: the handshake is complete
+        if self.state is CLOSING:  # the answer to our close: the handshake is complete
+            self.state = CLOSED
             self.transport.close()
             return
-        self._close_sent = True
-        self._write(encode_close(code, ""))
+        self.state = CLOSED
+        self.write_frame(encode_close(code, ""), OP_CLOSE, b"")
         self.flush()
         self.transport.close()
-        self.websocket._on_disconnect(code, reason)
+        self.listener.disconnected(code, reason)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -157,12 +142,10 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
                 timer.cancel()
         self._out.clear()
         self._release_drain()
-        websocket = getattr(self, "websocket", None)
-        if websocket is not None:
-            websocket._on_disconnect(1006, "connection lost")
+        self.ended(WS_1006_ABNORMAL_CLOSURE, "connection lost")
 
     # -- outgoing -------------------------------------------------------------------------
-    def _write(self, frame: bytes) -> None:
+    def write_frame(self, frame: bytes, opcode: int, payload: bytes) -> None:
         out = self._out
         out.append(frame)
         self._out_size += len(frame)
@@ -170,18 +153,12 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
             self._batcher.add(self)
 
     def send_message(self, opcode: int, payload: bytes) -> None:
-        """The connection's own send (broadcasts take send_prepared, which skips this check)."""
-        self._write(encode_frame(opcode, payload))
+        self.write_frame(encode_frame(opcode, payload), opcode, payload)
         if len(self._out) == _SOLO_FLUSH_FRAMES and self._batcher.alone():
             self.flush()
 
-    def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None:
-        """A delivery nobody waits on (broadcast, send_to): past max_send_buffer, close 1008."""
-        if self._out_size + self.transport.get_write_buffer_size() > self._max_send_buffer:
-            if not self._close_sent and not self._lost:
-                self.fail(1008, f"send buffer over {self._max_send_buffer} bytes: the client is not reading")
-            return
-        self._write(frame)
+    def buffered_bytes(self) -> int:
+        return self._out_size + self.transport.get_write_buffer_size()
 
     def flush(self) -> None:
         """Write everything corked so far in one call."""
@@ -209,29 +186,16 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- closing --------------------------------------------------------------------------
-    def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake; the TCP connection ends when the client answers
-        (or after close_timeout)."""
-        if self._close_sent or self._lost:
+    def write_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+        """Send the close frame now; end TCP at once (fail) or when the peer answers, with
+        `close_timeout` as the bound either way."""
+        if self._lost:
             return
-        self._close_sent = True
-        self._write(encode_close(code, reason))
+        self.write_frame(encode_close(code, reason), OP_CLOSE, b"")
         self.flush()
-        if self._close_received:
+        if not wait_for_peer:
             self.transport.close()
-        else:
-            self._close_timer = self.loop.call_later(self.server.settings.close_timeout, self.transport.abort)
-
-    def fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455 7.1.7): close frame with `code`, then end TCP."""
-        logger.info("WebSocket %s closed with %d: %s", getattr(self.websocket, "path", "?"), code, reason)
-        if not self._close_sent and not self._lost:
-            self._close_sent = True
-            self._write(encode_close(code, reason))
-            self.flush()
-            self.transport.close()
-            self._close_timer = self.loop.call_later(self.server.settings.close_timeout, self.transport.abort)
-        self.websocket._on_disconnect(code, reason)
+        self._close_timer = self.loop.call_later(self.server.settings.close_timeout, self.transport.abort)
 
     # -- keepalive ------------------------------------------------------------------------
     def _schedule_ping(self) -> None:
@@ -240,12 +204,13 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
             self._ping_timer = self.loop.call_later(interval, self._send_ping)
 
     def _send_ping(self) -> None:
-        if self._close_sent or self._lost:
+        if self.state is not OPEN or self._lost:
             return
-        self._write(encode_frame(OP_PING, b"tether"))
+        self.write_frame(encode_frame(OP_PING, b"tether"), OP_PING, b"tether")
         timeout = self.server.settings.ping_timeout
         if timeout > 0:
-            self._pong_timer = self.loop.call_later(timeout, self.fail, 1011, "keepalive ping timeout")
+            self._pong_timer = self.loop.call_later(timeout, self.fail, WS_1011_INTERNAL_ERROR,
+                                                    "keepalive ping timeout")
         else:
             self._schedule_ping()
 
@@ -255,5 +220,5 @@ class WebSocketProtocol(WriteFlowControl, asyncio.Protocol):
             self._pong_timer = None
             self._schedule_ping()
 
-    def __repr__(self) -> Any:
-        return f"<WebSocketProtocol {getattr(self, 'websocket', None)!r}>"
+    def __repr__(self) -> str:
+        return f"<NativeChannel {getattr(self, 'listener', None)!r} {self.state.name}>"

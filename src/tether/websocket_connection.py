@@ -1,10 +1,10 @@
-"""The core connection object every handler style works through.
+"""The core connection object every handler style works through: `WebSocket`.
 
-A `WebSocket` talks to a *channel* (the road in: native server, ASGI, in-process test
-client). The channel drives it with two calls, `_on_message(msg)` and
-`_on_disconnect(code, reason)`, and the WebSocket asks the channel to `accept`, `reject`,
-`send_message`, `send_prepared`, `close`, `pause_reading`, `resume_reading` and `drain`.
-The channel interface is written out in `Channel` below.
+A `WebSocket` talks to its road through a `tether.channel.Channel` and is the road's
+`ConnectionListener`: the road calls `message_received(message)` and
+`disconnected(code, reason)`; the WebSocket asks the channel to accept, reject, send,
+deliver, close and pace reading. The connection's state is the channel's
+(`connection_state`), so every road shares one state machine.
 
 Receiving keeps a deque and, only while a handler is actually waiting, one future: no queue
 object, no task and no lock per message.
@@ -12,86 +12,34 @@ object, no task and no lock per message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .datastructures import Headers, HTTPConnection, QueryParams, State
+from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, ConnectionState
+from .datastructures import Headers, HTTPConnection, State
+from .encoding import compact_json, encode_message, is_reply
+from .exceptions import InvalidState, WebSocketDisconnect
 from .protocol import OP_BINARY, OP_TEXT, encode_frame
+from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE
+from .tasks import spawn
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .hub import Hub
 
-__all__ = ["WebSocket", "WebSocketDisconnect", "Channel", "ConnectionView", "encode_message", "jsonify"]
+__all__ = ["WebSocket", "WebSocketDisconnect"]
 
 logger = logging.getLogger("tether")
 
-CONNECTING, OPEN, CLOSED = 0, 1, 2
-
-
-class WebSocketDisconnect(Exception):
-    """The connection is closed: raised by receives and sends once the peer or the server closed it."""
-
-    def __init__(self, code: int = 1000, reason: str = "") -> None:
-        super().__init__(f"WebSocket closed with code {code}" + (f" ({reason})" if reason else ""))
-        self.code = code
-        self.reason = reason
-
-
-class Channel(Protocol):
-    """What a road in provides to a core `WebSocket` (the native server, the test client...).
-
-    The WebSocket sets itself as `channel.websocket` when created. `drain()` returns None
-    when more may be sent now, else an awaitable that resolves once the buffer has drained.
-    """
-
-    loop: asyncio.AbstractEventLoop
-    websocket: WebSocket
-
-    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None: ...
-    def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None: ...
-    def send_message(self, opcode: int, payload: bytes) -> None: ...
-    def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None: ...
-    def close(self, code: int, reason: str) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def drain(self) -> Awaitable[None] | None: ...
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-class JSONText(str):
-    """A str holding JSON: sent as text over WebSocket, as application/json over HTTP."""
-
-
-def jsonify(obj: Any) -> JSONText:
-    """Serialize `obj` to compact JSON text (a `str`)."""
-    return JSONText(_json(obj))
-
-
-def is_reply(value: Any) -> bool:
-    """Whether a callback's return value is something to send (not None, "" or b"")."""
-    return value is not None and value != "" and value != b""
-
-
-def encode_message(data: Any) -> tuple[int, bytes]:
-    """(opcode, payload) for `send(data)`: str -> text, bytes-like -> binary, other -> JSON text."""
-    if isinstance(data, str):
-        return OP_TEXT, data.encode("utf-8")
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return OP_BINARY, bytes(data)
-    return OP_TEXT, _json(data).encode("utf-8")
+_Message = TypeVar("_Message", str, bytes)
 
 
 class WebSocket(HTTPConnection):
-    """One WebSocket connection, as handlers see it (SPEC 1a).
+    """One WebSocket connection, as handlers see it.
 
     Created in the CONNECTING state; a handler style calls `accept()` (or `reject()`).
     """
@@ -100,9 +48,9 @@ class WebSocket(HTTPConnection):
                  headers: Headers | None = None, client: tuple[str, int] | None = None,
                  path_params: dict[str, Any] | None = None, subprotocols: Iterable[str] = (),
                  max_queue: int = 32, scheme: str = "ws") -> None:
-        self._channel = channel
-        channel.websocket = self
-        self._hub = hub
+        self.channel = channel
+        channel.attach(self)
+        self.hub = hub
         self._loop = channel.loop
         self.id = str(uuid.uuid4())
         self.path = path
@@ -115,19 +63,17 @@ class WebSocket(HTTPConnection):
         self.scheme = scheme
         self.state = State()
         self.rooms: set[str] = set()
-        self._phase = CONNECTING
-        self._closing = False
         self._queue: deque[str | bytes] = deque()
-        self._waiter: asyncio.Future[Any] | None = None
+        self._waiter: asyncio.Future[str | bytes] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
+        #: None while the connection is not closed; then the code it closed with.
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed_by: str | None = None  # "server" or "client" (peer closed, vanished or broke the protocol)
         self._scope: dict[str, Any] | None = None
-        # Set by handler styles: run exactly once on every close path (see close()).
-        self._close_callback: Callable[[], Awaitable[Any]] | None = None
-        # Set by handler styles: called synchronously when the peer closes or vanishes.
+        self._closing = False  # close has begun: the close callbacks are claimed
+        self._close_callbacks: list[Callable[[], Awaitable[Any]]] = []
         self._disconnect_callbacks: list[Callable[[], Any]] = []
 
     # -- request data -------------------------------------------------------------------
@@ -146,43 +92,49 @@ class WebSocket(HTTPConnection):
         return self._scope
 
     @property
+    def connection_state(self) -> ConnectionState:
+        """CONNECTING, OPEN, CLOSING or CLOSED (the road's one state machine)."""
+        return self.channel.state
+
+    @property
     def closed(self) -> bool:
         """True once the connection is closed (or closing) from either side."""
-        return self._phase == CLOSED or self._closing
+        return self.channel.state >= CLOSING or self._closing
 
     @property
     def accepted(self) -> bool:
-        return self._phase != CONNECTING
+        """True once the handshake is over (accepted, or the client left during it)."""
+        return self.channel.state is not CONNECTING
 
     def __repr__(self) -> str:
-        state = ("connecting", "open", "closed")[self._phase]
-        return f"<WebSocket {self.id} {self.path} {state}>"
+        return f"<WebSocket {self.id} {self.path} {self.channel.state.name.lower()}>"
 
     # -- handshake ----------------------------------------------------------------------
     async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
         """Complete the handshake. A subprotocol the client did not offer is dropped with a warning."""
-        if self._phase == CLOSED:
-            raise WebSocketDisconnect(self.close_code or 1006, "the client left during the handshake")
-        if self._phase != CONNECTING:
-            raise RuntimeError("accept() on a WebSocket that is already open")
+        state = self.channel.state
+        if state is CLOSED:
+            raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
+                                      "the client left during the handshake")
+        if state is not CONNECTING:
+            raise InvalidState("accept() on a WebSocket that is already open")
         if subprotocol is not None and subprotocol not in self.offered_subprotocols:
             logger.warning("WebSocket %s: subprotocol %r was not offered by the client (offered: %s); "
                            "accepting without one", self.path, subprotocol, self.offered_subprotocols or "none")
             subprotocol = None
         self.subprotocol = subprotocol
-        self._phase = OPEN
-        self._channel.accept(subprotocol, list(headers))
-        self._hub._register(self)
+        self.channel.accept(subprotocol, list(headers))
+        self.hub.register(self)
 
     async def reject(self, status: int = 403, body: str | bytes = "", headers: Iterable[tuple[str, str]] = ()) -> None:
         """Refuse the handshake with an HTTP response; the handler never sees the connection open."""
-        if self._phase == CLOSED:
+        state = self.channel.state
+        if state is CLOSED:
             return
-        if self._phase != CONNECTING:
-            raise RuntimeError("reject() is only possible before accept()")
-        self._phase = CLOSED
-        self.close_code = 1006
-        self._channel.reject(status, body.encode("utf-8") if isinstance(body, str) else body, list(headers))
+        if state is not CONNECTING:
+            raise InvalidState("reject() is only possible before accept()")
+        self.close_code = WS_1006_ABNORMAL_CLOSURE
+        self.channel.reject(status, body.encode("utf-8") if isinstance(body, str) else body, list(headers))
 
     # -- receiving ----------------------------------------------------------------------
     async def receive(self) -> str | bytes:
@@ -192,12 +144,13 @@ class WebSocket(HTTPConnection):
             message = queue.popleft()
             if self._reading_paused and len(queue) <= self._max_queue // 2:
                 self._reading_paused = False
-                self._channel.resume_reading()
+                self.channel.resume_reading()
             return message
-        if self._phase != OPEN or self._closing:
-            if self._phase == CONNECTING:
-                raise RuntimeError("receive() before accept()")
-            raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
+        state = self.channel.state
+        if state is not OPEN or self._closing:
+            if state is CONNECTING:
+                raise InvalidState("receive() before accept()")
+            raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
         waiter = self._waiter = self._loop.create_future()
         try:
             return await waiter
@@ -212,7 +165,7 @@ class WebSocket(HTTPConnection):
         """The next message, which must be binary (TypeError naming the problem otherwise)."""
         return await self._receive_typed(bytes, "receive_bytes", "receive_text")
 
-    async def _receive_typed(self, expected: type, name: str, other: str) -> Any:
+    async def _receive_typed(self, expected: type[_Message], name: str, other: str) -> _Message:
         message = await self.receive()
         if not isinstance(message, expected):
             kind, unit = ("binary", "bytes") if isinstance(message, bytes) else ("text", "characters")
@@ -241,95 +194,106 @@ class WebSocket(HTTPConnection):
 
     # -- sending ------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._phase != OPEN:
-            if self._phase == CONNECTING:
-                raise RuntimeError("send before accept(): the handshake is not complete")
-            raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
+        state = self.channel.state
+        if state is not OPEN:
+            if state is CONNECTING:
+                raise InvalidState("send before accept(): the handshake is not complete")
+            raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
 
     async def _send(self, opcode: int, payload: bytes) -> None:
         self._check_open()
-        self._channel.send_message(opcode, payload)
-        waiting = self._channel.drain()
+        channel = self.channel
+        channel.send_message(opcode, payload)
+        waiting = channel.drain()
         if waiting is not None:
             await waiting
 
     async def send_text(self, data: str) -> None:
+        """Send a text message; waits while the client's buffer is above its high-water mark."""
         if not isinstance(data, str):
             raise TypeError(f"send_text() takes str, not {type(data).__name__}")
         await self._send(OP_TEXT, data.encode("utf-8"))
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message; waits while the client's buffer is above its high-water mark."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
         await self._send(OP_BINARY, bytes(data))
 
     async def send_json(self, data: Any) -> None:
-        await self._send(OP_TEXT, _json(data).encode("utf-8"))
+        """Send `data` as compact JSON in a text message."""
+        await self._send(OP_TEXT, compact_json(data).encode("utf-8"))
 
     async def send(self, data: Any) -> None:
         """Send str as text, bytes-like as binary, anything else as JSON text."""
         await self._send(*encode_message(data))
 
-    def _send_now(self, data: Any) -> None:
-        """Queue `data` without waiting, as a delivery (program order is kept): a client
-        that does not read is closed (1008) instead of growing the buffer."""
+    def send_nowait(self, data: Any) -> None:
+        """Queue `data` without waiting, as a delivery (program order with this connection's
+        other sends is kept): a client that does not read is closed (1008) instead of
+        growing the buffer. WebSocketDisconnect if the connection is closed."""
         self._check_open()
         opcode, payload = encode_message(data)
-        self._channel.send_prepared(encode_frame(opcode, payload), opcode, payload)
-
-    def _send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> bool:
-        """Queue an already encoded frame (broadcast); False if the connection is closed."""
-        if self._phase != OPEN:
-            return False
-        self._channel.send_prepared(frame, opcode, payload)
-        return True
-
-    async def send_reply(self, value: Any) -> None:
-        """Send a callback's return value, unless it is None or empty (the styles' rule)."""
-        if is_reply(value):
-            await self.send(value)
+        self.channel.deliver(encode_frame(opcode, payload), opcode, payload)
 
     async def broadcast(self, data: Any, exclude: Any = None) -> int:
         """Send to every client connected to this concrete path, this one included unless excluded."""
-        return await self._hub.broadcast(self.path, data, exclude=exclude)
+        return await self.hub.broadcast(self.path, data, exclude=exclude)
 
     # -- rooms --------------------------------------------------------------------------
     async def join(self, room: str) -> None:
-        self._hub._join(self, room)
+        """Become a member of `room` (left automatically when the connection closes)."""
+        self.hub.join(self, room)
 
     async def leave(self, room: str) -> None:
-        self._hub._leave(self, room)
+        """Stop being a member of `room` (nothing happens if it was not one)."""
+        self.hub.leave(self, room)
 
     def detach(self) -> None:
         """Leave the registry and every room now; the connection stays open for its own
         sends (a close announced for later, as the event style's `ws.close()`)."""
-        self._hub._unregister(self)
+        self.hub.unregister(self)
+
+    # -- lifecycle callbacks --------------------------------------------------------------
+    def on_close(self, callback: Callable[[], Awaitable[Any]]) -> None:
+        """Run `await callback()` exactly once when the connection closes, on every path
+        (server close, client close, dead peer, shutdown, handler error). When the server
+        closes, a non-empty return value is sent as the last message before the close frame."""
+        self._close_callbacks.append(callback)
+
+    def on_disconnect(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call `callback()` at once (synchronously) when the peer closes or vanishes.
+        Returns a function that unregisters it."""
+        self._disconnect_callbacks.append(callback)
+        return lambda: self._disconnect_callbacks.remove(callback)
 
     # -- closing ------------------------------------------------------------------------
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
         """Close from the server side (idempotent).
 
-        Leaves the registry and every room at once, runs the close callback (its value is
-        sent as the last message), sends the close frame, and makes pending and later
+        Leaves the registry and every room at once, runs the close callbacks (their values
+        are sent as the last messages), sends the close frame, and makes pending and later
         receives raise WebSocketDisconnect. Before accept(), it refuses the handshake (403).
         """
-        if self._phase == CONNECTING:
+        state = self.channel.state
+        if state is CONNECTING:
             await self.reject(403)
             return
-        if self._phase == CLOSED or self._closing:
+        if state is not OPEN or self._closing:
             return
         self._closing = True
         self.closed_by = "server"
-        self._hub._unregister(self)
-        await self._run_close_callback(send_result=True)
-        if self._phase == OPEN:
-            self._phase = CLOSED
+        self.hub.unregister(self)
+        await self._run_close_callbacks(send_result=True)
+        if self.channel.state is OPEN:
             self.close_code, self.close_reason = code, reason
-            self._channel.close(code, reason)
+            self.channel.close(code, reason)
             self._wake(WebSocketDisconnect(code, reason))
 
-    def _on_message(self, message: str | bytes) -> None:
-        """Channel: a complete message arrived."""
+    # -- ConnectionListener: called by the road ---------------------------------------------
+    def message_received(self, message: str | bytes) -> None:
+        """A complete message arrived: wake the waiting receive, or queue it (reading pauses
+        while `max_queue` messages wait unread)."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(message)
@@ -337,59 +301,36 @@ class WebSocket(HTTPConnection):
         self._queue.append(message)
         if len(self._queue) >= self._max_queue and not self._reading_paused:
             self._reading_paused = True
-            self._channel.pause_reading()
+            self.channel.pause_reading()
 
-    def _on_disconnect(self, code: int, reason: str = "") -> None:
-        """Channel: the peer closed (or vanished); the connection can no longer send."""
-        if self._phase == CLOSED:
-            return
-        was_open = self._phase == OPEN
-        self._phase = CLOSED
+    def disconnected(self, code: int, reason: str = "") -> None:
+        """The peer closed, vanished or broke the protocol: leave the registry, wake a
+        pending receive, call the disconnect callbacks, then run the close callbacks."""
+        if self.close_code is not None:
+            return  # already closed
         self.close_code, self.close_reason = code, reason
         self.closed_by = self.closed_by or "client"
-        self._hub._unregister(self)
+        self.hub.unregister(self)
         self._wake(WebSocketDisconnect(code, reason))
-        for callback in self._disconnect_callbacks:
+        for callback in list(self._disconnect_callbacks):
             callback()
-        if was_open and self._close_callback is not None and not self._closing:
+        if not self._closing:
             self._closing = True
-            self._loop.create_task(self._run_close_callback(send_result=False))
+            if self._close_callbacks:
+                spawn(self._run_close_callbacks(send_result=False), self._loop)
 
     def _wake(self, exc: WebSocketDisconnect) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    async def _run_close_callback(self, send_result: bool) -> None:
-        callback, self._close_callback = self._close_callback, None
-        if callback is None:
-            return
-        try:
-            result = await callback()
-        except Exception:
-            logger.exception("on_close callback of WebSocket %s raised", self.path)
-            return
-        if send_result and is_reply(result) and self._phase == OPEN:
-            self._channel.send_message(*encode_message(result))
-
-
-class ConnectionView:
-    """A style's face on a core connection: delegates the request data to `self.connection`."""
-
-    connection: WebSocket
-
-    @property
-    def id(self) -> str:
-        return self.connection.id
-
-    @property
-    def headers(self) -> Headers:
-        return self.connection.headers
-
-    @property
-    def query_params(self) -> QueryParams:
-        return self.connection.query_params
-
-    @property
-    def path_params(self) -> dict[str, Any]:
-        return self.connection.path_params
+    async def _run_close_callbacks(self, send_result: bool) -> None:
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                result = await callback()
+            except Exception:
+                logger.exception("on_close callback of WebSocket %s raised", self.path)
+                continue
+            if send_result and is_reply(result) and self.channel.state is OPEN:
+                self.channel.send_message(*encode_message(result))
