@@ -16,18 +16,30 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .channel import Channel
 from .encoding import encode_message
 from .exceptions import InvalidState
 from .protocol import encode_frame
 from .protocol.codes import WS_1000_NORMAL_CLOSURE
 from .tasks import spawn
 
-if TYPE_CHECKING:
-    from .websocket_connection import WebSocket
+__all__ = ["Hub", "Member"]
 
-__all__ = ["Hub"]
+
+class Member(Protocol):
+    """What the hub needs of a connection (the core `WebSocket` is one)."""
+
+    id: str
+    path: str
+    rooms: set[str]
+    channel: Channel
+
+    @property
+    def closed(self) -> bool: ...
+    def send_nowait(self, data: Any) -> None: ...
+    async def close(self, code: int = ..., reason: str = ...) -> None: ...
 
 
 def _excluded(exclude: Any) -> set[str]:
@@ -54,9 +66,9 @@ class Hub:
 
     def __init__(self) -> None:
         Hub._instances.add(self)
-        self._connections: dict[str, WebSocket] = {}
-        self._paths: dict[str, dict[str, WebSocket]] = {}
-        self._rooms: dict[str, dict[str, WebSocket]] = {}
+        self._connections: dict[str, Member] = {}
+        self._paths: dict[str, dict[str, Member]] = {}
+        self._rooms: dict[str, dict[str, Member]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
 
@@ -71,13 +83,13 @@ class Hub:
         """The loop the hub is bound to, or None before the app started."""
         return self._loop
 
-    # -- registry (kept by the core WebSocket) ---------------------------------------------
-    def register(self, ws: WebSocket) -> None:
+    # -- registry (kept by the core WebSocket) ------------------------------------------
+    def register(self, ws: Member) -> None:
         """Add an accepted connection."""
         self._connections[ws.id] = ws
         self._paths.setdefault(ws.path, {})[ws.id] = ws
 
-    def unregister(self, ws: WebSocket) -> None:
+    def unregister(self, ws: Member) -> None:
         """Remove a connection from the registry and every room (idempotent)."""
         if self._connections.pop(ws.id, None) is None:
             return
@@ -89,14 +101,14 @@ class Hub:
         for room in list(ws.rooms):
             self.leave(ws, room)
 
-    def join(self, ws: WebSocket, room: str) -> None:
+    def join(self, ws: Member, room: str) -> None:
         """Make an open connection a member of `room`; InvalidState if it is not open."""
         if ws.id not in self._connections:
             raise InvalidState(f"connection {ws.id} is not open: it cannot join room {room!r}")
         self._rooms.setdefault(room, {})[ws.id] = ws
         ws.rooms.add(room)
 
-    def leave(self, ws: WebSocket, room: str) -> None:
+    def leave(self, ws: Member, room: str) -> None:
         """Remove a connection from `room` (nothing happens if it was not a member)."""
         ws.rooms.discard(room)
         members = self._rooms.get(room)
@@ -112,7 +124,7 @@ class Hub:
     def __contains__(self, connection_id: object) -> bool:
         return connection_id in self._connections
 
-    def get(self, connection_id: str) -> WebSocket | None:
+    def get(self, connection_id: str) -> Member | None:
         """The open connection with this id in this process, or None."""
         return self._connections.get(connection_id)
 
@@ -132,7 +144,7 @@ class Hub:
 
     # -- delivery -------------------------------------------------------------------------
     @staticmethod
-    def _deliver(targets: dict[str, WebSocket] | None, data: Any, exclude: Any) -> int:
+    def _deliver(targets: dict[str, Member] | None, data: Any, exclude: Any) -> int:
         if not targets:
             return 0
         opcode, payload = encode_message(data)

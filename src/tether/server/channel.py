@@ -4,7 +4,8 @@ Frames are parsed in `data_received` and complete messages handed straight to th
 connection (`message_received`). The close handshake is played here: the peer's close is
 answered with its code and ends the connection; our close waits up to `close_timeout` for
 the peer's answer. Everything sent to a connection within one event-loop iteration is
-coalesced ("corked") into a single `transport.write` by the server's `WriteBatcher`, so
+coalesced ("corked") into a single `transport.write` by the server's `WriteBatcher`
+(server/batcher.py), so
 pipelined echoes cost one write per read and a burst of broadcasts one write per receiver.
 A connection that is alone in the batcher writes every few frames instead, so its client is
 not left idle while the server produces a long batch.
@@ -26,9 +27,9 @@ from .flow import WriteFlowControl
 from .wire import http_response
 
 if TYPE_CHECKING:
-    from .serve import ServerState
+    from .state import ServerContext
 
-__all__ = ["NativeChannel", "WriteBatcher"]
+__all__ = ["NativeChannel"]
 
 logger = logging.getLogger("tether")
 
@@ -40,40 +41,11 @@ _CORK_LIMIT = 64 * 1024
 _SOLO_FLUSH_FRAMES = 8
 
 
-class WriteBatcher:
-    """Flushes every connection written to during this loop iteration, once, in the next."""
-
-    __slots__ = ("_loop", "_pending", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._pending: list[NativeChannel] = []
-        self._scheduled = False
-
-    def add(self, connection: NativeChannel) -> None:
-        """Flush `connection` in the next loop iteration."""
-        self._pending.append(connection)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def alone(self) -> bool:
-        """True when a single connection has output waiting for this iteration's flush."""
-        return len(self._pending) == 1
-
-    def flush(self) -> None:
-        """Write out every pending connection now."""
-        pending, self._pending = self._pending, []
-        self._scheduled = False
-        for connection in pending:
-            connection.flush()
-
-
 class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
     """The channel of one WebSocket on the native server (a `tether.channel.Channel`);
     also the transport's protocol once the handshake is accepted."""
 
-    def __init__(self, server: ServerState, transport: asyncio.Transport, key: str, leftover: bytes) -> None:
+    def __init__(self, server: ServerContext, transport: asyncio.Transport, key: str, leftover: bytes) -> None:
         self.server = server
         self.loop = server.loop
         self.transport = transport

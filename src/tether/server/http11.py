@@ -23,7 +23,7 @@ from .channel import NativeChannel
 from .wire import http_response
 
 if TYPE_CHECKING:
-    from .serve import ServerState
+    from .state import ServerContext
 
 import httptools
 
@@ -45,7 +45,7 @@ class _RequestError(Exception):
 class HttpProtocol(WriteFlowControl, asyncio.Protocol):
     """One client connection while it speaks HTTP."""
 
-    def __init__(self, server: ServerState) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.loop = server.loop
         self.settings = server.settings

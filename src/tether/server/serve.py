@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol import ACCELERATED
 from ..protocol.codes import WS_1001_GOING_AWAY
 from ..tasks import spawn
-from .channel import WriteBatcher
+from .batcher import WriteBatcher
 from .http11 import HttpProtocol
 
 if TYPE_CHECKING:
