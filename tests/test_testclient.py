@@ -127,3 +127,305 @@ def test_message_over_the_limit_closes_with_1009():
             with pytest.raises(WebSocketDisconnect) as info:
                 ws.receive_text()
             assert info.value.code == 1009
+
+
+# -- the real server stack: behaviour the in-memory road used to imitate (or could not) -------
+import asyncio  # noqa: E402
+import threading  # noqa: E402
+
+from tether import Response, StreamingResponse  # noqa: E402
+
+
+def test_messages_before_an_oversized_one_are_answered_then_1009_from_the_parser():
+    app = App(max_message_size=10)
+    seen = {}
+
+    @app.websocket("/e")
+    async def e(websocket):
+        try:
+            async for message in websocket:
+                await websocket.send(message)
+        finally:
+            seen["code"] = websocket.close_code
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/e") as ws:
+            ws.send_text("x" * 10)  # exactly the limit: fine
+            ws.send_bytes(b"y" * 11)  # one byte over, binary too
+            assert ws.receive_text() == "x" * 10  # answered first: it came before the bad frame
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive()
+            assert info.value.code == 1009 and "10-byte limit" in info.value.reason
+    assert seen["code"] == 1009
+
+
+def test_a_session_that_does_not_read_broadcasts_is_closed_with_1008():
+    app = App(max_send_buffer=1000)
+    codes = []
+
+    @app.websocket("/sub")
+    async def sub(websocket):
+        try:
+            async for _ in websocket:
+                pass
+        finally:
+            codes.append(websocket.close_code)
+
+    @app.post("/notify")
+    async def notify(request):
+        return {"delivered": await app.hub.broadcast("/sub", "x" * 300)}
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/sub") as reader, client.websocket_connect("/sub") as lazy:
+            for _ in range(8):
+                assert client.post("/notify").status_code == 200
+                assert reader.receive_text() == "x" * 300  # reads: its buffer stays empty
+            received = 0
+            with pytest.raises(WebSocketDisconnect) as info:
+                while True:
+                    assert lazy.receive_text() == "x" * 300
+                    received += 1
+            assert info.value.code == 1008 and "not reading" in info.value.reason
+            assert 1 <= received < 8  # what was buffered before the limit still arrives
+            reader.send_text("still here")
+            assert client.post("/notify").json() == {"delivered": 1}
+            assert reader.receive_text() == "x" * 300
+    assert sorted(codes) == [1000, 1008]
+
+
+def test_flow_control_holds_a_handler_back_until_the_test_reads():
+    app = App()
+    app.state.sent = 0
+
+    @app.websocket("/flood")
+    async def flood(websocket):
+        for _ in range(200):
+            await websocket.send_bytes(b"z" * 4096)  # 800 KiB in all
+            app.state.sent += 1
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/flood") as ws:
+            time.sleep(0.3)
+            assert app.state.sent < 60  # paused by the transport's high-water mark
+            assert all(ws.receive_bytes() == b"z" * 4096 for _ in range(200))
+            assert app.state.sent == 200
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive()
+            assert info.value.code == 1000
+
+
+def no_body_app() -> App:
+    app = App()
+    app.state.streamed = False
+
+    @app.get("/page")
+    def page():
+        return "<p>hello</p>"
+
+    @app.get("/stream")
+    def stream():
+        def chunks():
+            app.state.streamed = True
+            yield "a"
+            yield "b"
+        return StreamingResponse(chunks())
+
+    @app.get("/empty")
+    def empty():
+        return Response(b"not sent", 204)
+
+    @app.get("/cached")
+    def cached():
+        return Response(b"not sent either", 304, [("ETag", '"v1"')])
+
+    return app
+
+
+def test_a_head_response_has_no_body():
+    app = no_body_app()
+    with TestClient(app) as client:
+        get, head = client.get("/page"), client.head("/page")
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+        assert client.head("/stream").content == b""
+        assert app.state.streamed is False  # the server did not run the body for a HEAD
+        assert client.get("/stream").text == "ab" and app.state.streamed is True
+
+
+def test_204_and_304_responses_have_no_body():
+    with TestClient(no_body_app()) as client:
+        empty = client.get("/empty")
+        assert (empty.status_code, empty.content) == (204, b"")
+        cached = client.get("/cached")
+        assert (cached.status_code, cached.content, cached.headers["etag"]) == (304, b"", '"v1"')
+
+
+def test_request_limits_are_the_servers():
+    app = App(max_body_size=100, max_header_size=2048)
+
+    @app.post("/upload")
+    async def upload(request):
+        return {"size": len(await request.body())}
+
+    with TestClient(app) as client:
+        assert client.post("/upload", content=b"x" * 100).json() == {"size": 100}
+        too_big = client.post("/upload", content=b"x" * 101)
+        assert too_big.status_code == 413 and "100 bytes" in too_big.text
+        assert too_big.headers["connection"] == "close"
+        assert client.post("/upload", headers={"x-big": "y" * 4000}).status_code == 431
+
+
+def test_the_handshake_is_validated_by_the_server():
+    with TestClient(make_app()) as client:
+        with pytest.raises(WebSocketRejected) as info:
+            client.websocket_connect("/echo", headers={"sec-websocket-version": "8"})
+        assert info.value.status_code == 426 and info.value.headers["sec-websocket-version"] == "13"
+        with pytest.raises(WebSocketRejected) as info:
+            client.websocket_connect("/echo", headers={"sec-websocket-key": "short"})
+        assert info.value.status_code == 400
+        with pytest.raises(WebSocketRejected) as info:  # Origin passed through to the app's check
+            client.websocket_connect("/echo", headers={"origin": "https://evil.example"})
+        assert info.value.status_code == 403
+        with client.websocket_connect("/echo", headers={"origin": "http://testserver"}) as ws:
+            assert ws.headers["upgrade"].lower() == "websocket" and ws.subprotocol is None
+            ws.send_text("ok")
+            assert ws.receive_text() == "ok"
+
+
+def test_the_session_answers_keepalive_pings():
+    app = App(ping_interval=0.05, ping_timeout=0.2)
+
+    @app.websocket("/echo")
+    async def echo(websocket):
+        async for message in websocket:
+            await websocket.send(message)
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/echo") as ws:
+            for _ in range(5):  # ten ping intervals, two pong deadlines: answered while receiving
+                with pytest.raises(TimeoutError):
+                    ws.receive(timeout=0.1)
+            ws.send_text("alive")
+            assert ws.receive_text() == "alive"
+
+
+def test_close_waits_for_the_handler_and_the_handler_sees_the_code():
+    app = App()
+    finished = []
+
+    @app.websocket("/slow-close")
+    async def slow_close(websocket):
+        try:
+            async for _ in websocket:
+                pass
+        finally:
+            await asyncio.sleep(0.2)
+            finished.append(websocket.close_code)
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/slow-close") as ws:
+            ws.close(4001, "test over")
+            assert finished == [4001]
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive()
+            assert info.value.code == 4001
+
+
+def test_closing_the_client_drops_open_sessions():
+    app = App()
+    codes = []
+
+    @app.websocket("/hold")
+    async def hold(websocket):
+        try:
+            await websocket.receive()
+        except WebSocketDisconnect as exc:
+            codes.append(exc.code)
+
+    client = TestClient(app)
+    ws = client.websocket_connect("/hold")  # starts the client without `with`
+    assert client.get("/nothing").status_code == 404
+    client.close()
+    assert codes == [1006]
+    with pytest.raises(WebSocketDisconnect) as info:
+        ws.receive(timeout=1)
+    assert info.value.code == 1006
+
+
+def test_sessions_on_several_threads():
+    with TestClient(make_app()) as client:
+        errors = []
+
+        def talk(n: int) -> None:
+            try:
+                with client.websocket_connect("/echo") as ws:
+                    for i in range(50):
+                        ws.send_text(f"{n}:{i}")
+                        assert ws.receive_text() == f"{n}:{i}"
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=talk, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert errors == []
+
+
+def test_requests_are_sent_as_written():
+    app = App()
+
+    @app.route("/inspect/{name}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    async def inspect(request, name: str):
+        return {"method": request.method, "name": name, "query": dict(request.query_params),
+                "cookies": request.cookies, "host": request.headers["host"],
+                "x": request.headers.getlist("x-test"), "body": (await request.body()).decode(),
+                "type": request.headers.get("content-type"), "client": list(request.client)}
+
+    with TestClient(app) as client:
+        got = client.get("/inspect/caf\u00e9?a=1", params={"b": "two words", "c": "\u00e9"},
+                         cookies={"session": "abc"}, headers={"X-Test": "yes", "Host": "example.org"}).json()
+        assert got == {"method": "GET", "name": "caf\u00e9", "query": {"a": "1", "b": "two words", "c": "\u00e9"},
+                       "cookies": {"session": "abc"}, "host": "example.org", "x": ["yes"], "body": "",
+                       "type": None, "client": ["testclient", 50000]}
+        assert client.post("/inspect/f", data={"k": "v w"}).json()["body"] == "k=v+w"
+        put = client.put("/inspect/p", content="raw text", headers={"content-type": "text/plain"}).json()
+        assert (put["method"], put["body"], put["type"]) == ("PUT", "raw text", "text/plain")
+        assert client.patch("/inspect/p", json=[1]).json()["type"] == "application/json"
+        assert [client.request(m, "/inspect/m").json()["method"] for m in ("delete", "OPTIONS")] == ["DELETE", "OPTIONS"]
+        assert client.get("http://testserver/inspect/absolute").json()["name"] == "absolute"
+
+
+def test_usable_without_with():
+    app = make_app()
+    client = TestClient(app)
+    assert client.get("/hello/you").text == "hello you!"  # starts it
+    with client:  # entering a started client keeps it
+        assert client.get("/hello/again").text == "hello again!"
+    assert app.state.events == ["startup", "shutdown"]
+
+
+def test_a_handler_that_reads_late_gets_every_message_in_order():
+    app = App(max_queue=4)
+    gate = threading.Event()
+
+    @app.websocket("/late")
+    async def late(websocket):
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 5)
+        received = [await websocket.receive_text() for _ in range(100)]
+        await websocket.send_json(received)
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/late") as ws:
+            for i in range(100):  # past max_queue the server stops reading; the rest waits
+                ws.send_text(str(i))
+            gate.set()
+            assert ws.receive_json() == [str(i) for i in range(100)]
+
+
+def test_a_key_given_by_the_test_is_the_one_the_accept_is_checked_against():
+    key = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
+    with TestClient(make_app()) as client:
+        with client.websocket_connect("/echo", headers={"Sec-WebSocket-Key": key}) as ws:
+            assert ws.headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

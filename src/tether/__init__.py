@@ -64,7 +64,42 @@ _EXPORTS: dict[str, str] = {
 # names whose attribute in the defining module differs
 _ALIASES = {"WebSocketConnection": "WebSocket", "WebSocket": "EventWebSocket"}
 
-__all__ = ["status", *_EXPORTS]
+__all__ = [
+    "status",
+    "App",
+    "Router",
+    "Hub",
+    "WebSocketConnection",
+    "ConnectionState",
+    "jsonify",
+    "Headers",
+    "QueryParams",
+    "Request",
+    "Response",
+    "JSONResponse",
+    "HTMLResponse",
+    "PlainTextResponse",
+    "RedirectResponse",
+    "StreamingResponse",
+    "FileResponse",
+    "EventSourceResponse",
+    "TetherError",
+    "ProtocolError",
+    "HandshakeError",
+    "WebSocketDisconnect",
+    "InvalidState",
+    "HTTPException",
+    "ParamError",
+    "WebSocket",
+    "GenericWebsocket",
+    "send_message_to_websocket",
+    "close_websocket_connection",
+    "websocket",
+    "ws_send",
+    "ws_close",
+    "ws_accept",
+    "with_websocket",
+]
 
 if TYPE_CHECKING:
     from . import status

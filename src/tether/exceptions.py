@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 
 from .datastructures import Headers
+from .protocol.codes import WS_1000_NORMAL_CLOSURE
 from .protocol.errors import HandshakeError, ProtocolError, TetherError
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 class WebSocketDisconnect(TetherError):
     """The connection is closed: raised by receives and sends once the peer or the server closed it."""
 
-    def __init__(self, code: int = 1000, reason: str = "") -> None:
+    def __init__(self, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
         super().__init__(f"WebSocket closed with code {code}" + (f" ({reason})" if reason else ""))
         self.code = code
         self.reason = reason

@@ -1,51 +1,74 @@
 """`TestClient`: drive an App in process, without a socket, from ordinary (sync) tests.
 
-The app runs on an event loop in a background thread, through the same entry points the
-native server uses (`App.handle_http`, `App.serve_websocket`); WebSocket sessions talk to it
-over an in-memory channel. Every receive takes a `timeout` (default 5 s), so a test fails
-instead of hanging. Several sessions can be open at once.
+The app runs on an event loop in a background thread behind tether's own server protocol
+stack (`tether.server`), exactly as `tether run` serves it, except that the connections are
+in-memory transports instead of TCP sockets. The test client only moves bytes: it writes
+HTTP requests and masked WebSocket frames, and parses what comes back (httptools for HTTP,
+the sans-I/O frame parser for WebSocket). So request limits (413/431), HEAD/204/304 without
+a body, the upgrade handshake checks, the message-size limit (1009), the slow-reader rule
+(1008), flow control and the closing handshake are the real server's.
+
+Every receive takes a `timeout` (default 5 s), so a test fails instead of hanging. Several
+sessions can be open at once.
 
     with TestClient(app) as client:
         assert client.get("/").status_code == 200
         with client.websocket_connect("/echo") as ws:
             ws.send_text("hi")
             assert ws.receive_text() == "hi"
+
+A session is a client like any other: it answers the server's pings and close frames while
+the test receives (or closes), and what the test does not read stays buffered and counts
+against the server's send limits, as unread bytes on a socket would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json as jsonlib
 import os
-import queue
+import sys
 import threading
-from typing import Any
-from urllib.parse import unquote, urlencode
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
 
-from .app import App
+import httptools
+
 from .datastructures import Headers
-from .http import Request
-from .protocol import OP_TEXT
-from .connection import WebSocketDisconnect
+from .exceptions import WebSocketDisconnect, WebSocketRejected
+from .protocol import (
+    OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, PROTOCOL_ERROR, FrameParser, accept_key,
+    encode_close, encode_frame,
+)
+from .server.serve import ServerState
 
-__all__ = ["TestClient", "TestResponse", "WebSocketTestSession", "WebSocketRejected"]
+if TYPE_CHECKING:
+    from . import App
+
+__all__ = ["TestClient", "TestResponse", "WebSocketRejected", "WebSocketTestSession"]
 
 DEFAULT_TIMEOUT = 5.0
+SHUTDOWN_GRACE = 1.0  # seconds handlers get to finish once TestClient.close() dropped their connections
+PEERNAME = ("testclient", 50000)
 
+# Flow control of an in-memory transport: bytes the server wrote that the test has not read
+# yet. Past the high mark the server's protocol is paused (pause_writing), below the low mark
+# it resumes, as asyncio does for a socket's buffer.
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
 
-class WebSocketRejected(Exception):
-    """The app refused the handshake with an HTTP response (`status_code`, `body`)."""
-
-    def __init__(self, status_code: int, body: bytes, headers: list[tuple[str, str]]) -> None:
-        super().__init__(f"WebSocket handshake rejected with HTTP {status_code}: {body.decode('utf-8', 'replace')}")
-        self.status_code = status_code
-        self.body = body
-        self.headers = Headers(headers)
+_EOF = object()  # the client's end of the stream, queued after its bytes
 
 
 class TestResponse:
     """A complete HTTP response: `status_code`, `headers`, `content`, `text`, `json()`."""
+
+    __test__ = False
 
     def __init__(self, status_code: int, headers: Headers, content: bytes) -> None:
         self.status_code = status_code
@@ -63,50 +86,291 @@ class TestResponse:
         return f"<TestResponse {self.status_code}>"
 
 
-class _MemoryChannel:
-    """The in-process road: what the core sends lands in a thread-safe queue for the test."""
+# -- the in-memory transport ------------------------------------------------------------------
+class _MemoryTransport(asyncio.Transport):
+    """One client connection: an asyncio.Transport for the server's protocol on the loop
+    thread, and a byte pipe for the test on its own thread.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+    Loop side (the server): `write`, `close`, `abort`, `pause_reading`/`resume_reading`,
+    `set_protocol`, `get_write_buffer_size`, as a socket transport. Test side: `send` bytes
+    (delivered in order, buffered while the server has reading paused), `read` what the
+    server wrote (blocking, with a timeout), `send_eof` and `drop`.
+    """
 
-    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
-        self.events.put(("accept", subprotocol, headers))
+    def __init__(self, client: TestClient, loop: asyncio.AbstractEventLoop, state: ServerState) -> None:
+        super().__init__({"peername": PEERNAME, "sockname": ("testserver", 80), "sslcontext": None})
+        self._client = client
+        self._loop = loop
+        self._state = state
+        self._protocol: asyncio.BaseProtocol | None = None
+        self._first_protocol: asyncio.BaseProtocol | None = None
+        # loop thread only
+        self._closing = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._inbox: deque[Any] = deque()
+        self.tasks: set[asyncio.Task[Any]] = set()  # server tasks started by this connection's bytes
+        # shared with the test thread, under _cond
+        self._cond = threading.Condition()
+        self._outbox = bytearray()
+        self._eof = False
+        self.lost = threading.Event()  # connection_lost has been called
 
-    def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
-        self.events.put(("reject", status, body, headers))
+    # -- asyncio.Transport (loop thread) --------------------------------------------------
+    def connect(self, protocol: asyncio.Protocol) -> None:
+        self._protocol = self._first_protocol = protocol
+        self._client._transports.add(self)
+        protocol.connection_made(self)
 
-    def send_message(self, opcode: int, payload: bytes) -> None:
-        self.events.put(("message", payload.decode("utf-8") if opcode == OP_TEXT else payload))
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
 
-    def send_prepared(self, frame: bytes, opcode: int, payload: bytes) -> None:
-        self.send_message(opcode, payload)
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
 
-    def close(self, code: int, reason: str) -> None:
-        self.events.put(("close", code, reason))
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and not self._closing
 
     def pause_reading(self) -> None:
-        pass
+        self._reading_paused = True
 
     def resume_reading(self) -> None:
-        pass
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._inbox:
+                self._loop.call_soon(self._deliver)
 
-    def drain(self) -> None:
-        return None
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.lost.is_set() or not data:
+            return  # as a socket transport after the connection is gone: dropped
+        with self._cond:
+            self._outbox += data
+            size = len(self._outbox)
+            self._cond.notify_all()
+        if size > HIGH_WATER and not self._writing_paused:
+            self._writing_paused = True
+            self.get_protocol().pause_writing()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        with self._cond:
+            return len(self._outbox)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return LOW_WATER, HIGH_WATER
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._inbox.clear()  # no more reading, as asyncio's close()
+        self._loop.call_soon(self._connection_lost)
+
+    def abort(self) -> None:
+        # What the server wrote is already "on the wire" here (the test can still read it).
+        self.close()
+
+    def _connection_lost(self) -> None:
+        if self.lost.is_set():
+            return
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        self._client._transports.discard(self)
+        try:
+            self.get_protocol().connection_lost(None)
+        finally:
+            self.lost.set()
+
+    # -- inbound (loop thread) ------------------------------------------------------------
+    def _feed(self, data: Any) -> None:
+        if self._closing:
+            return
+        self._inbox.append(data)
+        if not self._reading_paused:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        inbox = self._inbox
+        while inbox and not self._reading_paused and not self._closing:
+            data = inbox.popleft()
+            protocol = self.get_protocol()
+            try:
+                if data is _EOF:
+                    if not protocol.eof_received():  # type: ignore[attr-defined]
+                        self.close()
+                    return
+                protocol.data_received(data)  # type: ignore[attr-defined]
+                if protocol is self._first_protocol and protocol.websocket_task is not None:
+                    # Upgraded: closing the session waits for the task serving it.
+                    self.tasks.add(protocol.websocket_task)
+            except Exception as exc:  # as asyncio's transports: report it, end the connection
+                self._loop.call_exception_handler({
+                    "message": "Fatal error: protocol.data_received() call failed.",
+                    "exception": exc, "transport": self, "protocol": protocol})
+                self.close()
+                return
+
+    def _consumed(self) -> None:
+        if self._writing_paused and not self.lost.is_set() and self.get_write_buffer_size() <= LOW_WATER:
+            self._writing_paused = False
+            self.get_protocol().resume_writing()
+
+    # -- the test's side (any thread but the loop's) ---------------------------------------
+    def _threadsafe(self, callback: Callable[..., Any], *args: Any) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the client was closed: its loop is gone
+            return False
+        return True
+
+    def send(self, data: bytes) -> None:
+        """Bytes from the client to the server."""
+        self._threadsafe(self._feed, data)
+
+    def send_eof(self) -> None:
+        """The client is done sending (as a socket's shutdown(SHUT_WR) or close())."""
+        self._threadsafe(self._feed, _EOF)
+
+    def drop(self) -> None:
+        """The client vanishes (as a reset connection)."""
+        self._threadsafe(self.close)
+
+    def read(self, timeout: float | None) -> bytes | None:
+        """Everything the server wrote and the test has not read yet: b"" once the connection
+        is closed and drained, None if nothing arrived within `timeout` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._outbox or self._eof, timeout):
+                return None
+            data = bytes(self._outbox)
+            self._outbox.clear()
+        if data:
+            self._threadsafe(self._consumed)
+        return data
 
 
+# -- HTTP on the wire -------------------------------------------------------------------------
+class _ResponseReader:
+    """httptools callbacks collecting one response."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def _read_response(transport: _MemoryTransport, deadline: float, *, head_only: bool = False,
+                   what: str = "a response") -> tuple[int, list[tuple[str, str]], bytes, bytes]:
+    """Read one HTTP response: (status, headers, body, bytes after it if it upgraded)."""
+    reader = _ResponseReader()
+    parser = httptools.HttpResponseParser(reader)
+    leftover = b""
+    while not reader.complete and not (head_only and reader.headers_done):
+        data = transport.read(max(0.0, deadline - time.monotonic()))
+        if data is None:
+            transport.drop()
+            raise TimeoutError(f"no complete response within the timeout ({what})")
+        if not data:  # the server closed the connection
+            names = {name.lower() for name, _ in reader.headers}
+            if reader.headers_done and not names & {"content-length", "transfer-encoding"}:
+                break  # a body delimited by the end of the connection
+            raise ConnectionError(f"the server closed the connection before the end of {what}")
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            leftover = data[offset:]
+            break
+        except httptools.HttpParserError as exc:
+            if head_only and reader.headers_done:
+                break  # bytes after a HEAD response's head: kept in the body, for the test to see
+            raise ConnectionError(f"malformed HTTP response from the server ({what}): {exc}") from None
+    return parser.get_status_code(), reader.headers, b"".join(reader.body), leftover
+
+
+def _encode_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [start_line]
+    for name, value in headers:
+        name, value = str(name), str(value)
+        if any(c in name + value for c in "\r\n\0") or not name or ":" in name:
+            raise ValueError(f"invalid header {name!r}: {value!r}")
+        lines.append(f"{name}: {value}")
+    text = "\r\n".join(lines) + "\r\n\r\n"
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _target(url: str, params: Any = None) -> str:
+    """The request target for `url` (a path, or an absolute URL whose path is used)."""
+    if "://" in url:
+        parts = urlsplit(url)
+        url = parts.path + ("?" + parts.query if parts.query else "")
+    url = url.partition("#")[0]
+    path, _, query = url.partition("?")
+    if params:
+        query = "&".join(filter(None, [query, urlencode(params, doseq=True)]))
+    path = quote(path or "/", safe="/%:@!$&'()*+,;=~")
+    if not path.startswith("/"):
+        path = "/" + path
+    query = quote(query, safe="/%:@!$&'()*+,;=~?[]")
+    return path + ("?" + query if query else "")
+
+
+def _with_defaults(defaults: list[tuple[str, str]], given: dict[str, str] | None) -> list[tuple[str, str]]:
+    """`defaults`, minus those the caller gave a value for, then the caller's headers."""
+    given = dict(given or {})
+    names = {name.lower() for name in given}
+    return [(n, v) for n, v in defaults if n.lower() not in names] + list(given.items())
+
+
+# -- WebSocket sessions -----------------------------------------------------------------------
 class WebSocketTestSession:
-    """The client side of one in-process WebSocket (use as a context manager)."""
+    """The client side of one in-process WebSocket (use as a context manager).
 
-    def __init__(self, client: TestClient, channel: _MemoryChannel, done: Any, subprotocol: str | None,
-                 headers: list[tuple[str, str]]) -> None:
+    `subprotocol` is the one the server selected, `headers` those of its 101 response;
+    after a close, `close_code` / `close_reason` are the code and reason the test saw (or sent).
+    """
+
+    __test__ = False
+
+    def __init__(self, client: TestClient, transport: _MemoryTransport, subprotocol: str | None,
+                 headers: list[tuple[str, str]], leftover: bytes = b"") -> None:
         self._client = client
-        self._channel = channel
-        self._done = done
+        self._transport = transport
+        self._parser = FrameParser(max_message_size=sys.maxsize, require_mask=False)
+        self._messages: deque[str | bytes] = deque()
+        self._peer_close: tuple[int, str] | None = None  # the server's close frame (or the cut)
+        self._close_sent = False
         self.subprotocol = subprotocol
         self.headers = Headers(headers)
         self.close_code: int | None = None
         self.close_reason = ""
+        if leftover:
+            self._absorb(leftover)
 
     def __enter__(self) -> WebSocketTestSession:
         return self
@@ -114,45 +378,86 @@ class WebSocketTestSession:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    # -- the wire -------------------------------------------------------------------------
+    def _send_frame(self, frame: bytes) -> None:
+        self._transport.send(frame)
+
+    def _absorb(self, data: bytes) -> None:
+        """Parse bytes from the server, answering pings and close frames as a client does."""
+        if not data:
+            if self._peer_close is None:
+                self._peer_close = (1006, "connection lost")
+            return
+        for kind, value in self._parser.feed(data):
+            if kind in (OP_TEXT, OP_BINARY):
+                self._messages.append(value)
+            elif kind == OP_PING:
+                if not self._close_sent:
+                    self._send_frame(encode_frame(OP_PONG, value, mask=os.urandom(4)))
+            elif kind == OP_PONG:
+                pass
+            elif kind == OP_CLOSE:
+                code, reason = value
+                self._peer_close = (code, reason)
+                if not self._close_sent:  # answer it, echoing the code (RFC 6455 5.5.1)
+                    self._close_sent = True
+                    self._send_frame(encode_close(code, "", mask=os.urandom(4)))
+            elif kind == PROTOCOL_ERROR:  # the server broke RFC 6455: fail as a client would
+                self._peer_close = (value.code, f"server protocol error: {value.reason}")
+                if not self._close_sent:
+                    self._close_sent = True
+                    self._send_frame(encode_close(value.code, value.reason, mask=os.urandom(4)))
+                self._transport.drop()
+
+    def _pump(self, deadline: float) -> bool:
+        """Read and parse what the server sent, waiting until `deadline`; False on timeout."""
+        data = self._transport.read(max(0.0, deadline - time.monotonic()))
+        if data is None:
+            return False
+        self._absorb(data)
+        return True
+
     # -- sending --------------------------------------------------------------------------
-    def _deliver(self, message: str | bytes) -> None:
+    def _send_message(self, opcode: int, payload: bytes) -> None:
         if self.close_code is not None:
             raise WebSocketDisconnect(self.close_code, self.close_reason)
-        size = len(message.encode("utf-8") if isinstance(message, str) else message)
-        ws = self._channel.websocket
-        if size > self._client.app.settings.max_message_size:  # what the frame parser would do
-            reason = f"message over the {self._client.app.settings.max_message_size}-byte limit"
-            self._channel.close(1009, reason)
-            self._client._loop.call_soon_threadsafe(ws._on_disconnect, 1009, reason)
-            return
-        self._client._loop.call_soon_threadsafe(ws._on_message, message)
+        if self._close_sent:
+            return  # the server closed (not yet received by the test): nothing may follow a close frame
+        self._send_frame(encode_frame(opcode, payload, mask=os.urandom(4)))
 
     def send_text(self, data: str) -> None:
-        self._deliver(str(data))
+        self._send_message(OP_TEXT, str(data).encode("utf-8"))
 
     def send_bytes(self, data: bytes) -> None:
-        self._deliver(bytes(data))
+        self._send_message(OP_BINARY, bytes(data))
 
     def send_json(self, data: Any, mode: str = "text") -> None:
         text = jsonlib.dumps(data, separators=(",", ":"))
-        self._deliver(text if mode == "text" else text.encode("utf-8"))
+        if mode == "text":
+            self.send_text(text)
+        else:
+            self.send_bytes(text.encode("utf-8"))
 
     def send(self, data: str | bytes) -> None:
-        self._deliver(data)
+        if isinstance(data, str):
+            self.send_text(data)
+        else:
+            self.send_bytes(data)
 
     # -- receiving ------------------------------------------------------------------------
     def receive(self, timeout: float = DEFAULT_TIMEOUT) -> str | bytes:
         """The next message; WebSocketDisconnect when the server closed; TimeoutError after `timeout`."""
-        if self.close_code is not None:
-            raise WebSocketDisconnect(self.close_code, self.close_reason)
-        try:
-            event = self._channel.events.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no message from the server within {timeout} s") from None
-        if event[0] == "close":
-            self.close_code, self.close_reason = event[1], event[2]
-            raise WebSocketDisconnect(event[1], event[2])
-        return event[1]
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._messages:
+                return self._messages.popleft()
+            if self.close_code is not None:
+                raise WebSocketDisconnect(self.close_code, self.close_reason)
+            if self._peer_close is not None:
+                self.close_code, self.close_reason = self._peer_close
+                raise WebSocketDisconnect(self.close_code, self.close_reason)
+            if not self._pump(deadline):
+                raise TimeoutError(f"no message from the server within {timeout} s")
 
     def receive_text(self, timeout: float = DEFAULT_TIMEOUT) -> str:
         message = self.receive(timeout)
@@ -169,19 +474,32 @@ class WebSocketTestSession:
     def receive_json(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
         return jsonlib.loads(self.receive(timeout))
 
+    # -- closing --------------------------------------------------------------------------
     def close(self, code: int = 1000, reason: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Close from the client side and wait until the server side has finished."""
+        """Close from the client side (closing handshake) and wait until the server side has
+        finished: its close frame, the end of the connection and the handler's task."""
+        if not self._close_sent:
+            self._close_sent = True
+            self._send_frame(encode_close(code, reason, mask=os.urandom(4)))
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            self._client._loop.call_soon_threadsafe(self._channel.websocket._on_disconnect, code, reason)
-        try:
-            self._done.result(timeout)
-        except Exception:
-            pass  # the app logged it; a test asserts on what the client saw
+        if self._client._loop is None:
+            return  # the client is closed: its connections are gone
+        deadline = time.monotonic() + timeout
+        transport = self._transport
+        while self._peer_close is None:  # messages still on their way are dropped
+            if not self._pump(deadline):
+                break
+        self._messages.clear()
+        if not transport.lost.wait(max(0.0, deadline - time.monotonic())):
+            transport.drop()  # the server did not end the connection: the client does
+        self._client._wait_tasks(transport, max(0.0, deadline - time.monotonic()))
 
 
+# -- the client -------------------------------------------------------------------------------
 class TestClient:
-    """Runs `app` on a background event loop; HTTP calls and WebSocket sessions in process."""
+    """Runs `app` behind tether's server protocol stack on a background event loop; HTTP
+    requests and WebSocket sessions go through in-memory connections."""
 
     __test__ = False  # not a pytest test class
 
@@ -191,6 +509,9 @@ class TestClient:
         self.timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._state: ServerState | None = None
+        self._transports: set[_MemoryTransport] = set()  # open connections (loop thread)
+        self._start_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> TestClient:
@@ -201,77 +522,124 @@ class TestClient:
         self.close()
 
     def _start(self) -> None:
-        if self._loop is not None:
-            return
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
+        with self._start_lock:
+            if self._loop is not None:
+                return
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            self.app.hub._bind(loop)
-            ready.set()
-            loop.run_forever()
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                ready.set()
+                loop.run_forever()
 
-        self._thread = threading.Thread(target=run, name="tether-testclient", daemon=True)
-        self._thread.start()
-        ready.wait()
-        self._loop = loop
-        self._run(self.app.startup())
+            self._thread = threading.Thread(target=run, name="tether-testclient", daemon=True)
+            self._thread.start()
+            ready.wait()
+            self._loop = loop
+
+            async def startup() -> None:
+                self._state = ServerState(self.app, loop)
+                await self.app.startup()  # binds the hub to this loop
+
+            self._run(startup())
 
     def close(self) -> None:
-        """Run the shutdown hooks and stop the loop."""
+        """Drop the open connections (their handlers see 1006), give the handlers up to
+        SHUTDOWN_GRACE seconds to finish (then cancel them), run the shutdown hooks, cancel
+        what is left on the loop and stop it."""
         if self._loop is None:
             return
-        loop, self._loop = self._loop, None
+        loop = self._loop
+
+        async def shutdown() -> None:
+            for transport in list(self._transports):
+                transport.close()  # the client goes away: handlers see 1006
+            state = self._state
+            pending = set(state.tasks) if state is not None else set()
+            if pending:  # handlers get a moment to see the disconnect and finish, then are cancelled
+                await asyncio.wait(pending, timeout=min(SHUTDOWN_GRACE, self.app.settings.shutdown_timeout))
+            try:
+                await self.app.shutdown()
+            finally:
+                current = asyncio.current_task()
+                leftover = [task for task in asyncio.all_tasks() if task is not current]
+                for task in leftover:
+                    task.cancel()
+                if leftover:
+                    await asyncio.wait(leftover, timeout=1)
+
         try:
-            asyncio.run_coroutine_threadsafe(self.app.shutdown(), loop).result(self.timeout)
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(2 * self.timeout + 2)
         finally:
+            self._loop = None
             loop.call_soon_threadsafe(loop.stop)
             assert self._thread is not None
             self._thread.join(self.timeout)
             loop.close()
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(
+            self.timeout if timeout is None else timeout)
+
+    def _connect(self) -> _MemoryTransport:
+        """A new in-memory connection to the server."""
+        self._start()
+        loop, state = self._loop, self._state
+        assert loop is not None and state is not None
+        transport = _MemoryTransport(self, loop, state)
+
+        async def connect() -> None:
+            transport.connect(state.new_connection())
+
+        self._run(connect())
+        return transport
+
+    def _wait_tasks(self, transport: _MemoryTransport, timeout: float) -> None:
+        """Wait (up to `timeout`) for the server tasks the connection started."""
+        if self._loop is None:
+            return
+
+        async def wait() -> None:
+            tasks = [task for task in transport.tasks if not task.done()]
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+
+        with contextlib.suppress(Exception):  # the app logged it; a test asserts on what the client saw
+            self._run(wait(), timeout + 1)
 
     # -- HTTP -----------------------------------------------------------------------------
     def request(self, method: str, url: str, *, params: Any = None, headers: dict[str, str] | None = None,
                 json: Any = None, data: Any = None, content: bytes | str | None = None,
                 cookies: dict[str, str] | None = None) -> TestResponse:
-        """Send one request through the app and return the complete response."""
-        self._start()
-        path, _, query = url.partition("?")
-        if params:
-            query = "&".join(filter(None, [query, urlencode(params, doseq=True)]))
-        header_list = [("host", self.host), ("user-agent", "tether-testclient")]
+        """Send one request (on a new connection) and return the complete response."""
+        method = method.upper()
+        defaults = [("host", self.host), ("user-agent", "tether-testclient")]
         body = b""
         if json is not None:
             body = jsonlib.dumps(json).encode("utf-8")
-            header_list.append(("content-type", "application/json"))
+            defaults.append(("content-type", "application/json"))
         elif isinstance(data, dict):
             body = urlencode(data, doseq=True).encode("utf-8")
-            header_list.append(("content-type", "application/x-www-form-urlencoded"))
+            defaults.append(("content-type", "application/x-www-form-urlencoded"))
         elif content is not None or data is not None:
             raw = content if content is not None else data
             body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
         if body:
-            header_list.append(("content-length", str(len(body))))
+            defaults.append(("content-length", str(len(body))))
         if cookies:
-            header_list.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
-        header_list += list((headers or {}).items())
-        request = Request(method.upper(), unquote(path) or "/", query, Headers(header_list), body,
-                          ("testclient", 50000))
-
-        async def respond() -> tuple[Any, bytes]:
-            response = await self.app.handle_http(request)
-            chunks = [chunk async for chunk in response.body_chunks()]
-            return response, b"".join(chunks)
-
-        response, content_bytes = self._run(respond())
-        if request.method == "HEAD":
-            content_bytes = b""
-        return TestResponse(response.status_code, Headers(response.header_list()), content_bytes)
+            defaults.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
+        head = _encode_head(f"{method} {_target(url, params)} HTTP/1.1", _with_defaults(defaults, headers))
+        transport = self._connect()
+        try:
+            transport.send(head + body)
+            status, response_headers, content_bytes, _ = _read_response(
+                transport, time.monotonic() + self.timeout, head_only=method == "HEAD",
+                what=f"{method} {url}")
+        finally:
+            transport.send_eof()  # done with this connection: the server closes it
+        return TestResponse(status, Headers(response_headers), content_bytes)
 
     def get(self, url: str, **kwargs: Any) -> TestResponse:
         return self.request("GET", url, **kwargs)
@@ -298,24 +666,28 @@ class TestClient:
     def websocket_connect(self, url: str, subprotocols: list[str] | None = None,
                           headers: dict[str, str] | None = None, timeout: float | None = None) -> WebSocketTestSession:
         """Open a session; raise WebSocketRejected (with the HTTP status) if the app refuses it."""
-        self._start()
-        assert self._loop is not None
-        path, _, query = url.partition("?")
-        header_list = [("host", self.host), ("upgrade", "websocket"), ("connection", "Upgrade"),
-                       ("sec-websocket-version", "13"),
-                       ("sec-websocket-key", base64.b64encode(os.urandom(16)).decode("ascii"))]
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        defaults = [("host", self.host), ("upgrade", "websocket"), ("connection", "Upgrade"),
+                    ("sec-websocket-version", "13"), ("sec-websocket-key", key)]
         if subprotocols:
-            header_list.append(("sec-websocket-protocol", ", ".join(subprotocols)))
-        header_list += list((headers or {}).items())
-        channel = _MemoryChannel(self._loop)
-        done = asyncio.run_coroutine_threadsafe(self.app.serve_websocket(
-            channel, path=unquote(path) or "/", query_string=query, headers=Headers(header_list),
-            client=("testclient", 50000), subprotocols=subprotocols or ()), self._loop)
+            defaults.append(("sec-websocket-protocol", ", ".join(subprotocols)))
+        request_headers = _with_defaults(defaults, headers)
+        key = Headers(request_headers).get("sec-websocket-key", key)  # the test may set its own
+        head = _encode_head(f"GET {_target(url)} HTTP/1.1", request_headers)
         wait = timeout if timeout is not None else self.timeout
+        transport = self._connect()
+        transport.send(head)
         try:
-            event = channel.events.get(timeout=wait)
-        except queue.Empty:
+            status, response_headers, body, leftover = _read_response(
+                transport, time.monotonic() + wait, what=f"the WebSocket handshake for {url}")
+        except TimeoutError:
             raise TimeoutError(f"the app neither accepted nor rejected {url} within {wait} s") from None
-        if event[0] == "reject":
-            raise WebSocketRejected(event[1], event[2], event[3])
-        return WebSocketTestSession(self, channel, done, event[1], event[2])
+        response = Headers(response_headers)
+        if status != 101:
+            transport.send_eof()
+            raise WebSocketRejected(status, body, response_headers)
+        if response.get("sec-websocket-accept") != accept_key(key):
+            transport.drop()
+            raise ConnectionError(f"bad Sec-WebSocket-Accept in the server's 101 response for {url}")
+        return WebSocketTestSession(self, transport, response.get("sec-websocket-protocol"),
+                                    response_headers, leftover)

@@ -19,7 +19,7 @@ import codecs
 import struct
 
 from .codes import (
-    WS_1002_PROTOCOL_ERROR, WS_1005_NO_STATUS_RCVD, WS_1007_INVALID_FRAME_PAYLOAD_DATA,
+    WS_1000_NORMAL_CLOSURE, WS_1002_PROTOCOL_ERROR, WS_1005_NO_STATUS_RCVD, WS_1007_INVALID_FRAME_PAYLOAD_DATA,
     WS_1009_MESSAGE_TOO_BIG,
 )
 from .errors import ProtocolError
@@ -87,7 +87,7 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes | No
     return header + payload
 
 
-def encode_close(code: int | None = 1000, reason: str = "", mask: bytes | None = None) -> bytes:
+def encode_close(code: int | None = WS_1000_NORMAL_CLOSURE, reason: str = "", mask: bytes | None = None) -> bytes:
     """A close frame; `code=None` (or 1005) sends an empty body. The reason is cut to fit 125 bytes."""
     if code is None or code == WS_1005_NO_STATUS_RCVD:
         return encode_frame(OP_CLOSE, b"", mask=mask)

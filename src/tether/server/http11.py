@@ -63,6 +63,8 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._upgrade: Request | None = None
         self._websocket: NativeChannel | None = None
+        #: The task serving the WebSocket this connection was upgraded to, once it was.
+        self.websocket_task: asyncio.Task[object] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -258,3 +260,4 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             client=self.client, subprotocols=header_tokens(joined.get("sec-websocket-protocol")),
             scheme="wss" if self.scheme == "https" else "ws"))
         self.server.track(task)
+        self.websocket_task = task
