@@ -8,22 +8,34 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test bench autobahn clean
+.PHONY: run lint test bench autobahn clean
 
 # Debian/Ubuntu ship python3 without venv/ensurepip: install it when it is missing.
-$(STAMP): pyproject.toml setup.py
+# `make run` installs tether alone (what the demo needs); `make test` adds the test extra.
+RUN_STAMP := $(VENV)/.installed-run
+
+$(RUN_STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-dev)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	cd examples/chat && ../../$(BIN)/tether run app:app --host $(HOST) --port $(PORT)
 
+# The type and lint gate (pinned versions, config in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/ruff check src tests
+
 # The chat page is tested in a real headless Chromium (Debian's package).
-test: $(STAMP)
+test: $(STAMP) lint
 	@command -v chromium >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	$(BIN)/python -m pytest -q

@@ -3,8 +3,10 @@ tests that must see what a person sees in the page."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -59,6 +61,18 @@ class Browser:
         result = self.command("Runtime.evaluate", expression=expression, returnByValue=True)
         return result["result"].get("value")
 
+    def set_viewport(self, width: int, height: int, mobile: bool = False, scale: float = 1) -> None:
+        """Show the page in a `width` x `height` CSS-pixel window (`mobile`: as a phone would,
+        honouring the viewport meta tag)."""
+        self.command("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                     deviceScaleFactor=scale, mobile=mobile)
+
+    def screenshot(self, path: str | pathlib.Path) -> pathlib.Path:
+        """Write what the viewport shows to `path` as a PNG."""
+        path = pathlib.Path(path)
+        path.write_bytes(base64.b64decode(self.command("Page.captureScreenshot", format="png")["data"]))
+        return path
+
     def wait_for(self, expression: str, timeout: float = 10) -> Any:
         """Poll `expression` until it is truthy; return its value."""
         deadline = time.monotonic() + timeout
@@ -68,6 +82,12 @@ class Browser:
                 return value
             assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
             time.sleep(0.05)
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         try:

@@ -20,6 +20,8 @@ import pytest
 from tether import App
 from tether.server.serve import Server, new_event_loop
 
+from .netutil import loopback_bypasses_proxies, reserve_port  # noqa: F401 (an autouse session fixture)
+
 
 class RunningServer:
     """A native tether server serving `app` on a free port, in a background thread."""
@@ -79,9 +81,7 @@ class ASGIServer(RunningServer):
         self.app = app
         self.kind = kind
         self.loop = new_event_loop()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self._port = probe.getsockname()[1]
+        self._port = reserve_port()  # not handed to any other process meanwhile (see netutil)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stopping: asyncio.Event | None = None
 

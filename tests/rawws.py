@@ -47,8 +47,14 @@ def upgrade_request(path: str = "/", extra: str = "", key: str | None = None, ho
 class RawWebSocket:
     """Handshake, then send arbitrary frames and read the server's frames."""
 
-    def __init__(self, port: int, path: str = "/", timeout: float = 5) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, path: str = "/", timeout: float = 5, sock: socket.socket | None = None) -> None:
+        """`sock`: an unconnected socket to use (e.g. netutil.small_rcvbuf_socket()), set up
+        before it connects; its own timeout then applies."""
+        if sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        else:
+            sock.connect(("127.0.0.1", port))
+            self.sock = sock
         self.sock.sendall(upgrade_request(path))
         data = b""
         while b"\r\n\r\n" not in data:

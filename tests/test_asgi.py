@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -20,6 +19,7 @@ from tether.testing import TestClient
 
 from .apps import echo_app
 from .conftest import ASGIServer
+from .netutil import effective_rcvbuf, kernel_send_buffer_bound, small_rcvbuf_socket
 from .rawws import RawWebSocket, http_exchange, upgrade_request
 
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")
@@ -234,10 +234,11 @@ def test_shutdown_close_code_is_the_servers(serve, server_kind):
 def test_keepalive_pings_are_the_servers(serve, server_kind):
     server = serve(echo_app(ping_interval=0.2, ping_timeout=0.3))
     raw = RawWebSocket(server.port, "/echo")
-    raw.sock.settimeout(1.0)
     if server_kind == "native":
+        raw.sock.settimeout(10)  # a wait for the ping due at 0.2 s: generous on a slow machine
         assert raw.next_event()[0] == OP_PING
     else:  # the App's ping settings do not reach an ASGI server (its own defaults apply)
+        raw.sock.settimeout(1.0)  # five of the App's ping intervals, none of the servers' own
         with pytest.raises(socket.timeout):
             raw.next_event()
     raw.close()
@@ -277,12 +278,18 @@ def test_protocol_errors_are_answered_by_the_server(serve, server_kind, which):
 
 
 def test_slow_client_is_closed_with_1008_on_every_server(serve):
-    app = App(max_send_buffer=256 * 1024)
+    limit = 256 * 1024
+    app = App(max_send_buffer=limit)
     done = threading.Event()
+    sock = small_rcvbuf_socket(4096)  # set before connecting: the window stays small
+    # Past all the kernel can absorb, the broadcasts pile up in the app: twice that, and at
+    # least 128 MB, if nothing stops it (the ASGI servers' own buffers are far smaller).
+    absorbable = kernel_send_buffer_bound() + effective_rcvbuf(sock) + limit
+    messages = max(2000, 2 * absorbable // 65536)
 
     @app.websocket("/flood")
     async def flood(websocket):
-        for _ in range(2000):
+        for _ in range(messages):
             await websocket.broadcast(b"x" * 65536)
             await asyncio.sleep(0)
             if websocket.closed:
@@ -291,8 +298,7 @@ def test_slow_client_is_closed_with_1008_on_every_server(serve):
         done.set()
 
     server = serve(app)
-    raw = RawWebSocket(server.port, "/flood")
-    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw = RawWebSocket(server.port, "/flood", sock=sock)
     assert done.wait(20)
     assert app.state.code == 1008
     raw.close()
@@ -330,12 +336,15 @@ def test_permessage_deflate_is_negotiated_by_uvicorn_and_hypercorn(serve, server
 
 
 def test_max_queue_pauses_the_apps_reading_on_every_server(serve):
-    release = threading.Event()
     app = App(max_queue=4)
 
     @app.websocket("/slow")
     async def slow(websocket):
-        while not release.is_set():
+        # Read nothing until the app stops reading (however long the messages take to
+        # arrive: no fixed sleep), or give up after 10 s and record that it never did.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not websocket._reading_paused and loop.time() < deadline:
             await asyncio.sleep(0.01)
         app.state.paused = websocket._reading_paused
         got = [await websocket.receive_text() for _ in range(100)]
@@ -345,7 +354,5 @@ def test_max_queue_pauses_the_apps_reading_on_every_server(serve):
     with connect(server.ws_url("/slow")) as ws:
         for i in range(100):
             ws.send(str(i))
-        time.sleep(0.3)
-        release.set()
-        assert ws.recv(timeout=5) == "0..99|100"
+        assert ws.recv(timeout=20) == "0..99|100"
     assert app.state.paused is True  # the rest waits in the server's own buffer under ASGI

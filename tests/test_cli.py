@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from .netutil import reserve_port, wait_until
 
 APP = '''
 import asyncio
@@ -40,12 +44,6 @@ async def stubborn(websocket):
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_http(port: int, timeout: float = 15) -> bytes:
     deadline = time.monotonic() + timeout
     while True:
@@ -62,6 +60,24 @@ def wait_http(port: int, timeout: float = 15) -> bytes:
             time.sleep(0.05)
 
 
+def children(pid: int) -> list[int]:
+    """The pids of `pid`'s child processes (pgrep -P, without needing procps installed)."""
+    if shutil.which("pgrep"):
+        return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                               text=True).stdout.split()]
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    # "pid (comm) state ppid ...": comm may hold spaces, so split after ")"
+                    if int(file.read().rpartition(")")[2].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
 @pytest.fixture
 def project(tmp_path):
     (tmp_path / "myapp.py").write_text(APP.replace("VERSION", "v1"))
@@ -69,7 +85,7 @@ def project(tmp_path):
 
 
 def start(project, *args, port=None):
-    port = port or free_port()
+    port = port or reserve_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tether", "run", "myapp:app", "--port", str(port), *args],
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -137,7 +153,7 @@ def test_settings_flags_reach_the_app(project):
         def limits():
             return {"max": app.settings.max_message_size, "origins": app.settings.allowed_origins}
     '''))
-    port = free_port()
+    port = reserve_port()
     process = subprocess.Popen([sys.executable, "-m", "tether", "run", "limits:app", "--port", str(port),
                                 "--max-message-size", "1234", "--allowed-origins", "https://a,https://b"],
                                cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -152,8 +168,15 @@ def test_reload_restarts_on_a_code_change(project):
     process, port = start(project, "--reload")
     try:
         assert wait_http(port).endswith(b"v1")
-        time.sleep(0.6)
-        (project / "myapp.py").write_text(APP.replace("VERSION", "v2"))
+        source = project / "myapp.py"
+        written = source.stat().st_mtime_ns
+        source.write_text(APP.replace("VERSION", "v2"))
+        # The reloader, and Python's bytecode cache, see a change by its mtime (the cache in
+        # whole seconds): a rewrite of the same size within the same second as the first
+        # write would go unnoticed, or be served from the stale .pyc. Move the mtime past
+        # any file system's granularity, as an edit made a little later would.
+        later = max(source.stat().st_mtime_ns, written + 2_000_000_000)
+        os.utime(source, ns=(later, later))
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -168,14 +191,108 @@ def test_reload_restarts_on_a_code_change(project):
         process.communicate(timeout=20)
 
 
+def rewrite(source, text: str) -> None:
+    """Write `text` to `source` with an mtime 2 s past the last one (see the test above)."""
+    written = source.stat().st_mtime_ns
+    source.write_text(text)
+    later = max(source.stat().st_mtime_ns, written + 2_000_000_000)
+    os.utime(source, ns=(later, later))
+
+
+def test_reload_survives_an_edit_that_does_not_import(project):
+    port = reserve_port()
+    log_path = project / "tether.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "tether", "run", "myapp:app", "--port", str(port),
+                                    "--reload", "--shutdown-timeout", "1"],
+                                   cwd=project, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_http(port).endswith(b"v1")
+        source = project / "myapp.py"
+        rewrite(source, APP.replace("VERSION", "v2").replace("def index():", "def index(:"))
+        log = wait_until(lambda: "waiting for a change" in log_path.read_text() and log_path.read_text(),
+                         timeout=20, interval=0.05, message="the reloader waiting for a fix")
+        assert "Traceback (most recent call last)" in log and "SyntaxError" in log
+        assert "could not import module 'myapp': SyntaxError" in log
+        assert process.poll() is None
+        rewrite(source, APP.replace("VERSION", "v3"))
+
+        def answers_v3() -> bool:
+            try:
+                return wait_http(port, timeout=2).endswith(b"v3")
+            except OSError:
+                return False
+
+        wait_until(answers_v3, timeout=20, interval=0.1, message="the fixed code answering")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode == 0
+
+
 def test_workers_share_the_port(project):
     process, port = start(project, "--workers", "2")
     try:
         assert wait_http(port).endswith(b"v1")
-        time.sleep(0.5)
-        output_pids = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-        assert len(output_pids) == 2
+
+        def workers() -> list[int]:  # both are forked at start-up: wait for them, not a fixed time
+            pids = children(process.pid)
+            return pids if len(pids) >= 2 else []
+
+        assert len(wait_until(workers, message="two worker processes")) == 2
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
     assert process.returncode == 0
+
+
+def test_version_and_defaults_are_shown():
+    version = subprocess.run([sys.executable, "-m", "tether", "--version"], capture_output=True, text=True,
+                             check=True).stdout
+    assert version.strip() == "tether 0.1.0"
+    helptext = subprocess.run([sys.executable, "-m", "tether", "run", "--help"], capture_output=True, text=True,
+                              check=True).stdout
+    for shown in ("(default: 127.0.0.1)", "(default: 8080)", "(default: 1)", "(default: info)",
+                  "(default: 1048576)", "(default: 20.0)"):
+        assert shown in " ".join(helptext.split()), shown
+
+
+def test_routes_lists_each_websocket_routes_style_and_the_mounts(tmp_path):
+    (tmp_path / "styled.py").write_text(textwrap.dedent('''
+        from tether import App, GenericWebsocket, WebSocket, websocket, with_websocket
+
+        app = App()
+
+        @app.websocket("/fn")
+        async def fn(ws): ...
+
+        events = WebSocket(app, "/events")
+
+        class Room(GenericWebsocket):
+            pass
+
+        app.websocket("/class")(Room)
+
+        @websocket
+        async def gen(scope, receiver):
+            yield "x"
+
+        app.websocket("/gen")(gen)
+
+        @app.route("/md")
+        @with_websocket
+        async def md(request, ws): ...
+
+        async def legacy(scope, receive, send): ...
+
+        app.mount("/legacy", legacy)
+    '''))
+    output = subprocess.run([sys.executable, "-m", "tether", "routes", "styled:app"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    rows = {line.split()[-1 if "MOUNT" not in line else 2]: line.split() for line in output.splitlines()}
+    assert rows["fn"][:3] == ["WS", "function", "/fn"]
+    assert rows["Room"][:3] == ["WS", "class", "/class"]
+    assert rows["gen"][:3] == ["WS", "generator", "/gen"]
+    assert rows["md"][:3] == ["WS", "microdot", "/md"]
+    assert any(line.split()[:3] == ["WS", "events", "/events"] for line in output.splitlines())
+    assert any(line.split()[:3] == ["MOUNT", "/legacy/...", "legacy"] for line in output.splitlines()), output

@@ -15,7 +15,7 @@ TOP_LEVEL = [
     "send_message_to_websocket", "close_websocket_connection", "status", "websocket", "ws_send",
     "ws_close", "ws_accept", "with_websocket",
     # SPEC 2-3: hub and HTTP
-    "Hub", "Router", "Request", "Response", "JSONResponse", "HTMLResponse", "PlainTextResponse",
+    "Hub", "Router", "Request", "Response", "JSONResponse", "HTMLResponse", "html", "PlainTextResponse",
     "RedirectResponse", "StreamingResponse", "FileResponse", "EventSourceResponse", "HTTPException",
     "Headers", "QueryParams", "ParamError",
     # the core connection type and the exception family

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,8 @@ from websockets.sync.client import connect
 
 from tether import App
 from tether.server.serve import Server
+
+from .netutil import reserve_port
 
 
 def test_the_server_runs_on_the_standard_asyncio_loop():
@@ -64,9 +65,7 @@ def test_pure_python_unmasking_serves_large_binary_messages(tmp_path):
             async for message in websocket:
                 await websocket.send(message)
     '''))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = reserve_port()
     env = dict(os.environ, TETHER_PURE_PYTHON="1")
     process = subprocess.Popen([sys.executable, "-m", "tether", "run", "echoapp:app", "--port", str(port),
                                 "--log-level", "warning"], cwd=tmp_path, env=env)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,8 @@ import time
 import urllib.request
 
 from websockets.sync.client import connect
+
+from .netutil import reserve_port
 
 
 def test_gunicorn_with_uvicorn_workers_serves_http_and_websocket(tmp_path):
@@ -28,9 +29,7 @@ def test_gunicorn_with_uvicorn_workers_serves_http_and_websocket(tmp_path):
             async for message in websocket:
                 await websocket.send(message)
     '''))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = reserve_port()  # gunicorn binds with SO_REUSEADDR
     gunicorn = [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-w", "2",
                 "-b", f"127.0.0.1:{port}", "--log-level", "warning", "main:app"]
     process = subprocess.Popen(gunicorn, cwd=tmp_path)

@@ -7,6 +7,8 @@ import asyncio
 import aiohttp
 import pytest
 
+import tether
+
 from tether import (
     App, EventSourceResponse, FileResponse, HTMLResponse, HTTPException, JSONResponse, Request,
     Response, Router, StreamingResponse, jsonify,
@@ -148,6 +150,14 @@ def site(serve, tmp_path):
     def page():
         return HTMLResponse("<b>x</b>")
 
+    @app.get("/html-helper")
+    def html_helper():
+        return tether.html("<p>hi</p>")
+
+    @app.get("/echo-markup")
+    def echo_markup(q: str):
+        return q
+
     @app.websocket("/ws-only")
     async def ws_only(websocket):
         pass
@@ -178,9 +188,17 @@ def site(serve, tmp_path):
     return serve(app)
 
 
+def test_an_echoed_script_is_served_as_text_not_html(site):
+    _, headers, body = fetch(site.url("/echo-markup?q=%3Cscript%3Ealert(1)%3C/script%3E"))
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert body == b"<script>alert(1)</script>"
+
+
 @pytest.mark.parametrize("path, status, content_type, body", [
     ("/text", 200, "text/plain; charset=utf-8", b"plain"),
-    ("/html", 200, "text/html; charset=utf-8", b"<p>hi</p>"),
+    # a str is text/plain even when it looks like markup: an echo of user input is not a page
+    ("/html", 200, "text/plain; charset=utf-8", b"<p>hi</p>"),
+    ("/html-helper", 200, "text/html; charset=utf-8", b"<p>hi</p>"),
     ("/json", 200, "application/json", b'{"a":[1,2]}'),
     ("/list", 200, "application/json", b'[1,"two"]'),
     ("/jsonify", 200, "application/json", b'{"j":1}'),

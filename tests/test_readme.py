@@ -47,7 +47,7 @@ def test_quick_start(serve):
         one.send("signal")
         assert one.recv() == "[gotham] signal" and two.recv() == "[gotham] signal"
         server.call(app.hub.close(app.hub.ids("/rooms/gotham")[0]))  # the first to connect: `one`
-        assert one.recv(timeout=2) == "bye"
+        assert one.recv(timeout=10) == "bye"
     with pytest.raises(InvalidStatus) as info:
         connect(server.ws_url("/rooms/x?page=abc"))
     assert info.value.response.status_code == 400 and b"'page'" in info.value.response.body

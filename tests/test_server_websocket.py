@@ -15,6 +15,7 @@ from tether import App
 from tether.protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 from .apps import echo_app
+from .netutil import effective_rcvbuf, kernel_send_buffer_bound, small_rcvbuf_socket, wait_until_stable
 from .rawws import RawWebSocket, http_exchange, upgrade_request
 
 
@@ -129,9 +130,11 @@ def test_a_peer_that_stops_answering_pings_is_closed_with_1011(serve_native):
 
 
 def test_a_peer_that_answers_pings_stays_connected(serve_native):
-    server = serve_native(echo_app(ping_interval=0.1, ping_timeout=0.2))
+    # A pong may come late on a loaded machine: the timeout is generous, and the connection
+    # is watched for longer than interval + timeout, so an unrecognised pong would close it.
+    server = serve_native(echo_app(ping_interval=0.1, ping_timeout=1.0))
     with connect(server.ws_url("/echo")) as ws:  # websockets answers pings itself
-        time.sleep(1.0)
+        time.sleep(2.5)
         ws.send("alive")
         assert ws.recv() == "alive"
 
@@ -148,13 +151,19 @@ def test_an_incomplete_request_is_dropped_after_the_handshake_timeout(serve_nati
 def test_a_client_that_does_not_read_is_closed_with_1008_past_max_send_buffer(serve_native):
     closed = asyncio.Event()
     seen = {}
-    app = App(max_send_buffer=256 * 1024)
+    limit = 256 * 1024
+    app = App(max_send_buffer=limit)
+    sock = small_rcvbuf_socket(4096)  # set before connecting: the window stays small
+    # Past all the kernel can absorb (its send buffer, the client's receive buffer), the
+    # broadcasts pile up in the server: twice that, and at least 128 MB, if nothing stops it.
+    absorbable = kernel_send_buffer_bound() + effective_rcvbuf(sock) + limit
+    messages = max(2000, 2 * absorbable // 65536)
 
     @app.websocket("/flood")
     async def flood(websocket):
         chunk = b"x" * 65536
         try:
-            for _ in range(2000):  # 128 MB if nothing stopped it
+            for _ in range(messages):
                 await websocket.broadcast(chunk)  # broadcast never waits for a reader
                 await asyncio.sleep(0)
                 if websocket.closed:
@@ -164,39 +173,55 @@ def test_a_client_that_does_not_read_is_closed_with_1008_past_max_send_buffer(se
             closed.set()
 
     server = serve_native(app)
-    raw = RawWebSocket(server.port, "/flood")
-    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    server.call(asyncio.wait_for(closed.wait(), 10))
+    raw = RawWebSocket(server.port, "/flood", sock=sock)
+    server.call(asyncio.wait_for(closed.wait(), 20))
     assert seen["code"] == 1008
     raw.close()
 
 
 def test_own_sends_wait_for_a_slow_reader_instead_of_growing_the_buffer(serve_native):
+    limit, chunk = 256 * 1024, 65536
+    # The client's receive buffer is fixed before it connects (no autotuning), and the most
+    # the server's kernel send buffer can hold is read from the sysctls: while the client
+    # reads nothing, at most this much can leave a paced handler, on any machine.
+    sock = small_rcvbuf_socket(64 * 1024)
+    in_flight_bound = limit + chunk + kernel_send_buffer_bound() + effective_rcvbuf(sock) + (1 << 20)
+    count = 2 * in_flight_bound // chunk  # twice what all the buffers together can absorb
     progress = {"sent": 0}
-    app = App(max_send_buffer=256 * 1024)
+    app = App(max_send_buffer=limit)
 
     @app.websocket("/stream")
     async def stream(websocket):
-        for _ in range(100):  # 6.4 MB: far more than the buffer limit
-            await websocket.send_bytes(b"y" * 65536)
+        for _ in range(count):
+            await websocket.send_bytes(b"y" * chunk)
             progress["sent"] += 1
 
     server = serve_native(app)
-    with connect(server.ws_url("/stream"), max_size=None) as ws:
-        time.sleep(0.5)
-        assert progress["sent"] < 100  # the handler is paced by the reader
-        received = sum(len(ws.recv()) for _ in range(100))
-    assert received == 100 * 65536 and progress["sent"] == 100
+    raw = RawWebSocket(server.port, "/stream", sock=sock)
+    try:
+        # Once the buffers are full the handler stops; an unpaced one would run to `count`.
+        sent = wait_until_stable(lambda: progress["sent"], settle=0.5, timeout=20,
+                                 done=lambda n: n >= count)
+        assert sent * chunk <= in_flight_bound, (sent, count)  # the handler is paced by the reader
+        assert all(raw.next_event() == (OP_BINARY, b"y" * chunk) for _ in range(count))
+        assert raw.expect_close()[0] == 1000  # the handler returned: all its sends went through
+        assert progress["sent"] == count
+    finally:
+        raw.close()
 
 
 def test_reading_pauses_while_a_handler_has_max_queue_unread_messages(serve_native):
-    release = asyncio.Event()
     state = {}
     app = App(max_queue=4)
 
     @app.websocket("/slow")
     async def slow(websocket):
-        await release.wait()
+        # Read nothing until the server stops reading (however long the messages take to
+        # arrive: no fixed sleep), or give up after 10 s and record that it never did.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not websocket._reading_paused and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         state["paused"] = websocket._reading_paused
         got = [await websocket.receive_text() for _ in range(200)]
         await websocket.send_text(",".join(got[:3]) + f"|{len(got)}")
@@ -205,9 +230,7 @@ def test_reading_pauses_while_a_handler_has_max_queue_unread_messages(serve_nati
     with connect(server.ws_url("/slow")) as ws:
         for i in range(200):
             ws.send(str(i))
-        time.sleep(0.3)
-        server.loop.call_soon_threadsafe(release.set)
-        assert ws.recv(timeout=5) == "0,1,2|200"
+        assert ws.recv(timeout=20) == "0,1,2|200"
     assert state["paused"] is True
 
 

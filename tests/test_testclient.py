@@ -429,3 +429,142 @@ def test_a_key_given_by_the_test_is_the_one_the_accept_is_checked_against():
     with TestClient(make_app()) as client:
         with client.websocket_connect("/echo", headers={"Sec-WebSocket-Key": key}) as ws:
             assert ws.headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+# -- a handler's exception is re-raised in the test (raise_server_exceptions) -----------------
+from tether import GenericWebsocket, HTTPException  # noqa: E402
+
+
+def failing_app() -> App:
+    app = App()
+
+    @app.get("/boom")
+    def boom():
+        raise ValueError("boom over HTTP")
+
+    @app.get("/missing")
+    def missing():
+        raise HTTPException(404, "no such thing")
+
+    @app.get("/typed")
+    def typed(n: int):
+        return {"n": n}
+
+    @app.websocket("/after-one")
+    async def after_one(websocket):
+        await websocket.send_text("first")
+        await websocket.receive_text()
+        raise RuntimeError("boom after one message")
+
+    @app.websocket("/at-once")
+    async def at_once(websocket):
+        await websocket.send_text("only")
+        raise RuntimeError("boom at once")
+
+    @app.websocket("/before-accept")
+    class BeforeAccept(GenericWebsocket):
+        async def connect(self):
+            raise KeyError("boom before accept")
+
+    @app.websocket("/needs-token")
+    async def needs_token(websocket, token: str):
+        await websocket.send_text(token)
+
+    return app
+
+
+def test_an_http_handlers_exception_is_raised_from_the_request():
+    with TestClient(failing_app()) as client:
+        with pytest.raises(ValueError, match="^boom over HTTP$") as info:
+            client.get("/boom")
+        assert type(info.value) is ValueError
+        assert any(entry.name == "boom" for entry in info.traceback)  # the handler's own frames
+        assert client.get("/typed?n=1").json() == {"n": 1}  # raised once: the client goes on
+
+
+def test_without_raise_server_exceptions_the_test_sees_the_500():
+    with TestClient(failing_app(), raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+        assert (response.status_code, response.text) == (500, "Internal Server Error")
+
+
+def test_answers_are_not_errors_http_exception_and_bad_params():
+    with TestClient(failing_app(), raise_server_exceptions=True) as client:
+        assert client.get("/missing").status_code == 404
+        assert client.get("/typed?n=x").status_code == 400
+        with pytest.raises(WebSocketRejected) as info:
+            client.websocket_connect("/needs-token")
+        assert info.value.status_code == 400
+    # nothing left over for close() to raise either
+
+
+def test_a_websocket_handlers_exception_is_raised_from_the_receive_that_sees_the_1011():
+    with TestClient(failing_app()) as client:
+        with client.websocket_connect("/after-one") as ws:
+            assert ws.receive_text() == "first"
+            ws.send_text("go")
+            with pytest.raises(RuntimeError, match="^boom after one message$"):
+                ws.receive_text()
+            with pytest.raises(WebSocketDisconnect) as info:  # once: then the close as it came
+                ws.receive_text()
+            assert info.value.code == 1011
+
+
+def test_a_websocket_exception_the_test_never_receives_is_raised_from_close():
+    with TestClient(failing_app()) as client:
+        with pytest.raises(RuntimeError, match="^boom at once$"):
+            with client.websocket_connect("/at-once") as ws:
+                assert ws.receive_text() == "only"
+        with pytest.raises(RuntimeError, match="^boom at once$"):
+            ws = client.websocket_connect("/at-once")
+            ws.close()
+        ws.close()  # raised once
+
+
+def test_an_exception_before_accept_is_raised_from_websocket_connect():
+    with TestClient(failing_app()) as client:
+        with pytest.raises(KeyError) as info:
+            client.websocket_connect("/before-accept")
+        assert info.value.args == ("boom before accept",)
+
+
+def test_without_raise_server_exceptions_the_test_sees_1011_and_the_500_refusal():
+    with TestClient(failing_app(), raise_server_exceptions=False) as client:
+        with client.websocket_connect("/after-one") as ws:
+            assert ws.receive_text() == "first"
+            ws.send_text("go")
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive_text()
+            assert info.value.code == 1011
+        with pytest.raises(WebSocketRejected) as rejected:
+            client.websocket_connect("/before-accept")
+        assert rejected.value.status_code == 500
+
+
+def test_the_listener_lives_as_long_as_the_client():
+    app = failing_app()
+    client = TestClient(app)
+    assert client.get("/typed?n=2").json() == {"n": 2}
+    assert len(app._error_listeners) == 1
+    client.close()
+    assert app._error_listeners == []
+    with TestClient(app, raise_server_exceptions=False) as quiet:
+        assert quiet.get("/boom").status_code == 500
+        assert app._error_listeners == []
+
+
+def test_an_exception_no_call_re_raised_is_raised_from_the_clients_close():
+    app = App()
+
+    @app.websocket("/late")
+    async def late(websocket):
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect:
+            raise LookupError("raised after the client went away") from None
+
+    client = TestClient(app)
+    client.websocket_connect("/late")  # never closed by the test
+    with pytest.raises(LookupError, match="went away"):
+        client.close()
+    client.close()  # once

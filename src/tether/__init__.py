@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "Response": "http",
     "JSONResponse": "http",
     "HTMLResponse": "http",
+    "html": "http",
     "PlainTextResponse": "http",
     "RedirectResponse": "http",
     "StreamingResponse": "http",
@@ -78,6 +79,7 @@ __all__ = [
     "Response",
     "JSONResponse",
     "HTMLResponse",
+    "html",
     "PlainTextResponse",
     "RedirectResponse",
     "StreamingResponse",
@@ -108,12 +110,25 @@ if TYPE_CHECKING:
     from .datastructures import Headers, QueryParams
     from .encoding import jsonify
     from .exceptions import (
-        HandshakeError, HTTPException, InvalidState, ParamError, ProtocolError, TetherError,
+        HandshakeError,
+        HTTPException,
+        InvalidState,
+        ParamError,
+        ProtocolError,
+        TetherError,
         WebSocketDisconnect,
     )
     from .http import (
-        EventSourceResponse, FileResponse, HTMLResponse, JSONResponse, PlainTextResponse,
-        RedirectResponse, Request, Response, StreamingResponse,
+        EventSourceResponse,
+        FileResponse,
+        HTMLResponse,
+        JSONResponse,
+        PlainTextResponse,
+        RedirectResponse,
+        Request,
+        Response,
+        StreamingResponse,
+        html,
     )
     from .hub import Hub
     from .routing import Router

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .asgi import serve_asgi
 from .channel import Channel
@@ -23,7 +24,7 @@ from .exceptions import HTTPException, ParamError, WebSocketDisconnect
 from .http import PlainTextResponse, Request, Response, to_response
 from .hub import Hub
 from .mount import call_mounted_http
-from .params import call_maybe_async
+from .params import call_maybe_async, call_offloaded
 from .protocol import origin_allowed
 from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
 from .routing import Router, normalize_path
@@ -36,16 +37,26 @@ from .websocket_connection import WebSocket
 __all__ = ["App"]
 
 logger = logging.getLogger("tether")
+access_log = logging.getLogger("tether.access")
 
 
-def _hook_decorator(target: list, func: Any, path: str | None) -> Any:
+# The decorators return the function they are given, with its own type (overloads,
+# ParamSpec and all), so a type checker still sees the user's function after `@app.on_startup`.
+_Hook = TypeVar("_Hook", bound=Callable[[], Any])
+_RequestHook = TypeVar("_RequestHook", bound=Callable[[Request], Any])
+_ResponseHook = TypeVar("_ResponseHook", bound=Callable[[Response], Any])
+_ErrorHandler = TypeVar("_ErrorHandler", bound=Callable[[Request, Any], Any])
+
+
+def _hook_decorator(target: list[tuple[str | None, Callable[..., Any]]], func: Callable[..., Any] | str | None,
+                    path: str | None) -> Callable[..., Any]:
     """Support `@app.hook`, `@app.hook()` and `@app.hook("/path")`."""
     if callable(func):
         target.append((None, func))
         return func
     path = func if isinstance(func, str) else path
 
-    def decorator(f: Any) -> Any:
+    def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
         target.append((path, f))
         return f
     return decorator
@@ -75,6 +86,7 @@ class App(Router):
         self._startup: list[Callable[[], Any]] = []
         self._shutdown: list[Callable[[], Any]] = []
         self._mounts: list[tuple[str, ASGIApp]] = []
+        self._error_listeners: list[Callable[[BaseException], Any]] = []
         register_urls(self, urls or {})
 
     # -- the events style's dependency injection (kept by tether.styles.events) --------------
@@ -106,6 +118,11 @@ class App(Router):
         """Serve `asgi_app` (any ASGI application) under `prefix`; it sees the rest of the
         path, with `prefix` added to `root_path`."""
         self._mounts.append((normalize_path(prefix), asgi_app))
+
+    @property
+    def mounts(self) -> list[tuple[str, ASGIApp]]:
+        """(prefix, app) of every mounted ASGI app, in the order they were mounted."""
+        return list(self._mounts)
 
     def mounted(self, path: str) -> tuple[str, ASGIApp] | None:
         """(prefix, app) of the mounted ASGI app that serves `path`, if any."""
@@ -143,34 +160,48 @@ class App(Router):
             await call_maybe_async(hook)
 
     # -- hooks --------------------------------------------------------------------------------
-    def on_startup(self, func: Callable[[], Any]) -> Callable[[], Any]:
+    def on_startup(self, func: _Hook) -> _Hook:
         """Decorator: run `func()` (sync or async) at startup, before serving."""
         self._startup.append(func)
         return func
 
-    def on_shutdown(self, func: Callable[[], Any]) -> Callable[[], Any]:
+    def on_shutdown(self, func: _Hook) -> _Hook:
         """Decorator: run `func()` (sync or async) at shutdown, after serving."""
         self._shutdown.append(func)
         return func
 
-    def on_event(self, kind: str) -> Callable[[Any], Any]:
+    def on_event(self, kind: str) -> Callable[[_Hook], _Hook]:
         """`@app.on_event("startup" | "shutdown")`."""
         if kind not in ("startup", "shutdown"):
             raise ValueError(f"on_event() takes 'startup' or 'shutdown', not {kind!r}")
         return self.on_startup if kind == "startup" else self.on_shutdown
 
-    def before_request(self, func: Any = None, path: str | None = None) -> Any:
+    @overload
+    def before_request(self, func: _RequestHook, /) -> _RequestHook: ...
+    @overload
+    def before_request(self, func: str | None = None,
+                       path: str | None = None) -> Callable[[_RequestHook], _RequestHook]: ...
+
+    def before_request(self, func: Callable[..., Any] | str | None = None,
+                       path: str | None = None) -> Callable[..., Any]:
         """Hook run before each HTTP request (optionally only for `path`): it gets the request
         and may return a Response to answer at once."""
         return _hook_decorator(self._before, func, path)
 
-    def after_request(self, func: Any = None, path: str | None = None) -> Any:
+    @overload
+    def after_request(self, func: _ResponseHook, /) -> _ResponseHook: ...
+    @overload
+    def after_request(self, func: str | None = None,
+                      path: str | None = None) -> Callable[[_ResponseHook], _ResponseHook]: ...
+
+    def after_request(self, func: Callable[..., Any] | str | None = None,
+                      path: str | None = None) -> Callable[..., Any]:
         """Hook run after each HTTP request: it gets the response and may return a new one."""
         return _hook_decorator(self._after, func, path)
 
-    def exception_handler(self, exc_class: type[BaseException]) -> Callable[[Any], Any]:
+    def exception_handler(self, exc_class: type[BaseException]) -> Callable[[_ErrorHandler], _ErrorHandler]:
         """Decorator: `handler(request, exc)` turns `exc_class` (and subclasses) into a response."""
-        def decorator(func: Any) -> Any:
+        def decorator(func: _ErrorHandler) -> _ErrorHandler:
             self._exception_handlers[exc_class] = func
             return func
         return decorator
@@ -195,7 +226,7 @@ class App(Router):
         for path, hook in self._after:
             if path is None or path == request.path:
                 try:
-                    result = await call_maybe_async(hook, response)
+                    result = await call_offloaded(hook, response)
                 except Exception as exc:
                     return await self._error_response(request, exc)
                 if isinstance(result, Response):
@@ -208,7 +239,7 @@ class App(Router):
             return await call_mounted_http(mounted[1], mounted[0], request)
         for path, hook in self._before:
             if path is None or path == request.path:
-                result = await call_maybe_async(hook, request)
+                result = await call_offloaded(hook, request)
                 if isinstance(result, Response):
                     return result
                 if isinstance(result, Request):
@@ -227,39 +258,52 @@ class App(Router):
             kwargs = route.resolver.resolve(params, request.query_params, {"request": request})
         except ParamError as exc:
             raise HTTPException(400, str(exc)) from None
-        return to_response(await route.resolver.call(**kwargs))
+        # A sync `def` handler (or hook) runs in the thread pool, an `async def` on the loop.
+        return to_response(await route.resolver.call_offloaded(**kwargs))
 
     async def _error_response(self, request: Request, exc: Exception) -> Response:
         for exc_class in type(exc).__mro__:
             handler = self._exception_handlers.get(exc_class)
             if handler is not None:
                 try:
-                    return to_response(await call_maybe_async(handler, request, exc))
+                    return to_response(await call_offloaded(handler, request, exc))
                 except Exception:
                     logger.exception("exception handler for %s raised", exc_class.__name__)
                     break
         if isinstance(exc, HTTPException):
             return PlainTextResponse(exc.detail, exc.status_code, exc.headers)
         logger.exception("%s %s raised", request.method, request.path, exc_info=exc)
+        self._report(exc)
         return PlainTextResponse("Internal Server Error", 500)
 
     # -- WebSocket ----------------------------------------------------------------------------
     async def serve_websocket(self, channel: Channel, *, path: str, query_string: str = "",
                               headers: Headers, client: tuple[str, int] | None = None,
                               subprotocols: Iterable[str] = (), scheme: str = "ws") -> WebSocket:
-        """Run one connection from handshake to close (see the module doc); returns it."""
+        """Run one connection from handshake to close (see the module doc); returns it.
+
+        Each handshake is logged on `tether.access`: 101 at INFO, a refusal at WARNING with its
+        status and reason (a browser only ever shows 1006), and at the end the close code, who
+        closed and how long the connection lived."""
         ws = WebSocket(channel, self.hub, path=path, query_string=query_string, headers=headers,
                        client=client, subprotocols=subprotocols, max_queue=self.settings.max_queue,
-                       scheme=scheme)
-        found = self.match_websocket(path)
+                       scheme=scheme, app=self)
+        await self._run_session(ws)
+        if ws.opened_at is not None:
+            access_log.info("%s closed %s by the %s after %.3f s", ws.log_name, ws.close_code,
+                            ws.closed_by or "client", time.monotonic() - ws.opened_at)
+        return ws
+
+    async def _run_session(self, ws: WebSocket) -> None:
+        found = self.match_websocket(ws.path)
         if found is None:
-            await ws.reject(404, f"no WebSocket route for {path}")
-            return ws
+            await ws.reject(404, f"no WebSocket route for {ws.path}")
+            return
         route, ws.path_params = found
-        origin = headers.get("origin")
-        if not origin_allowed(origin, headers.get("host"), self.settings.allowed_origins):
+        origin = ws.headers.get("origin")
+        if not origin_allowed(origin, ws.headers.get("host"), self.settings.allowed_origins):
             await ws.reject(403, f"origin {origin} is not allowed (see the allowed_origins setting)")
-            return ws
+            return
         try:
             await route.endpoint(ws)
         except WebSocketDisconnect:
@@ -267,18 +311,33 @@ class App(Router):
         except ParamError as exc:
             if not ws.accepted:
                 await ws.reject(400, str(exc))
-                return ws
-            logger.error("WebSocket %s: %s", path, exc)
+                return
+            logger.error("WebSocket %s: %s", ws.path, exc)
+            self._report(exc)
             await ws.close(WS_1011_INTERNAL_ERROR)
-        except Exception:
-            logger.exception("WebSocket handler for %s raised", path)
+        except Exception as exc:
+            logger.exception("WebSocket handler for %s raised", ws.path)
+            self._report(exc)
             if not ws.accepted:
                 await ws.reject(500, "Internal Server Error")
             else:
                 await ws.close(WS_1011_INTERNAL_ERROR)
-            return ws
+            return
         if not ws.accepted:
             await ws.reject(403, "the handler did not accept the connection")
         else:
             await ws.close(WS_1000_NORMAL_CLOSURE)
-        return ws
+
+    # -- errors the App answered for a handler --------------------------------------------------
+    def add_error_listener(self, listener: Callable[[BaseException], Any]) -> None:
+        """Call `listener(exc)` with every exception a handler raised that the App turned into
+        a 500 or a close 1011 (the TestClient uses it to re-raise them in the test)."""
+        self._error_listeners.append(listener)
+
+    def remove_error_listener(self, listener: Callable[[BaseException], Any]) -> None:
+        """Stop calling `listener` (see `add_error_listener`)."""
+        self._error_listeners.remove(listener)
+
+    def _report(self, exc: BaseException) -> None:
+        for listener in list(self._error_listeners):
+            listener(exc)

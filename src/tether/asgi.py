@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .channel import ChannelBase
 from .datastructures import Headers
@@ -36,11 +36,11 @@ logger = logging.getLogger("tether")
 _HIGH_WATER = 64 * 1024
 
 
-def _headers(scope: dict[str, Any]) -> Headers:
+def _headers(scope: Scope) -> Headers:
     return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope.get("headers", ())])
 
 
-def _client(scope: dict[str, Any]) -> tuple[str, int] | None:
+def _client(scope: Scope) -> tuple[str, int] | None:
     client = scope.get("client")
     return (client[0], client[1]) if client else None
 
@@ -164,7 +164,7 @@ class ASGIChannel(ChannelBase):
         await self._pump
 
 
-async def _websocket(app: Application, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _websocket(app: Application, scope: Scope, receive: Receive, send: Send) -> None:
     first = await receive()
     if first["type"] != "websocket.connect":
         return
@@ -181,7 +181,7 @@ async def _websocket(app: Application, scope: dict[str, Any], receive: Any, send
         reader.cancel()
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     """The request body; None when it is over `limit` bytes."""
     chunks, size = [], 0
     while True:
@@ -198,7 +198,7 @@ async def _read_body(receive: Any, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _send_response(response: Response, send: Any, head_only: bool, receive: Any) -> None:
+async def _send_response(response: Response, send: Send, head_only: bool, receive: Receive) -> None:
     await send({"type": "http.response.start", "status": response.status_code,
                 "headers": raw_headers(response.header_list())})
     if head_only:
@@ -219,16 +219,18 @@ async def _send_response(response: Response, send: Any, head_only: bool, receive
     await asyncio.wait({streaming, disconnected}, return_when=asyncio.FIRST_COMPLETED)
     for task in (streaming, disconnected):
         task.cancel()
-    if streaming.done() and not streaming.cancelled() and streaming.exception():
-        raise streaming.exception()  # type: ignore[misc]
+    if streaming.done() and not streaming.cancelled():
+        error = streaming.exception()
+        if error is not None:
+            raise error
 
 
-async def _wait_disconnect(receive: Any) -> None:
+async def _wait_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def _http(app: Application, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _http(app: Application, scope: Scope, receive: Receive, send: Send) -> None:
     body = await _read_body(receive, app.settings.max_body_size)
     if body is None:
         response: Response = Response(f"request body over {app.settings.max_body_size} bytes\n", 413,
@@ -246,7 +248,7 @@ async def _http(app: Application, scope: dict[str, Any], receive: Any, send: Any
         raise
 
 
-async def _lifespan(app: Application, receive: Any, send: Any) -> None:
+async def _lifespan(app: Application, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -266,7 +268,7 @@ async def _lifespan(app: Application, receive: Any, send: Any) -> None:
             return
 
 
-async def serve_asgi(app: Application, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def serve_asgi(app: Application, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ASGI connection of any scope type."""
     kind = scope["type"]
     if kind == "lifespan":
@@ -277,7 +279,8 @@ async def serve_asgi(app: Application, scope: dict[str, Any], receive: Any, send
     mounted = app.mounted(scope["path"])
     if mounted is not None:
         prefix, sub_app = mounted
-        child = dict(scope, path=strip_prefix(scope["path"], prefix), root_path=scope.get("root_path", "") + prefix.rstrip("/"))
+        child = dict(scope, path=strip_prefix(scope["path"], prefix),
+                     root_path=scope.get("root_path", "") + prefix.rstrip("/"))
         await sub_app(child, receive, send)
     elif kind == "http":
         await _http(app, scope, receive, send)

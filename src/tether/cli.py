@@ -11,15 +11,19 @@ is also a flag (`--max-message-size`, `--ping-interval`, `--allowed-origins a,b`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
+from . import __version__
 from .config import Settings
 
 __all__ = ["main", "load_app"]
@@ -41,6 +45,8 @@ def load_app(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise LoadError(f"could not import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module itself fails: SyntaxError, NameError...
+        raise LoadError(f"could not import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
     app = module
     for part in attribute.split("."):
         try:
@@ -60,25 +66,40 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
                                 help="comma-separated browser origins allowed besides the server's own ('*': all)")
         else:
             kind = int if isinstance(field.default, int) else float
-            parser.add_argument(flag, type=kind, default=None, help=f"(default {field.default})")
+            parser.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tether", description="Run and inspect tether apps.")
+    parser.add_argument("--version", action="version", version=f"tether {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve an app on tether's native server")
     run.add_argument("app", help="module:attribute, e.g. main:app")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080)
-    run.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    run.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="processes sharing the port (SO_REUSEPORT) (default: %(default)s)")
     run.add_argument("--reload", action="store_true", help="restart when a .py file under the cwd changes")
-    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                     help="(default: %(default)s)")
     run.add_argument("--ssl-certfile")
     run.add_argument("--ssl-keyfile")
     _settings_flags(run)
     routes = commands.add_parser("routes", help="list an app's routes")
     routes.add_argument("app")
     return parser
+
+
+def _report_load_error(exc: LoadError, module_name: str) -> None:
+    """Print the traceback of what failed inside the app's code (not for a module that
+    does not exist: the message says it all)."""
+    cause = exc.__cause__
+    if cause is None:
+        return
+    if isinstance(cause, ModuleNotFoundError) and cause.name and (
+            module_name == cause.name or module_name.startswith(cause.name + ".")):
+        return
+    traceback.print_exception(cause, file=sys.stderr)
 
 
 def _snapshot(root: str) -> dict[str, float]:
@@ -88,33 +109,74 @@ def _snapshot(root: str) -> dict[str, float]:
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(folder, name)
-                try:
+                with contextlib.suppress(OSError):
                     mtimes[path] = os.stat(path).st_mtime
-                except OSError:
-                    pass
     return mtimes
 
 
+def _interrupt(_signum: int, _frame: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _stop(child: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the server (a graceful shutdown), SIGKILL it if it hangs; its exit status."""
+    child.terminate()
+    try:
+        code = child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
 def _reload_loop(argv: list[str]) -> int:
-    """Run the server in a child process; restart it whenever a .py file changes."""
+    """Run the server in a child process; restart it whenever a .py file under the cwd changes.
+
+    A server that exits by itself (an edit that does not import, a failing startup hook: its
+    traceback is on stderr) is reported, and started again at the next change. SIGINT and
+    SIGTERM stop the server gracefully and return its exit status.
+    """
+    log = logging.getLogger("tether")
     child_argv = [sys.executable, "-m", "tether"] + [a for a in argv if a != "--reload"]
-    logging.getLogger("tether").info("reloading on changes under %s", os.getcwd())
-    while True:
-        before = _snapshot(os.getcwd())
-        child = subprocess.Popen(child_argv)
-        try:
-            while child.poll() is None:
+    root = os.getcwd()
+    log.info("reloading on changes under %s", root)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        while True:
+            before = _snapshot(root)
+            child = subprocess.Popen(child_argv)
+            while child.poll() is None and _snapshot(root) == before:
                 time.sleep(0.5)
-                if _snapshot(os.getcwd()) != before:
-                    logging.getLogger("tether").info("change detected, restarting")
-                    child.terminate()
-                    child.wait(timeout=15)
-                    break
-            else:
-                return child.returncode
-        except KeyboardInterrupt:
-            child.terminate()
-            return child.wait(timeout=15)
+            if child.poll() is None:
+                log.info("change detected, restarting")
+                _stop(child)
+                continue
+            log.error("the server exited with status %d; waiting for a change under %s to restart it",
+                      child.returncode, root)
+            while _snapshot(root) == before:
+                time.sleep(0.5)
+            log.info("change detected, restarting")
+    except KeyboardInterrupt:
+        return 0 if child is None or child.poll() is not None else _stop(child)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_routes(app: Any) -> None:
+    """One line per route: methods (or WS and the handler style), path, handler; then mounts."""
+    for route in app.routes:
+        endpoint = route.endpoint
+        if route.kind == "websocket":
+            kind = f"WS {getattr(endpoint, 'style', 'session')}"
+            handler = getattr(endpoint, "cls", endpoint)  # a class-style endpoint names its class
+        else:
+            kind, handler = ",".join(sorted(route.methods - {"HEAD"})), endpoint
+        name = getattr(handler, "__qualname__", type(handler).__name__)
+        print(f"{kind:<14} {route.path:<32} {name}")
+    for prefix, mounted in app.mounts:
+        name = getattr(mounted, "__qualname__", type(mounted).__name__)
+        print(f"{'MOUNT':<14} {prefix.rstrip('/') + '/...':<32} {name} (ASGI)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,12 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = load_app(args.app)
     except LoadError as exc:
+        _report_load_error(exc, args.app.partition(":")[0])
         sys.exit(f"tether: {exc}")
     if args.command == "routes":
-        for route in app.routes:
-            kind = "WS" if route.kind == "websocket" else ",".join(sorted(route.methods - {"HEAD"}))
-            name = getattr(route.endpoint, "__qualname__", type(route.endpoint).__name__)
-            print(f"{kind:<12} {route.path:<32} {name}")
+        _print_routes(app)
         return
     for field in fields(Settings):
         value = getattr(args, field.name)

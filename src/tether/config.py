@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 __all__ = ["Settings"]
 
@@ -23,6 +24,8 @@ class Settings:
     - `handshake_timeout`, `close_timeout`, `keepalive_timeout`: seconds for a request's
       headers to arrive, for the peer to answer a close frame, and for an idle keep-alive
       HTTP connection.
+    - `loop_lag_warning`: log a WARNING naming the handler when the event loop was blocked
+      longer than this many seconds (native server; 0 disables the watchdog).
     """
 
     max_message_size: int = 1 << 20
@@ -37,6 +40,7 @@ class Settings:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     keepalive_timeout: float = 5.0
+    loop_lag_warning: float = 0.25
 
     @classmethod
     def names(cls) -> list[str]:
@@ -47,9 +51,11 @@ class Settings:
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be a positive number of bytes/messages, got {getattr(self, name)!r}")
         for name in ("ping_interval", "ping_timeout", "shutdown_timeout", "handshake_timeout",
-                     "close_timeout", "keepalive_timeout"):
+                     "close_timeout", "keepalive_timeout", "loop_lag_warning"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
-        if isinstance(self.allowed_origins, str):
-            self.allowed_origins = [self.allowed_origins]
-        self.allowed_origins = list(self.allowed_origins)
+        # Typed list[str], but App(allowed_origins="https://example.com") passes one str.
+        origins: Any = self.allowed_origins
+        if isinstance(origins, str):
+            origins = [origins]
+        self.allowed_origins = list(origins)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
-from urllib.parse import parse_qsl
+from typing import Any, ClassVar
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-__all__ = ["Headers", "QueryParams", "State", "HTTPConnection", "parse_cookies"]
+__all__ = ["Headers", "QueryParams", "State", "URL", "HTTPConnection", "parse_cookies"]
 
 
 class Headers:
@@ -123,6 +123,10 @@ class QueryParams:
             return self._dict == other
         return NotImplemented
 
+    # Unhashable, as Python makes any class that defines __eq__ alone (it equals a dict);
+    # typeshed's object.__hash__ is a method, hence the ignore.
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return f"QueryParams({self._items!r})"
 
@@ -150,23 +154,69 @@ class State:
         return f"State({vars(self)!r})"
 
 
+class URL(str):
+    """A request's full URL (`str(url)`), with its parts as Starlette's `URL` names them:
+    `scheme`, `netloc`, `hostname`, `port`, `path`, `query`."""
+
+    __slots__ = ()
+
+    @property
+    def _parts(self) -> SplitResult:
+        return urlsplit(self)
+
+    @property
+    def scheme(self) -> str:
+        return self._parts.scheme
+
+    @property
+    def netloc(self) -> str:
+        return self._parts.netloc
+
+    @property
+    def hostname(self) -> str | None:
+        return self._parts.hostname
+
+    @property
+    def port(self) -> int | None:
+        return self._parts.port
+
+    @property
+    def path(self) -> str:
+        return self._parts.path
+
+    @property
+    def query(self) -> str:
+        return self._parts.query
+
+
 class HTTPConnection:
     """What an HTTP request and a WebSocket handshake share: the query string and headers,
-    parsed on first use into `query_params` and `cookies`."""
+    parsed on first use into `query_params` and `cookies`, and the `url`."""
 
+    scheme: str
+    path: str
     query_string: str
     headers: Headers
+
+    @property
+    def url(self) -> URL:
+        """The URL the client asked for: scheme (http/https, ws/wss), Host header, path, query."""
+        host = self.headers.get("host", "localhost")
+        query = f"?{self.query_string}" if self.query_string else ""
+        return URL(f"{self.scheme}://{host}{self.path}{query}")
     _query_params: QueryParams | None = None
     _cookies: dict[str, str] | None = None
 
     @property
     def query_params(self) -> QueryParams:
+        """The query string's parameters (`.get()`, `.getlist()`)."""
         if self._query_params is None:
             self._query_params = QueryParams(self.query_string)
         return self._query_params
 
     @property
     def cookies(self) -> dict[str, str]:
+        """The Cookie header's name/value pairs."""
         if self._cookies is None:
             self._cookies = parse_cookies(self.headers.get("cookie"))
         return self._cookies

@@ -11,7 +11,10 @@ from typing import Any
 
 from .protocol import OP_BINARY, OP_TEXT
 
-__all__ = ["JSONText", "compact_json", "jsonify", "encode_message", "is_reply"]
+__all__ = ["Data", "JSONText", "compact_json", "jsonify", "encode_message", "is_reply"]
+
+#: A received message: str for text, bytes for binary.
+Data = str | bytes
 
 
 def compact_json(obj: Any) -> str:

@@ -5,8 +5,9 @@
     ├── HandshakeError        an upgrade request to refuse; `.status` is the HTTP status
     ├── WebSocketDisconnect   the connection is closed (`.code`, `.reason`): receives and sends
     │                         raise it once the peer or the server closed
-    ├── InvalidState          an operation the connection's state forbids (send before accept,
-    │                         accept after a refusal...); also a `RuntimeError`
+    ├── InvalidState          an operation the connection's state forbids (receive or send
+    │                         before accept, send after this handler's own close()...);
+    │                         also a `RuntimeError`
     ├── HTTPException         raised by a handler: answer with `.status_code` and `.detail`
     ├── ParamError            a handler parameter could not be filled from the request
     │                         (`.name`); answered with HTTP 400; also a `ValueError`

@@ -1,8 +1,9 @@
 """HTTP requests and responses.
 
 A handler's return value becomes a response by `to_response`: a `Response` as is; `str`
-as text/plain (text/html when it starts with "<"); `dict`/`list` (or `jsonify(...)`) as
-JSON; `bytes` as application/octet-stream; `None` as 204 No Content.
+as text/plain, always (so an echo of user input is never served as a page: HTML goes
+through `HTMLResponse` or `html()`); `dict`/`list` (or `jsonify(...)`) as JSON; `bytes` as
+application/octet-stream; `None` as 204 No Content.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import email.policy
 import json
 import mimetypes
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote
 
 from .datastructures import Headers, HTTPConnection, QueryParams, State
@@ -22,7 +23,7 @@ from .encoding import JSONText, compact_json
 from .exceptions import HTTPException
 
 __all__ = [
-    "Request", "Response", "JSONResponse", "HTMLResponse", "PlainTextResponse",
+    "Request", "Response", "JSONResponse", "HTMLResponse", "html", "PlainTextResponse",
     "RedirectResponse", "StreamingResponse", "FileResponse", "EventSourceResponse",
     "HTTPException", "to_response", "body_allowed",
 ]
@@ -51,11 +52,6 @@ class Request(HTTPConnection):
         """`query_params`, in Microdot's and Flask's spelling."""
         return self.query_params
 
-    @property
-    def url(self) -> str:
-        host = self.headers.get("host", "localhost")
-        return f"{self.scheme}://{host}{self.path}" + (f"?{self.query_string}" if self.query_string else "")
-
     async def body(self) -> bytes:
         return self._body
 
@@ -80,10 +76,13 @@ class Request(HTTPConnection):
                 raise HTTPException(400, "malformed multipart/form-data body")
             fields: dict[str, Any] = {}
             for part in message.iter_parts():
-                name = part.get_param("name", header="content-disposition")
+                # policy.HTTP's header registry has decoded RFC 2231 parameters already, so
+                # get_param gives a str (typeshed also allows the raw (charset, lang, value)).
+                name = cast("str | None", part.get_param("name", header="content-disposition"))
                 if name is None:
                     continue
-                content = part.get_payload(decode=True) or b""
+                # decode=True gives a leaf part's bytes, None for a multipart one: never a Message.
+                content = cast("bytes | None", part.get_payload(decode=True)) or b""
                 filename = part.get_filename()
                 if filename is not None:
                     fields[name] = {"filename": filename, "content_type": part.get_content_type(),
@@ -146,8 +145,9 @@ class Response:
 
     is_streaming = False
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
-        """The body as chunks (one, for a complete response)."""
+    async def body_chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body as chunks (one, for a complete response). A road closes the generator
+        (`aclose()`) when it stops early, so a subclass writes it as an async generator."""
         yield self.body
 
 
@@ -156,7 +156,14 @@ class PlainTextResponse(Response):
 
 
 class HTMLResponse(Response):
+    """An HTML page (text/html; charset=utf-8)."""
+
     media_type = "text/html"
+
+
+def html(content: str, status_code: int = 200) -> HTMLResponse:
+    """`content` served as an HTML page (a handler's plain `str` is always text/plain)."""
+    return HTMLResponse(content, status_code)
 
 
 class JSONResponse(Response):
@@ -184,16 +191,16 @@ class StreamingResponse(Response):
 
     async def _items(self) -> AsyncIterator[Any]:
         if hasattr(self.content, "__aiter__"):
-            async for item in self.content:  # type: ignore[union-attr]
+            async for item in self.content:
                 yield item
         else:
-            for item in self.content:  # type: ignore[union-attr]
+            for item in self.content:
                 yield item
 
     def encode_chunk(self, item: Any) -> bytes:
         return item.encode("utf-8") if isinstance(item, str) else bytes(item)
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
+    async def body_chunks(self) -> AsyncGenerator[bytes, None]:
         async for item in self._items():
             yield self.encode_chunk(item)
 
@@ -216,7 +223,7 @@ class FileResponse(Response):
         headers = super().header_list()
         return [(n, v) for n, v in headers if n.lower() != "content-length"] + [("Content-Length", str(self.size))]
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
+    async def body_chunks(self) -> AsyncGenerator[bytes, None]:
         loop = asyncio.get_running_loop()
         with open(self.path, "rb") as handle:
             while chunk := await loop.run_in_executor(None, handle.read, self.chunk_size):
@@ -262,7 +269,7 @@ def to_response(value: Any) -> Response:
     if isinstance(value, JSONText):
         return Response(value, media_type="application/json")
     if isinstance(value, str):
-        return Response(value, media_type="text/html" if value.lstrip().startswith("<") else "text/plain")
+        return Response(value, media_type="text/plain")
     if isinstance(value, (dict, list)):
         return JSONResponse(value)
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -8,7 +8,7 @@ it sends as a tether `Response`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from .http import Request, Response
@@ -39,16 +39,16 @@ async def call_mounted_http(sub_app: ASGIApp, prefix: str, request: Request) -> 
     body = await request.body()
     requested = asyncio.Event()
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-    started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         if not requested.is_set():
             requested.set()
             return {"type": "http.request", "body": body, "more_body": False}
         await asyncio.Event().wait()  # no more events until the app gives up
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             started.set_result(message)
         elif message["type"] == "http.response.body":
@@ -57,7 +57,7 @@ async def call_mounted_http(sub_app: ASGIApp, prefix: str, request: Request) -> 
             if not message.get("more_body", False):
                 await chunks.put(None)
 
-    task = asyncio.ensure_future(sub_app(scope, receive, send))
+    task: asyncio.Future[Any] = asyncio.ensure_future(sub_app(scope, receive, send))
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if not started.done():
         task.result()  # raises what the app raised
@@ -80,7 +80,7 @@ class _BridgedResponse(Response):
     def header_list(self) -> list[tuple[str, str]]:
         return list(self.headers)
 
-    async def body_chunks(self) -> Any:
+    async def body_chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             while (chunk := await self._chunks.get()) is not None:
                 yield chunk

@@ -6,19 +6,30 @@ parameters, then the query string, coerced to the annotation (`int`, `float`, `b
 `str`, `Optional[X]`, `list[X]` for repeated keys, or any class built from a string such as
 `UUID` or an `Enum`). A parameter with a default is optional; a missing or uncoercible
 required one raises `ParamError`, which the caller turns into HTTP 400.
+
+Where a handler runs: `call_maybe_async` calls it on the event loop (WebSocket callbacks,
+startup/shutdown hooks); `call_offloaded` (HTTP handlers and hooks) runs a sync `def` in
+tether's thread pool, `call_in_thread`, so a blocking one does not stall the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import inspect
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .exceptions import ParamError
+from .patterns import parameters
 
-__all__ = ["ParamError", "Resolver", "coerce", "call_maybe_async"]
+__all__ = ["ParamError", "Resolver", "coerce", "call_maybe_async", "call_in_thread", "call_offloaded",
+           "is_async_callable", "SYNC_THREADS"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -66,9 +77,9 @@ def _is_list(annotation: Any) -> tuple[bool, Any]:
     """(True, item type) for `list[X]`/`List[X]`/`Optional[list[X]]`."""
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return _is_list(args[0])
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(options) == 1:
+            return _is_list(options[0])
     if annotation is list or origin is list:
         args = typing.get_args(annotation)
         return True, args[0] if args else str
@@ -87,6 +98,7 @@ class Resolver:
                  context: tuple[str, ...] = ()) -> None:
         self.func = func
         self.route = route
+        self.is_async = is_async_callable(func)
         try:
             hints = typing.get_type_hints(func)
         except Exception:  # unresolvable forward references: use the raw annotations
@@ -109,15 +121,34 @@ class Resolver:
             is_list, item = _is_list(annotation)
             self.params.append((param.name, annotation, param.default, is_list, item))
         self.context = context
+        if route.startswith("/") and not any(p.kind == p.VAR_KEYWORD for p in params):
+            self._check_path_parameters()
 
-    def resolve(self, path_params: Mapping[str, Any], query: Any, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _check_path_parameters(self) -> None:
+        """A path parameter no handler parameter receives, while a required parameter is
+        not in the path, is a typo (`/typo/{rom}` with `room: str`): refuse it now, naming
+        the route, instead of answering every request with "missing query parameter"."""
+        in_path = [name for name, _ in parameters(self.route)]
+        names = {name for name, *_ in self.params}
+        unused = [name for name in in_path if name not in names]
+        required = [name for name, annotation, default, *_ in self.params
+                    if default is inspect.Parameter.empty and name not in in_path and name not in self.context
+                    and not (self.context and _from_context_by_type(annotation))]
+        if unused and required:
+            raise TypeError(
+                f"route {self.route!r}: path parameter {unused[0]!r} is not a parameter of "
+                f"{_describe(self.func)}, which requires {required[0]!r} (from the query string): "
+                f"is one a typo of the other?")
+
+    def resolve(self, path_params: Mapping[str, Any], query: Any,
+                context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The keyword arguments for one call; raise ParamError naming the first bad parameter."""
         kwargs: dict[str, Any] = {}
         for name, annotation, default, is_list, item in self.params:
             if context and name in context:
                 kwargs[name] = context[name]
                 continue
-            if context and isinstance(annotation, type) and annotation.__module__ != "builtins":
+            if context and _from_context_by_type(annotation):
                 found = next((v for v in context.values() if isinstance(v, annotation)), None)
                 if found is not None:
                     kwargs[name] = found
@@ -155,13 +186,66 @@ class Resolver:
         """Call the function; await the result when it is awaitable (sync and async both work)."""
         return await call_maybe_async(self.func, *args, **kwargs)
 
+    async def call_offloaded(self, *args: Any, **kwargs: Any) -> Any:
+        """`call`, but a sync function runs in the thread pool (the rule for HTTP handlers)."""
+        if self.is_async:
+            return await call_maybe_async(self.func, *args, **kwargs)
+        return await call_in_thread(self.func, *args, **kwargs)
+
 
 async def call_maybe_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call `func` and await its result if it is awaitable."""
+    """Call `func` on the event loop and await its result if it is awaitable."""
     result = func(*args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+#: Threads of the pool sync HTTP handlers run in (per process; Starlette's limit too).
+SYNC_THREADS = 40
+_pool: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked worker has none of its parent's threads: it starts its own
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def is_async_callable(func: Any) -> bool:
+    """Whether calling `func` returns a coroutine (`async def`, through partials and `__call__`)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+async def call_in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a sync `func` in tether's thread pool (`SYNC_THREADS` threads; the caller's context
+    variables copied, as `asyncio.to_thread` does) and await its result if it is awaitable.
+    The loop serves everything else meanwhile; `hub.*_sync` work from the thread."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="tether-sync")
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    result = await asyncio.get_running_loop().run_in_executor(_pool, call)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def call_offloaded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The HTTP rule: an `async def` is awaited on the loop, a sync `def` runs `call_in_thread`."""
+    if is_async_callable(func):
+        return await call_maybe_async(func, *args, **kwargs)
+    return await call_in_thread(func, *args, **kwargs)
+
+
+def _from_context_by_type(annotation: Any) -> bool:
+    """A parameter annotated with a class of its own (`req: Request`) is filled from the
+    context by type, whatever its name."""
+    return isinstance(annotation, type) and annotation.__module__ != "builtins"
 
 
 def _describe(func: Any) -> str:

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from .params import Resolver
+from .patterns import PARAMETER, parameters
 
-__all__ = ["Route", "Router", "compile_path", "normalize_path", "HTTP_METHODS"]
+if TYPE_CHECKING:
+    from .styles import Session
+    from .styles.classes import GenericWebsocket
+    from .styles.function import FunctionEndpoint
+    from .styles.generator import GeneratorEndpoint
+
+__all__ = ["Route", "Router", "WebSocketDecorator", "compile_path", "normalize_path", "HTTP_METHODS"]
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -28,13 +35,11 @@ _CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "path": (r".*", str),
     "uuid": (r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", uuid.UUID),
 }
-_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}|<(?:(\w+):)?(\w+)>|(?<=/):(\w+)")
 
 
 def normalize_path(path: str) -> str:
     """Add the leading slash and drop the trailing one ("ws/book/" -> "/ws/book")."""
-    path = "/" + path.strip("/") if path.strip("/") else "/"
-    return path
+    return "/" + path.strip("/") if path.strip("/") else "/"
 
 
 def compile_path(path: str) -> tuple[re.Pattern[str], dict[str, Callable[[str], Any]]]:
@@ -43,10 +48,7 @@ def compile_path(path: str) -> tuple[re.Pattern[str], dict[str, Callable[[str], 
     converters: dict[str, Callable[[str], Any]] = {}
     regex = "^"
     last = 0
-    for match in _PARAM.finditer(path):
-        brace_name, brace_conv, angle_conv, angle_name, colon_name = match.groups()
-        name = brace_name or angle_name or colon_name
-        kind = brace_conv or angle_conv or "str"
+    for match, (name, kind) in zip(PARAMETER.finditer(path), parameters(path), strict=True):
         if kind not in _CONVERTERS:
             raise ValueError(f"route {path!r}: unknown converter {kind!r} (use one of {', '.join(_CONVERTERS)})")
         if name in converters:
@@ -65,7 +67,7 @@ class Route:
 
     path: str
     endpoint: Any
-    kind: str = "http"
+    kind: Literal["http", "websocket"] = "http"
     methods: frozenset[str] = frozenset()
     name: str | None = None
     resolver: Resolver | None = field(default=None, repr=False)
@@ -88,6 +90,29 @@ class Route:
             except ValueError:
                 return None
         return params
+
+
+# What the decorators give back keeps its type: an HTTP endpoint as it is (`Callable[P, R]`
+# in, the same out), a `GenericWebsocket` subclass as it is, a session as it is.
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+_Class = TypeVar("_Class", bound="GenericWebsocket")
+_Session = TypeVar("_Session", bound="Session")
+
+
+class WebSocketDecorator(Protocol):
+    """What `@router.websocket(path)` applies to a handler, by its style: a `GenericWebsocket`
+    subclass comes back unchanged; a session (`@websocket`, `@with_websocket`, an event-style
+    `WebSocket`) as it is; an async generator function as its `GeneratorEndpoint`; any other
+    function as its `FunctionEndpoint` (whose `.on_connect` / `.on_close` decorate callbacks)."""
+
+    @overload
+    def __call__(self, handler: type[_Class], /) -> type[_Class]: ...
+    @overload
+    def __call__(self, handler: _Session, /) -> _Session: ...
+    @overload
+    def __call__(self, handler: Callable[..., AsyncIterator[Any]], /) -> GeneratorEndpoint: ...
+    @overload
+    def __call__(self, handler: Callable[..., Any], /) -> FunctionEndpoint: ...
 
 
 class Router:
@@ -119,35 +144,35 @@ class Router:
         self.routes.append(route)
         return route
 
-    def add_websocket_route(self, path: str, session: Any, name: str | None = None) -> Route:
+    def add_websocket_route(self, path: str, session: Session, name: str | None = None) -> Route:
         """Register a WebSocket session: an async callable taking the core `WebSocket`."""
         route = Route(self._full(path), session, "websocket", frozenset(), name)
         self.routes.append(route)
         return route
 
-    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Any], Any]:
-        """Decorator registering an HTTP endpoint for `methods`."""
-        def decorator(func: Any) -> Any:
+    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[_Endpoint], _Endpoint]:
+        """Decorator registering an HTTP endpoint for `methods`; it returns the function as it is."""
+        def decorator(func: _Endpoint) -> _Endpoint:
             self.add_route(path, func, methods)
             return func
         return decorator
 
-    def get(self, path: str) -> Callable[[Any], Any]:
+    def get(self, path: str) -> Callable[[_Endpoint], _Endpoint]:
         return self.route(path, ["GET"])
 
-    def post(self, path: str) -> Callable[[Any], Any]:
+    def post(self, path: str) -> Callable[[_Endpoint], _Endpoint]:
         return self.route(path, ["POST"])
 
-    def put(self, path: str) -> Callable[[Any], Any]:
+    def put(self, path: str) -> Callable[[_Endpoint], _Endpoint]:
         return self.route(path, ["PUT"])
 
-    def patch(self, path: str) -> Callable[[Any], Any]:
+    def patch(self, path: str) -> Callable[[_Endpoint], _Endpoint]:
         return self.route(path, ["PATCH"])
 
-    def delete(self, path: str) -> Callable[[Any], Any]:
+    def delete(self, path: str) -> Callable[[_Endpoint], _Endpoint]:
         return self.route(path, ["DELETE"])
 
-    def websocket(self, path: str, subprotocols: Iterable[str] | None = None) -> Callable[[Any], Any]:
+    def websocket(self, path: str, subprotocols: Iterable[str] | None = None) -> WebSocketDecorator:
         """Decorator registering a WebSocket handler written in any style.
 
         A function becomes a function-style endpoint (returned, so that its `.on_connect`
@@ -162,7 +187,7 @@ class Router:
             return handler if isinstance(handler, type) else session
         return decorator
 
-    def include_router(self, router: "Router", prefix: str = "") -> None:
+    def include_router(self, router: Router, prefix: str = "") -> None:
         """Copy `router`'s routes into this one, under `prefix` (added to the router's own)."""
         for route in router.routes:
             path = self._full(normalize_path(prefix + "/" + route.path.lstrip("/")) if prefix else route.path)

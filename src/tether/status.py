@@ -85,4 +85,22 @@ HTTP_508_LOOP_DETECTED: Final = 508
 HTTP_510_NOT_EXTENDED: Final = 510
 HTTP_511_NETWORK_AUTHENTICATION_REQUIRED: Final = 511
 
-__all__ = [name for name in dir() if name.startswith(("WS_", "HTTP_"))]
+# The close codes are listed (so type checkers and linters see them re-exported); the HTTP
+# statuses defined above are added by name.
+__all__ = [
+    "WS_1000_NORMAL_CLOSURE",
+    "WS_1001_GOING_AWAY",
+    "WS_1002_PROTOCOL_ERROR",
+    "WS_1003_UNSUPPORTED_DATA",
+    "WS_1005_NO_STATUS_RCVD",
+    "WS_1006_ABNORMAL_CLOSURE",
+    "WS_1007_INVALID_FRAME_PAYLOAD_DATA",
+    "WS_1008_POLICY_VIOLATION",
+    "WS_1009_MESSAGE_TOO_BIG",
+    "WS_1010_MANDATORY_EXT",
+    "WS_1011_INTERNAL_ERROR",
+    "WS_1012_SERVICE_RESTART",
+    "WS_1013_TRY_AGAIN_LATER",
+    "WS_1014_BAD_GATEWAY",
+]
+__all__ += [name for name in dir() if name.startswith("HTTP_")]

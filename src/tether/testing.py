@@ -11,6 +11,13 @@ a body, the upgrade handshake checks, the message-size limit (1009), the slow-re
 Every receive takes a `timeout` (default 5 s), so a test fails instead of hanging. Several
 sessions can be open at once.
 
+With `raise_server_exceptions=True` (the default), an exception a handler raised, that the
+App answered with a 500 or a close 1011, is re-raised in the test (once): from the request
+call, from `websocket_connect` (a handler that raised before accepting), or from the
+session's `receive*` that would have seen the 1011 (else from its `close()`). Answers such as
+an `HTTPException` or a 400 for a bad parameter are not errors and are returned as they are.
+With `raise_server_exceptions=False` the test sees the 500 or the 1011, as a client would.
+
     with TestClient(app) as client:
         assert client.get("/").status_code == 200
         with client.websocket_connect("/echo") as ws:
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import json as jsonlib
 import os
 import sys
@@ -34,7 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import httptools
@@ -42,9 +50,18 @@ import httptools
 from .datastructures import Headers
 from .exceptions import WebSocketDisconnect, WebSocketRejected
 from .protocol import (
-    OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, PROTOCOL_ERROR, FrameParser, accept_key,
-    encode_close, encode_frame,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    accept_key,
+    encode_close,
+    encode_frame,
 )
+from .protocol.codes import WS_1011_INTERNAL_ERROR
+from .server.http11 import HttpProtocol
 from .server.serve import ServerState
 
 if TYPE_CHECKING:
@@ -63,6 +80,12 @@ HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 
 _EOF = object()  # the client's end of the stream, queued after its bytes
+
+# The connection whose bytes the server is handling: set while the transport feeds its
+# protocol, so the tasks the server starts for it (an HTTP request's, a WebSocket session's)
+# inherit it, and an exception the App reports from one of them names its connection.
+_connection: contextvars.ContextVar[_MemoryTransport | None] = contextvars.ContextVar(
+    "tether_testclient_connection", default=None)
 
 
 class TestResponse:
@@ -200,17 +223,25 @@ class _MemoryTransport(asyncio.Transport):
             self._deliver()
 
     def _deliver(self) -> None:
+        token = _connection.set(self)  # inherited by the tasks the protocol starts
+        try:
+            self._deliver_inbox()
+        finally:
+            _connection.reset(token)
+
+    def _deliver_inbox(self) -> None:
         inbox = self._inbox
         while inbox and not self._reading_paused and not self._closing:
             data = inbox.popleft()
-            protocol = self.get_protocol()
+            protocol = cast(asyncio.Protocol, self.get_protocol())
             try:
                 if data is _EOF:
-                    if not protocol.eof_received():  # type: ignore[attr-defined]
+                    if not protocol.eof_received():
                         self.close()
                     return
-                protocol.data_received(data)  # type: ignore[attr-defined]
-                if protocol is self._first_protocol and protocol.websocket_task is not None:
+                protocol.data_received(data)
+                if (protocol is self._first_protocol and isinstance(protocol, HttpProtocol)
+                        and protocol.websocket_task is not None):
                     # Upgraded: closing the session waits for the task serving it.
                     self.tasks.add(protocol.websocket_task)
             except Exception as exc:  # as asyncio's transports: report it, end the connection
@@ -388,25 +419,26 @@ class WebSocketTestSession:
             if self._peer_close is None:
                 self._peer_close = (1006, "connection lost")
             return
-        for kind, value in self._parser.feed(data):
-            if kind in (OP_TEXT, OP_BINARY):
-                self._messages.append(value)
-            elif kind == OP_PING:
+        for event in self._parser.feed(data):  # narrowed on event[0] (see FrameEvent)
+            if event[0] == OP_TEXT or event[0] == OP_BINARY:
+                self._messages.append(event[1])
+            elif event[0] == OP_PING:
                 if not self._close_sent:
-                    self._send_frame(encode_frame(OP_PONG, value, mask=os.urandom(4)))
-            elif kind == OP_PONG:
+                    self._send_frame(encode_frame(OP_PONG, event[1], mask=os.urandom(4)))
+            elif event[0] == OP_PONG:
                 pass
-            elif kind == OP_CLOSE:
-                code, reason = value
+            elif event[0] == OP_CLOSE:
+                code, reason = event[1]
                 self._peer_close = (code, reason)
                 if not self._close_sent:  # answer it, echoing the code (RFC 6455 5.5.1)
                     self._close_sent = True
                     self._send_frame(encode_close(code, "", mask=os.urandom(4)))
-            elif kind == PROTOCOL_ERROR:  # the server broke RFC 6455: fail as a client would
-                self._peer_close = (value.code, f"server protocol error: {value.reason}")
+            else:  # PROTOCOL_ERROR: the server broke RFC 6455, fail as a client would
+                error = event[1]
+                self._peer_close = (error.code, f"server protocol error: {error.reason}")
                 if not self._close_sent:
                     self._close_sent = True
-                    self._send_frame(encode_close(value.code, value.reason, mask=os.urandom(4)))
+                    self._send_frame(encode_close(error.code, error.reason, mask=os.urandom(4)))
                 self._transport.drop()
 
     def _pump(self, deadline: float) -> bool:
@@ -451,10 +483,12 @@ class WebSocketTestSession:
         while True:
             if self._messages:
                 return self._messages.popleft()
-            if self.close_code is not None:
-                raise WebSocketDisconnect(self.close_code, self.close_reason)
-            if self._peer_close is not None:
+            if self.close_code is None and self._peer_close is not None:
                 self.close_code, self.close_reason = self._peer_close
+            if self.close_code is not None:
+                # The handler's exception, if the App closed for one, else the close as it came.
+                self._client._raise_server_exception(self._transport,
+                                                     fallback=self.close_code == WS_1011_INTERNAL_ERROR)
                 raise WebSocketDisconnect(self.close_code, self.close_reason)
             if not self._pump(deadline):
                 raise TimeoutError(f"no message from the server within {timeout} s")
@@ -477,7 +511,8 @@ class WebSocketTestSession:
     # -- closing --------------------------------------------------------------------------
     def close(self, code: int = 1000, reason: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:
         """Close from the client side (closing handshake) and wait until the server side has
-        finished: its close frame, the end of the connection and the handler's task."""
+        finished: its close frame, the end of the connection and the handler's task. Then
+        re-raise the handler's exception if it raised one the test has not received yet."""
         if not self._close_sent:
             self._close_sent = True
             self._send_frame(encode_close(code, reason, mask=os.urandom(4)))
@@ -494,24 +529,35 @@ class WebSocketTestSession:
         if not transport.lost.wait(max(0.0, deadline - time.monotonic())):
             transport.drop()  # the server did not end the connection: the client does
         self._client._wait_tasks(transport, max(0.0, deadline - time.monotonic()))
+        self._client._raise_server_exception(transport)
 
 
 # -- the client -------------------------------------------------------------------------------
 class TestClient:
     """Runs `app` behind tether's server protocol stack on a background event loop; HTTP
-    requests and WebSocket sessions go through in-memory connections."""
+    requests and WebSocket sessions go through in-memory connections.
+
+    With `raise_server_exceptions` (the default) an exception a handler raised, which the App
+    answered with a 500 or a close 1011, is re-raised in the test instead (see the module doc).
+    """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, app: App, base_url: str = "http://testserver", timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, app: App, base_url: str = "http://testserver", timeout: float = DEFAULT_TIMEOUT,
+                 raise_server_exceptions: bool = True) -> None:
         self.app = app
         self.host = base_url.split("://", 1)[-1].rstrip("/")
         self.timeout = timeout
+        self.raise_server_exceptions = raise_server_exceptions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._state: ServerState | None = None
         self._transports: set[_MemoryTransport] = set()  # open connections (loop thread)
         self._start_lock = threading.Lock()
+        # (connection or None if unknown, exception) the App reported, not re-raised yet
+        self._errors: list[tuple[_MemoryTransport | None, BaseException]] = []
+        self._errors_lock = threading.Lock()
+        self._listening = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> TestClient:
@@ -537,6 +583,9 @@ class TestClient:
             self._thread.start()
             ready.wait()
             self._loop = loop
+            if self.raise_server_exceptions:
+                self.app.add_error_listener(self._server_exception)
+                self._listening = True
 
             async def startup() -> None:
                 self._state = ServerState(self.app, loop)
@@ -577,6 +626,43 @@ class TestClient:
             assert self._thread is not None
             self._thread.join(self.timeout)
             loop.close()
+            if self._listening:
+                self._listening = False
+                with contextlib.suppress(ValueError):
+                    self.app.remove_error_listener(self._server_exception)
+        # What no request or session re-raised (a handler that raised once the client had
+        # dropped its connection, a session the test never closed): the first one, here.
+        with self._errors_lock:
+            left, self._errors = self._errors, []
+        if left:
+            first = left[0][1]
+            if len(left) > 1:
+                first.add_note(f"(the app reported {len(left) - 1} more handler exception(s) after it, "
+                               "logged on the 'tether' logger)")
+            raise first
+
+    # -- the handlers' exceptions ---------------------------------------------------------
+    def _server_exception(self, exc: BaseException) -> None:
+        """The App's error listener (loop thread): record `exc` for the connection it came from."""
+        transport = _connection.get()
+        if transport is not None and transport._client is not self:
+            return  # another TestClient's connection to the same app
+        with self._errors_lock:
+            self._errors.append((transport, exc))
+
+    def _raise_server_exception(self, transport: _MemoryTransport, *, fallback: bool = False) -> None:
+        """Raise the first exception recorded for `transport` (forgetting its others: a request
+        or a session raises once); with `fallback`, else the first one whose connection is
+        unknown. Nothing recorded: return."""
+        with self._errors_lock:
+            found = next((i for i, (t, _) in enumerate(self._errors) if t is transport), None)
+            if found is None and fallback:
+                found = next((i for i, (t, _) in enumerate(self._errors) if t is None), None)
+            if found is None:
+                return
+            exc = self._errors[found][1]
+            self._errors = [(t, e) for i, (t, e) in enumerate(self._errors) if i != found and t is not transport]
+        raise exc
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
         assert self._loop is not None
@@ -639,6 +725,7 @@ class TestClient:
                 what=f"{method} {url}")
         finally:
             transport.send_eof()  # done with this connection: the server closes it
+        self._raise_server_exception(transport, fallback=status == 500)  # instead of its 500
         return TestResponse(status, Headers(response_headers), content_bytes)
 
     def get(self, url: str, **kwargs: Any) -> TestResponse:
@@ -665,7 +752,8 @@ class TestClient:
     # -- WebSocket ------------------------------------------------------------------------
     def websocket_connect(self, url: str, subprotocols: list[str] | None = None,
                           headers: dict[str, str] | None = None, timeout: float | None = None) -> WebSocketTestSession:
-        """Open a session; raise WebSocketRejected (with the HTTP status) if the app refuses it."""
+        """Open a session; raise WebSocketRejected (with the HTTP status) if the app refuses it
+        (or the handler's exception, if it raised before accepting and raise_server_exceptions)."""
         key = base64.b64encode(os.urandom(16)).decode("ascii")
         defaults = [("host", self.host), ("upgrade", "websocket"), ("connection", "Upgrade"),
                     ("sec-websocket-version", "13"), ("sec-websocket-key", key)]
@@ -685,6 +773,7 @@ class TestClient:
         response = Headers(response_headers)
         if status != 101:
             transport.send_eof()
+            self._raise_server_exception(transport, fallback=status == 500)  # raised before accepting
             raise WebSocketRejected(status, body, response_headers)
         if response.get("sec-websocket-accept") != accept_key(key):
             transport.drop()

@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, ConnectionState
 from .datastructures import Headers, HTTPConnection, State
-from .encoding import compact_json, encode_message, is_reply
+from .encoding import Data, compact_json, encode_message, is_reply
 from .exceptions import InvalidState, WebSocketDisconnect
 from .protocol import OP_BINARY, OP_TEXT, encode_frame
 from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["WebSocket", "WebSocketDisconnect"]
 
 logger = logging.getLogger("tether")
+access_log = logging.getLogger("tether.access")
 
 _Message = TypeVar("_Message", str, bytes)
 
@@ -47,8 +49,10 @@ class WebSocket(HTTPConnection):
     def __init__(self, channel: Channel, hub: Hub, *, path: str, query_string: str = "",
                  headers: Headers | None = None, client: tuple[str, int] | None = None,
                  path_params: dict[str, Any] | None = None, subprotocols: Iterable[str] = (),
-                 max_queue: int = 32, scheme: str = "ws") -> None:
+                 max_queue: int = 32, scheme: str = "ws", app: Any = None) -> None:
         self.channel = channel
+        #: The application serving this connection (Starlette's `websocket.app`).
+        self.app = app
         channel.attach(self)
         self.hub = hub
         self._loop = channel.loop
@@ -63,16 +67,20 @@ class WebSocket(HTTPConnection):
         self.scheme = scheme
         self.state = State()
         self.rooms: set[str] = set()
-        self._queue: deque[str | bytes] = deque()
-        self._waiter: asyncio.Future[str | bytes] | None = None
+        self._queue: deque[Data] = deque()
+        self._waiter: asyncio.Future[Data] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
         #: None while the connection is not closed; then the code it closed with.
         self.close_code: int | None = None
         self.close_reason = ""
-        self.closed_by: str | None = None  # "server" or "client" (peer closed, vanished or broke the protocol)
+        #: Who closed: "server", or "client" (the peer closed, vanished or broke the protocol).
+        self.closed_by: Literal["server", "client"] | None = None
         self._scope: dict[str, Any] | None = None
         self._closing = False  # close has begun: the close callbacks are claimed
+        self._closed_by_task: asyncio.Task[Any] | None = None  # whose close() sent the close frame
+        #: `time.monotonic()` when the handshake was accepted (None before, or if it never was).
+        self.opened_at: float | None = None
         self._close_callbacks: list[Callable[[], Awaitable[Any]]] = []
         self._disconnect_callbacks: list[Callable[[], Any]] = []
 
@@ -106,24 +114,35 @@ class WebSocket(HTTPConnection):
         """True once the handshake is over (accepted, or the client left during it)."""
         return self.channel.state is not CONNECTING
 
+    @property
+    def log_name(self) -> str:
+        """How the access log names this connection: `host:port - "WebSocket /path?query"`."""
+        target = f"{self.path}?{self.query_string}" if self.query_string else self.path
+        host, port = self.client or ("-", "-")
+        return f'{host}:{port} - "WebSocket {target}"'
+
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} {self.path} {self.channel.state.name.lower()}>"
 
     # -- handshake ----------------------------------------------------------------------
     async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Complete the handshake. A subprotocol the client did not offer is dropped with a warning."""
+        """Complete the handshake. A subprotocol the client did not offer is dropped with a
+        warning. On a connection that is already accepted it does nothing; on one that is
+        closed it raises WebSocketDisconnect."""
         state = self.channel.state
         if state is CLOSED:
             raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
-                                      "the client left during the handshake")
+                                      "the connection was closed or refused before accept()")
         if state is not CONNECTING:
-            raise InvalidState("accept() on a WebSocket that is already open")
+            return  # already accepted: a no-op, as FastAPI code calls it first thing
         if subprotocol is not None and subprotocol not in self.offered_subprotocols:
             logger.warning("WebSocket %s: subprotocol %r was not offered by the client (offered: %s); "
                            "accepting without one", self.path, subprotocol, self.offered_subprotocols or "none")
             subprotocol = None
         self.subprotocol = subprotocol
         self.channel.accept(subprotocol, list(headers))
+        self.opened_at = time.monotonic()
+        access_log.info("%s 101%s", self.log_name, f" ({subprotocol})" if subprotocol else "")
         self.hub.register(self)
 
     async def reject(self, status: int = 403, body: str | bytes = "", headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -134,10 +153,13 @@ class WebSocket(HTTPConnection):
         if state is not CONNECTING:
             raise InvalidState("reject() is only possible before accept()")
         self.close_code = WS_1006_ABNORMAL_CLOSURE
-        self.channel.reject(status, body.encode("utf-8") if isinstance(body, str) else body, list(headers))
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        access_log.warning("%s refused %d: %s", self.log_name, status,
+                           data.decode("utf-8", "replace") or "(no reason given)")
+        self.channel.reject(status, data, list(headers))
 
     # -- receiving ----------------------------------------------------------------------
-    async def receive(self) -> str | bytes:
+    async def receive(self) -> Data:
         """The next message, str (text) or bytes (binary); WebSocketDisconnect once closed."""
         queue = self._queue
         if queue:
@@ -151,6 +173,7 @@ class WebSocket(HTTPConnection):
             if state is CONNECTING:
                 raise InvalidState("receive() before accept()")
             raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
+        waiter: asyncio.Future[Data]  # create_future() gives a Future[Any]; a declaration costs nothing
         waiter = self._waiter = self._loop.create_future()
         try:
             return await waiter
@@ -181,10 +204,35 @@ class WebSocket(HTTPConnection):
         except ValueError as exc:
             raise ValueError(f"receive_json() got a message that is not JSON: {exc}") from None
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
+    async def iter_text(self) -> AsyncIterator[str]:
+        """Yield text messages until the connection closes (Starlette's name); a binary
+        message raises TypeError as `receive_text()` does."""
+        try:
+            while True:
+                yield await self.receive_text()
+        except WebSocketDisconnect:
+            return
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Yield binary messages until the connection closes (Starlette's name)."""
+        try:
+            while True:
+                yield await self.receive_bytes()
+        except WebSocketDisconnect:
+            return
+
+    async def iter_json(self) -> AsyncIterator[Any]:
+        """Yield messages decoded as JSON until the connection closes (Starlette's name)."""
+        try:
+            while True:
+                yield await self.receive_json()
+        except WebSocketDisconnect:
+            return
+
+    def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
+    async def _iterate(self) -> AsyncIterator[Data]:
         """Yield messages until the connection closes (the iteration then simply ends)."""
         try:
             while True:
@@ -198,6 +246,9 @@ class WebSocket(HTTPConnection):
         if state is not OPEN:
             if state is CONNECTING:
                 raise InvalidState("send before accept(): the handshake is not complete")
+            if self._closed_by_task is not None and self._closed_by_task is asyncio.current_task():
+                raise InvalidState(f"send after close(): this handler closed the connection "
+                                   f"(code {self.close_code}) and then sent on it")
             raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
 
     async def _send(self, opcode: int, payload: bytes) -> None:
@@ -287,11 +338,12 @@ class WebSocket(HTTPConnection):
         await self._run_close_callbacks(send_result=True)
         if self.channel.state is OPEN:
             self.close_code, self.close_reason = code, reason
+            self._closed_by_task = asyncio.current_task()
             self.channel.close(code, reason)
             self._wake(WebSocketDisconnect(code, reason))
 
     # -- ConnectionListener: called by the road ---------------------------------------------
-    def message_received(self, message: str | bytes) -> None:
+    def message_received(self, message: Data) -> None:
         """A complete message arrived: wake the waiting receive, or queue it (reading pauses
         while `max_queue` messages wait unread)."""
         waiter = self._waiter
@@ -313,7 +365,10 @@ class WebSocket(HTTPConnection):
         self.hub.unregister(self)
         self._wake(WebSocketDisconnect(code, reason))
         for callback in list(self._disconnect_callbacks):
-            callback()
+            try:
+                callback()
+            except Exception:  # one bad callback must not cost the others, nor on_close
+                logger.exception("on_disconnect callback of WebSocket %s raised", self.path)
         if not self._closing:
             self._closing = True
             if self._close_callbacks:

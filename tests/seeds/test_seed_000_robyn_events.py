@@ -186,8 +186,8 @@ def test_sync_methods_work_from_another_thread(serve):
                                                   seen["ws"].sync_broadcast("broadcast from a thread")))
         worker.start()
         worker.join()
-        assert ws.recv(timeout=2) == "from a thread"
-        assert ws.recv(timeout=2) == "broadcast from a thread"
+        assert ws.recv(timeout=10) == "from a thread"
+        assert ws.recv(timeout=10) == "broadcast from a thread"
 
 
 def test_close_handler_runs_when_the_client_leaves(serve):

@@ -9,7 +9,6 @@ test runs that file unchanged as a process, otherwise the `serve` fixture serves
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,16 +18,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.netutil import reserve_port
 from tether import App as Robyn, WebSocketDisconnect
 
 
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_request_example_runs_as_a_script_with_app_start(tmp_path):
     script = tmp_path / "main.py"
@@ -45,11 +39,11 @@ def test_request_example_runs_as_a_script_with_app_start(tmp_path):
 
         app.start()
     '''))
-    port = free_port()
+    port = reserve_port()
     env = dict(os.environ, TETHER_PORT=str(port))
     process = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while True:
             try:
                 ws = connect(f"ws://127.0.0.1:{port}/web_socket")

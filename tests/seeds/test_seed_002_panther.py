@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from tests.netutil import wait_until
 from tether import App, GenericWebsocket, close_websocket_connection, send_message_to_websocket, status
 
 
@@ -66,8 +67,7 @@ def test_send_message_to_websocket_from_an_http_route_and_a_background_task(serv
 
     server = serve(app)
     with connect(server.ws_url("/ws/book/")) as ws:
-        time.sleep(0.05)
-        connection_id = app.hub.ids()[0]
+        connection_id = wait_until(app.hub.ids, message="the connection in the hub")[0]
         import urllib.request
         request = urllib.request.Request(server.url(f"/push/{connection_id}"), data=b"", method="POST")
         assert urllib.request.urlopen(request).read() == b"pushed"
@@ -95,8 +95,7 @@ def test_close_websocket_connection_from_outside(serve):
     app = App(urls=urls)
     server = serve(app)
     with connect(server.ws_url("/ws/book/")) as ws:
-        time.sleep(0.05)
-        connection_id = app.hub.ids()[0]
+        connection_id = wait_until(app.hub.ids, message="the connection in the hub")[0]
         assert server.call(close_websocket_connection(
             connection_id=connection_id, code=status.WS_1008_POLICY_VIOLATION, reason='')) is True
         with pytest.raises(ConnectionClosed) as info:

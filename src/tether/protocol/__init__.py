@@ -2,19 +2,35 @@
 
 from .errors import HandshakeError, ProtocolError, TetherError
 from .frames import (
-    OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, PROTOCOL_ERROR,
-    FrameParser, encode_close, encode_frame, is_valid_close_code, message_too_big,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    PROTOCOL_ERROR,
+    FrameEvent,
+    FrameParser,
+    encode_close,
+    encode_frame,
+    is_valid_close_code,
+    message_too_big,
     parse_close_payload,
 )
 from .handshake import (
-    accept_headers, accept_key, header_tokens, is_upgrade_request, origin_allowed,
-    select_subprotocol, validate_upgrade,
+    accept_headers,
+    accept_key,
+    header_tokens,
+    is_upgrade_request,
+    origin_allowed,
+    select_subprotocol,
+    validate_upgrade,
 )
 from .masking import ACCELERATED, apply_mask, pure_apply_mask
 
 __all__ = [
     "OP_BINARY", "OP_CLOSE", "OP_CONTINUATION", "OP_PING", "OP_PONG", "OP_TEXT",
-    "PROTOCOL_ERROR", "FrameParser", "ProtocolError", "HandshakeError", "TetherError",
+    "PROTOCOL_ERROR", "FrameEvent", "FrameParser", "ProtocolError", "HandshakeError", "TetherError",
     "encode_close", "encode_frame", "is_valid_close_code", "message_too_big",
     "parse_close_payload", "accept_headers", "accept_key", "header_tokens",
     "is_upgrade_request", "origin_allowed", "select_subprotocol", "validate_upgrade",

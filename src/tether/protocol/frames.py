@@ -1,6 +1,7 @@
 """RFC 6455 framing, sans-I/O: client bytes in, events out; server frames serialized.
 
-`FrameParser.feed(data)` returns a list of `(kind, value)` events in arrival order:
+`FrameParser.feed(data)` returns a list of `(kind, value)` events in arrival order (the
+`FrameEvent` union, tagged by `kind`):
 
 - `(OP_TEXT, str)` / `(OP_BINARY, bytes)`: one complete message (fragments reassembled);
 - `(OP_PING, bytes)` / `(OP_PONG, bytes)`: control frames, possibly between fragments;
@@ -17,9 +18,13 @@ from __future__ import annotations
 
 import codecs
 import struct
+from typing import Any, Final, Literal
 
 from .codes import (
-    WS_1000_NORMAL_CLOSURE, WS_1002_PROTOCOL_ERROR, WS_1005_NO_STATUS_RCVD, WS_1007_INVALID_FRAME_PAYLOAD_DATA,
+    WS_1000_NORMAL_CLOSURE,
+    WS_1002_PROTOCOL_ERROR,
+    WS_1005_NO_STATUS_RCVD,
+    WS_1007_INVALID_FRAME_PAYLOAD_DATA,
     WS_1009_MESSAGE_TOO_BIG,
 )
 from .errors import ProtocolError
@@ -27,17 +32,25 @@ from .masking import apply_mask
 
 __all__ = [
     "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
-    "PROTOCOL_ERROR", "FrameParser", "encode_frame", "encode_close",
+    "PROTOCOL_ERROR", "FrameEvent", "FrameParser", "encode_frame", "encode_close",
     "parse_close_payload", "is_valid_close_code", "message_too_big",
 ]
 
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-PROTOCOL_ERROR = -1
+OP_CONTINUATION: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+PROTOCOL_ERROR: Final = -1
+
+#: One event of `FrameParser.feed`: `(kind, value)`, the kind being OP_TEXT (1), OP_BINARY (2),
+#: OP_PING (9), OP_PONG (10), OP_CLOSE (8) or PROTOCOL_ERROR (-1). A type checker narrows an
+#: event on `event[0] == OP_TEXT`; after `kind, value = event` it cannot relate the two names.
+FrameEvent = (
+    tuple[Literal[1], str] | tuple[Literal[2], bytes] | tuple[Literal[9], bytes] | tuple[Literal[10], bytes]
+    | tuple[Literal[8], tuple[int, str]] | tuple[Literal[-1], ProtocolError]
+)
 
 _DATA_OPCODES = (OP_CONTINUATION, OP_TEXT, OP_BINARY)
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
@@ -113,11 +126,11 @@ class FrameParser:
         self._pending_len = 0
         self._needed = 0
         self._frag_opcode: int | None = None
-        self._frag_parts: list = []
+        self._frag_parts: list[Any] = []  # str pieces (already validated) of a text message, bytes of a binary one
         self._frag_size = 0
-        self._decoder = None
+        self._decoder: codecs.IncrementalDecoder | None = None  # set while a fragmented text message is open
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[FrameEvent]:
         """Parse `data` (any slice of the stream) and return the events it completes."""
         if self.finished:
             return []
@@ -129,7 +142,7 @@ class FrameParser:
             data = b"".join(self._pending)
             self._pending = []
             self._pending_len = 0
-        events: list = []
+        events: list[FrameEvent] = []
         try:
             pos = self._parse(data, events)
         except ProtocolError as exc:
@@ -143,7 +156,7 @@ class FrameParser:
             self._pending_len = len(rest)
         return events
 
-    def _parse(self, data: bytes, events: list) -> int:
+    def _parse(self, data: bytes, events: list[FrameEvent]) -> int:
         """Consume whole frames from `data`; return where the unparsed rest starts."""
         pos = 0
         end = len(data)
@@ -199,23 +212,29 @@ class FrameParser:
                     events.append((OP_CLOSE, parse_close_payload(payload)))
                     self.finished = True
                     return end
-                events.append((opcode, payload))
+                # opcode is OP_PING or OP_PONG (checked against _CONTROL_OPCODES above): mypy sees
+                # an int, and narrowing it to the Literal would cost a comparison per frame.
+                events.append((opcode, payload))  # type: ignore[arg-type]
             else:
                 self._data_frame(opcode, fin, payload, events)
         return pos
 
-    def _data_frame(self, opcode: int, fin: int, payload: bytes, events: list) -> None:
+    def _data_frame(self, opcode: int, fin: int, payload: bytes, events: list[FrameEvent]) -> None:
         if opcode == OP_CONTINUATION:
             if self._frag_opcode is None:
                 raise ProtocolError(WS_1002_PROTOCOL_ERROR, "continuation frame without a message to continue")
             self._frag_size += len(payload)
-            if self._decoder is not None:
-                payload = self._decode(payload, bool(fin))
-            self._frag_parts.append(payload)
+            decoder = self._decoder
+            if decoder is not None:
+                self._frag_parts.append(_decode(decoder, payload, bool(fin)))
+            else:
+                self._frag_parts.append(payload)
             if fin:
                 parts = self._frag_parts
-                message = "".join(parts) if self._frag_opcode == OP_TEXT else b"".join(parts)
-                events.append((self._frag_opcode, message))
+                if self._frag_opcode == OP_TEXT:
+                    events.append((OP_TEXT, "".join(parts)))
+                else:
+                    events.append((OP_BINARY, b"".join(parts)))
                 self._frag_opcode = None
                 self._frag_parts = []
                 self._frag_size = 0
@@ -235,13 +254,15 @@ class FrameParser:
         self._frag_opcode = opcode
         self._frag_size = len(payload)
         if opcode == OP_TEXT:
-            self._decoder = _utf8_decoder("strict")
-            payload = self._decode(payload, False)
-        self._frag_parts = [payload]
+            decoder = self._decoder = _utf8_decoder("strict")
+            self._frag_parts = [_decode(decoder, payload, False)]
+        else:
+            self._frag_parts = [payload]
 
-    def _decode(self, payload: bytes, final: bool) -> str:
-        """Validate UTF-8 fragment by fragment, so an invalid sequence fails fast."""
-        try:
-            return self._decoder.decode(payload, final)
-        except UnicodeDecodeError:
-            raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None
+
+def _decode(decoder: codecs.IncrementalDecoder, payload: bytes, final: bool) -> str:
+    """Validate UTF-8 fragment by fragment, so an invalid sequence fails fast."""
+    try:
+        return decoder.decode(payload, final)
+    except UnicodeDecodeError:
+        raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None

@@ -7,6 +7,7 @@ used when it imports, unless the environment variable ``TETHER_PURE_PYTHON`` is 
 """
 
 import os
+from collections.abc import Callable
 
 __all__ = ["apply_mask", "pure_apply_mask", "ACCELERATED"]
 
@@ -22,11 +23,11 @@ def pure_apply_mask(data: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-apply_mask = pure_apply_mask
+apply_mask: Callable[[bytes, bytes], bytes] = pure_apply_mask
 ACCELERATED = False
 if not os.environ.get("TETHER_PURE_PYTHON"):
     try:
-        from ._mask import apply_mask  # type: ignore[no-redef]  # noqa: F811
+        from ._mask import apply_mask
         ACCELERATED = True
     except ImportError:  # no compiler at install time: the pure path serves
         pass

@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..channel import CLOSED, CLOSING, OPEN, ChannelBase
 from ..protocol import (
-    OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, accept_headers, encode_close,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    accept_headers,
+    encode_close,
     encode_frame,
 )
 from ..protocol.codes import WS_1006_ABNORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
@@ -80,6 +87,10 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
     # -- incoming -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         listener = self.listener
+        # Each event is a `FrameEvent`; `kind` says what `value` is, but a type checker cannot
+        # narrow one unpacked name on the other, so `value` is declared Any here: a bare
+        # declaration compiles to nothing, where a cast() would be a call per read.
+        value: Any
         for kind, value in self._parser.feed(data):
             if kind == OP_TEXT or kind == OP_BINARY:
                 listener.message_received(value)

@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
+
+import httptools
 
 from ..datastructures import Headers
 from ..http import Request, Response, body_allowed
 from ..protocol import HandshakeError, header_tokens, is_upgrade_request, validate_upgrade
-from .flow import WriteFlowControl
 from .channel import NativeChannel
+from .flow import WriteFlowControl
 from .wire import http_response
 
 if TYPE_CHECKING:
     from .state import ServerContext
-
-import httptools
 
 __all__ = ["HttpProtocol"]
 
@@ -49,6 +50,8 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.settings = server.settings
+        # None until connection_made, which asyncio calls before any other method: the
+        # methods that run later assert it for the type checker.
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
@@ -70,7 +73,8 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     # -- connection -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream server's transports (and the TestClient's in-memory one) are Transports.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
@@ -169,6 +173,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             return
         self._queue.append((request, self.parser.should_keep_alive()))
         if len(self._queue) > _MAX_PIPELINED:
+            assert self.transport is not None
             self.transport.pause_reading()
         self._cancel_timer()  # complete: answering it has no deadline (the keep-alive one follows)
         if self._task is None:
@@ -177,10 +182,12 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
     # -- answering ------------------------------------------------------------------------
     async def _process(self) -> None:
         try:
+            transport = self.transport
+            assert transport is not None
             while self._queue:
                 request, keep_alive = self._queue.popleft()
                 if len(self._queue) == _MAX_PIPELINED // 2:
-                    self.transport.resume_reading()
+                    transport.resume_reading()
                 response = await self.server.app.handle_http(request)
                 keep_alive = keep_alive and not self._closing
                 try:
@@ -189,10 +196,10 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
                     # The head is out, so no error response is possible: log, and end the
                     # connection so the client sees a cut-off body instead of waiting.
                     logger.exception("%s %s failed while sending its response", request.method, request.path)
-                    self.transport.close()
+                    transport.close()
                     return
                 if not keep_alive:
-                    self.transport.close()
+                    transport.close()
                     return
         finally:
             self._task = None
@@ -202,10 +209,12 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         headers = response.header_list()
         if not keep_alive:
             headers.append(("Connection", "close"))
+        assert self.transport is not None
         write = self.transport.write
         no_body = not body_allowed(request.method, response.status_code)
+        target = f"{request.path}?{request.query_string}" if request.query_string else request.path
         access_log.info('%s:%s - "%s %s HTTP/%s" %d', *(self.client or ("-", "-")), request.method,
-                        request.path, request.http_version, response.status_code)
+                        target, request.http_version, response.status_code)
         chunks = response.body_chunks()
         try:
             if response.is_streaming:
@@ -230,15 +239,18 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     async def _drain(self) -> None:
         waiter = self.writable()
-        if waiter is not None and not self.transport.is_closing():
-            await waiter
+        if waiter is not None:
+            assert self.transport is not None
+            if not self.transport.is_closing():
+                await waiter
 
-    def _respond_error(self, error: _RequestError, headers: list[tuple[str, str]] = ()) -> None:
+    def _respond_error(self, error: _RequestError, headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer a request that cannot be served, then close the connection."""
         body = (error.message + "\n").encode("utf-8")
         head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
                 ("Connection", "close"), *headers]
-        access_log.info('%s:%s - bad request: %d %s', *(self.client or ("-", "-")), error.status, error.message)
+        access_log.warning('%s:%s - refused %d: %s', *(self.client or ("-", "-")), error.status, error.message)
+        assert self.transport is not None
         self.transport.write(http_response(error.status, head, body))
         self.transport.close()
 
@@ -251,6 +263,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             self._respond_error(_RequestError(exc.status, exc.message), exc.headers)
             return
         self._cancel_timer()
+        assert self.transport is not None
         self.transport.pause_reading()
         self.server.connections.discard(self)  # the channel tracks itself once accepted
         channel = NativeChannel(self.server, self.transport, key, leftover)

@@ -8,20 +8,33 @@ picks the style from what the user registered, so `@app.websocket(path)` takes a
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-__all__ = ["adapt"]
+if TYPE_CHECKING:
+    from ..websocket_connection import WebSocket
+
+__all__ = ["Session", "adapt"]
 
 
-def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Any:
+class Session(Protocol):
+    """What every style produces: serves one core connection, from accepting (or refusing)
+    it to its end. `is_tether_session` marks one, so `adapt` and `Router.add_route` pass it
+    through as it is."""
+
+    is_tether_session: bool
+
+    def __call__(self, connection: WebSocket, /) -> Awaitable[None]: ...
+
+
+def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Session:
     """The session for `handler`, whichever style it is written in."""
     from .classes import ClassEndpoint, GenericWebsocket
     from .function import FunctionEndpoint
     from .generator import GeneratorEndpoint
 
     if getattr(handler, "is_tether_session", False):  # already adapted (@websocket, @with_websocket...)
-        return handler
+        return cast("Session", handler)  # the mark is what makes a session: it is one
     if isinstance(handler, type):
         if issubclass(handler, GenericWebsocket):
             return ClassEndpoint(handler, path)

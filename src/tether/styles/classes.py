@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ..encoding import Data
 from ..exceptions import WebSocketDisconnect
 from ..hub import Hub
 from ..params import Resolver
@@ -40,11 +41,13 @@ class GenericWebsocket(ConnectionView):
         """The connection's id, for `send_message_to_websocket` / `close_websocket_connection`."""
         return self.connection.id
 
-    async def connect(self, **path_variables: Any) -> None:
+    # `*args: Any, **path_variables: Any` lets a subclass declare its own parameters
+    # (`connect(self, book_id: int)`) without a type checker calling it an incompatible override.
+    async def connect(self, *args: Any, **path_variables: Any) -> None:
         """Validate the connection and `accept()` it; the default accepts everyone."""
         await self.accept()
 
-    async def receive(self, data: str | bytes) -> None:
+    async def receive(self, data: Data) -> None:
         """Called with each message (str for text, bytes for binary)."""
 
     async def disconnect(self, code: int, reason: str) -> None:
@@ -67,6 +70,7 @@ class ClassEndpoint:
     """The session of a `GenericWebsocket` subclass registered on a route."""
 
     is_tether_session = True
+    style = "class"  # shown by `tether routes`
 
     def __init__(self, cls: type[GenericWebsocket], path: str) -> None:
         self.cls = cls

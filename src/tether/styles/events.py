@@ -24,13 +24,15 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..params import call_maybe_async
 from ..websocket_connection import WebSocket as Connection
 from ._common import ConnectionView, send_reply
 
 __all__ = ["EventWebSocket", "EventConnection", "Dependencies", "dependencies_of"]
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 EVENTS = ("connect", "message", "close")
 _SLOTS = ("ws", "msg", "global_dependencies", "router_dependencies")
@@ -115,6 +117,7 @@ class EventWebSocket:
     """`WebSocket(app, path)`: registers an event-style endpoint on `app` (or a Router)."""
 
     is_tether_session = True
+    style = "events"  # shown by `tether routes`
 
     def __init__(self, app: _Registrar, path: str) -> None:
         self.app = app
@@ -123,12 +126,12 @@ class EventWebSocket:
         self.dependencies = Dependencies()
         app.add_websocket_route(path, self)
 
-    def on(self, event: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: `func` handles "connect", "message" or "close"."""
+    def on(self, event: str) -> Callable[[_Handler], _Handler]:
+        """Decorator: `func` handles "connect", "message" or "close"; it is returned as it is."""
         if event not in EVENTS:
             raise ValueError(f"WebSocket {self.path!r}: unknown event {event!r}; use one of {', '.join(EVENTS)}")
 
-        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        def decorator(func: _Handler) -> _Handler:
             self.handlers[event] = (func, _plan(func, self.path, event))
             return func
         return decorator
@@ -166,4 +169,5 @@ class EventWebSocket:
         async for message in connection:
             await send_reply(connection, await self._fire("message", context, message))
             if ws._close_requested:
-                break
+                # mypy keeps the check above (False) across the awaited handler, which may call ws.close().
+                break  # type: ignore[unreachable]

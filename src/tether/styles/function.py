@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from ..params import Resolver
 from ..protocol import select_subprotocol
@@ -20,11 +20,14 @@ from ._common import send_reply
 
 __all__ = ["FunctionEndpoint"]
 
+_Callback = TypeVar("_Callback", bound=Callable[..., Any])
+
 
 class FunctionEndpoint:
     """A function handler registered on a route, with its optional callbacks."""
 
     is_tether_session = True
+    style = "function"  # shown by `tether routes`
 
     def __init__(self, func: Callable[..., Any], path: str, subprotocols: Iterable[str] = ()) -> None:
         self.path = path
@@ -34,12 +37,12 @@ class FunctionEndpoint:
         self.close: Resolver | None = None
         functools.update_wrapper(self, func)
 
-    def on_connect(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def on_connect(self, func: _Callback) -> _Callback:
         """Decorator: `func(websocket, **params)` runs once accepted; its return value is sent first."""
         self.connect = Resolver(func, self.path, skip=1)
         return func
 
-    def on_close(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def on_close(self, func: _Callback) -> _Callback:
         """Decorator: `func(websocket, **params)` runs exactly once when the connection closes."""
         self.close = Resolver(func, self.path, skip=1)
         return func

@@ -17,19 +17,27 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, overload
 
+from ..encoding import Data
+from ..params import call_maybe_async
 from ..protocol.codes import WS_1000_NORMAL_CLOSURE
 from ..websocket_connection import WebSocket
-from ..params import call_maybe_async
 
 __all__ = ["websocket", "ws_send", "ws_close", "ws_accept", "GeneratorEndpoint"]
 
+#: The handler: `async def handler(scope, receiver)` yielding `ws_send(...)` / `ws_close(...)` dicts.
+Handler = Callable[[dict[str, Any], AsyncIterator[Data]], AsyncIterator[dict[str, Any]]]
+#: `on_connect(scope)`, `on_disconnect(scope)`, `on_close(scope)`: sync or async.
+Callback = Callable[[dict[str, Any]], Any]
 
-def ws_send(data: str | bytes) -> dict[str, Any]:
+
+def ws_send(data: Data) -> dict[str, Any]:
     """The message dict that sends `data` (text for str, binary for bytes)."""
-    return {"type": "websocket.send", "text": data} if isinstance(data, str) else {"type": "websocket.send", "bytes": data}
+    if isinstance(data, str):
+        return {"type": "websocket.send", "text": data}
+    return {"type": "websocket.send", "bytes": data}
 
 
 def ws_close(code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> dict[str, Any]:
@@ -46,9 +54,10 @@ class GeneratorEndpoint:
     """The session of an async-generator handler and its optional callbacks."""
 
     is_tether_session = True
+    style = "generator"  # shown by `tether routes`
 
-    def __init__(self, handler: Callable[..., Any], on_connect: Callable[..., Any] | None = None,
-                 on_disconnect: Callable[..., Any] | None = None, on_close: Callable[..., Any] | None = None) -> None:
+    def __init__(self, handler: Handler, on_connect: Callback | None = None,
+                 on_disconnect: Callback | None = None, on_close: Callback | None = None) -> None:
         if not inspect.isasyncgenfunction(handler):
             raise TypeError(f"@websocket needs an async generator function (async def ... yield), "
                             f"got {getattr(handler, '__qualname__', handler)!r}")
@@ -98,8 +107,16 @@ class GeneratorEndpoint:
             await call_maybe_async(self.on_close, connection.scope)
 
 
-def websocket(handler: Callable[..., Any] | None = None, *, on_connect: Callable[..., Any] | None = None,
-              on_disconnect: Callable[..., Any] | None = None, on_close: Callable[..., Any] | None = None) -> Any:
+@overload
+def websocket(handler: Handler, /) -> GeneratorEndpoint: ...
+@overload
+def websocket(handler: None = None, *, on_connect: Callback | None = None, on_disconnect: Callback | None = None,
+              on_close: Callback | None = None) -> Callable[[Handler], GeneratorEndpoint]: ...
+
+
+def websocket(handler: Handler | None = None, *, on_connect: Callback | None = None,
+              on_disconnect: Callback | None = None,
+              on_close: Callback | None = None) -> GeneratorEndpoint | Callable[[Handler], GeneratorEndpoint]:
     """Make an async generator a WebSocket handler; bare (`@websocket`) or with callbacks."""
     if handler is None:
         return lambda h: GeneratorEndpoint(h, on_connect, on_disconnect, on_close)

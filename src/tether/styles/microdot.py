@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate
 
-from ..websocket_connection import WebSocket
+from ..encoding import Data
 from ..http import Request
 from ..params import Resolver
+from ..websocket_connection import WebSocket
 
 __all__ = ["with_websocket", "MicrodotWebSocket", "MicrodotEndpoint"]
 
@@ -31,7 +32,7 @@ class MicrodotWebSocket:
     def __init__(self, connection: WebSocket) -> None:
         self.connection = connection
 
-    async def receive(self) -> str | bytes:
+    async def receive(self) -> Data:
         """The next message (str or bytes)."""
         return await self.connection.receive()
 
@@ -44,12 +45,17 @@ class MicrodotWebSocket:
         await self.connection.close()
 
 
+#: A route function: `(request, ws, **path and query parameters)`, sync or async.
+RouteFunction = Callable[Concatenate[Request, MicrodotWebSocket, ...], Any]
+
+
 class MicrodotEndpoint:
     """The session of a function wrapped by `with_websocket`."""
 
     is_tether_session = True
+    style = "microdot"  # shown by `tether routes`
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: RouteFunction) -> None:
         self.params = Resolver(func, getattr(func, "__qualname__", ""), skip=2)
         functools.update_wrapper(self, func)
 
@@ -72,6 +78,6 @@ class MicrodotEndpoint:
             forget()
 
 
-def with_websocket(func: Callable[..., Any]) -> MicrodotEndpoint:
+def with_websocket(func: RouteFunction) -> MicrodotEndpoint:
     """Mark a route function `(request, ws, **path params)` as a WebSocket handler."""
     return MicrodotEndpoint(func)

@@ -1,0 +1,3 @@
+# The C accelerator (_mask.c); masking.py documents it and falls back to pure Python.
+
+def apply_mask(data: bytes, mask: bytes, /) -> bytes: ...
