@@ -34,10 +34,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/ruff check src tests
 
-# The chat page is tested in a real headless Chromium (Debian's package).
+# The chat page is tested in a real headless Chromium (Debian's package); the Redis tests in
+# a real redis-server, and the multi-host tests in network namespaces (iproute2's `ip`).
 test: $(STAMP) lint
 	@command -v chromium >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	@command -v redis-server >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
+	@command -v ip >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2)
 	$(BIN)/python -m pytest -q
 
 # Side by side with the peers (see BENCHMARKS.md); needs ../shared/bench.

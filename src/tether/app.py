@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from .asgi import serve_asgi
+from .backplane import from_url as backplane_from_url
 from .channel import Channel
 from .config import Settings
 from .datastructures import Headers, State
@@ -148,16 +149,22 @@ class App(Router):
     run = start
 
     async def startup(self) -> None:
-        """Bind the hub to the running loop, then run the startup hooks (every road calls
-        this before serving: the native server, the ASGI lifespan, the TestClient)."""
+        """Bind the hub to the running loop, connect its backplane (the `backplane` setting,
+        else `TETHER_BACKPLANE`), then run the startup hooks (every road calls this before
+        serving: the native server, the ASGI lifespan, the TestClient)."""
         self.hub.bind(asyncio.get_running_loop())
+        url = self.settings.backplane or os.environ.get("TETHER_BACKPLANE") or None
+        await self.hub.start(backplane_from_url(url, self.hub.node))
         for hook in self._startup:
             await call_maybe_async(hook)
 
     async def shutdown(self) -> None:
-        """Run the shutdown hooks (after the last connection is served)."""
-        for hook in self._shutdown:
-            await call_maybe_async(hook)
+        """Run the shutdown hooks (after the last connection is served), then leave the cluster."""
+        try:
+            for hook in self._shutdown:
+                await call_maybe_async(hook)
+        finally:
+            await self.hub.stop()
 
     # -- hooks --------------------------------------------------------------------------------
     def on_startup(self, func: _Hook) -> _Hook:

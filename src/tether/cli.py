@@ -61,7 +61,11 @@ def load_app(target: str) -> Any:
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(Settings):
         flag = "--" + field.name.replace("_", "-")
-        if field.name == "allowed_origins":
+        if field.name == "backplane":
+            parser.add_argument(flag, default=None, metavar="URL",
+                                help="share the hub with other processes and hosts: redis://host:6379/0, "
+                                     "rediss://..., unix://... (default: $TETHER_BACKPLANE, else none)")
+        elif field.name == "allowed_origins":
             parser.add_argument(flag, type=lambda v: [o for o in v.split(",") if o], default=None,
                                 help="comma-separated browser origins allowed besides the server's own ('*': all)")
         else:

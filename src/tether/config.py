@@ -26,6 +26,10 @@ class Settings:
       HTTP connection.
     - `loop_lag_warning`: log a WARNING naming the handler when the event loop was blocked
       longer than this many seconds (native server; 0 disables the watchdog).
+    - `backplane`: how the hub reaches other processes and hosts: None (this process only;
+      the `TETHER_BACKPLANE` environment variable is used when set), `redis://host:6379/0`,
+      `rediss://...` (TLS), `unix:///path/redis.sock`, or `memory://NAME` (Apps of one
+      process; for tests). See docs/scaling.md.
     """
 
     max_message_size: int = 1 << 20
@@ -41,6 +45,7 @@ class Settings:
     close_timeout: float = 5.0
     keepalive_timeout: float = 5.0
     loop_lag_warning: float = 0.25
+    backplane: str | None = None
 
     @classmethod
     def names(cls) -> list[str]:

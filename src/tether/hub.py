@@ -8,24 +8,41 @@ from another thread they are handed to the loop and return immediately.
 
 The core `WebSocket` keeps the registry true: it calls `register` when accepted,
 `unregister` on every close path, and `join`/`leave` for rooms.
+
+With a cluster backplane (`tether.backplane`, e.g. Redis) every delivery also reaches the
+other nodes: local members get a message at once, then one envelope (the message encoded
+once) is published on the path's or room's channel, or on the holding node's inbox for
+`send_to`/`close` (a connection id names its node). A node subscribes only to the paths
+and rooms it has members of, and builds each frame once for all its local members.
+Presence (`join(room, info)`, `presence(room)`, `on_presence(listener)`) and `count()` are
+cluster-wide; `len(hub)`, `ids()`, `members()` and `get()` are this node's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
+import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from .backplane import Backplane, NodeState
+from .backplane.envelope import Kind, decode, encode, new_connection_id, new_node_id, node_of
+from .backplane.memory import LocalBackplane
 from .channel import Channel
-from .encoding import encode_message
+from .encoding import compact_json, encode_message
 from .exceptions import InvalidState
 from .protocol import encode_frame
 from .protocol.codes import WS_1000_NORMAL_CLOSURE
 from .tasks import spawn
 
-__all__ = ["Hub", "Member"]
+__all__ = ["Hub", "Member", "PresenceListener"]
+
+#: `listener(room, joined, left)`: {connection_id: info} of who joined and who left `room`.
+PresenceListener = Callable[[str, dict[str, Any], dict[str, Any]], Any]
 
 
 class Member(Protocol):
@@ -40,6 +57,16 @@ class Member(Protocol):
     def closed(self) -> bool: ...
     def send_nowait(self, data: Any) -> None: ...
     async def close(self, code: int = ..., reason: str = ...) -> None: ...
+
+
+logger = logging.getLogger("tether")
+
+
+async def _logged(awaitable: Awaitable[Any], room: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("presence listener for room %r raised", room)
 
 
 def _excluded(exclude: Any) -> set[str]:
@@ -64,13 +91,56 @@ class Hub:
                 return hub
         return None
 
+    @classmethod
+    def routing(cls, connection_id: str) -> Hub | None:
+        """The hub that holds `connection_id`, else one whose cluster backplane can reach
+        the node holding it (Panther's module-level functions use this)."""
+        holder = cls.holding(connection_id)
+        if holder is not None:
+            return holder
+        node = node_of(connection_id)
+        for hub in list(cls._instances):
+            if hub._cluster and node is not None and node != hub.node:
+                return hub
+        return None
+
     def __init__(self) -> None:
         Hub._instances.add(self)
         self._connections: dict[str, Member] = {}
         self._paths: dict[str, dict[str, Member]] = {}
         self._rooms: dict[str, dict[str, Member]] = {}
+        self._presence: dict[str, dict[str, str]] = {}  # room -> {id: info JSON}, this node's members
+        self._presence_listeners: list[PresenceListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
+        #: 6 random bytes naming this node: the first bytes of every connection id it issues
+        self.node = new_node_id()
+        self.backplane: Backplane = LocalBackplane(self.node)
+        self._cluster = False
+
+    def new_id(self) -> str:
+        """A connection id (a UUID string) that names this node."""
+        return new_connection_id(self.node)
+
+    # -- the backplane -----------------------------------------------------------------------
+    async def start(self, backplane: Backplane) -> None:
+        """Serve through `backplane` (called by `App.startup()`)."""
+        self.backplane = backplane
+        self._cluster = backplane.cluster
+        await backplane.start(self._received, self._members_gone, self._snapshot)
+        if self._cluster:
+            for path in self._paths:
+                backplane.subscribe(backplane.channel("p", path))
+            for room in self._rooms:
+                backplane.subscribe(backplane.channel("r", room))
+
+    async def stop(self) -> None:
+        """Leave the cluster (called by `App.shutdown()`)."""
+        await self.backplane.stop()
+        self._cluster = False
+
+    def _snapshot(self) -> NodeState:
+        return NodeState(len(self._connections), {room: dict(members) for room, members in self._presence.items()})
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Record the loop that owns the connections; call from that loop's thread
@@ -87,7 +157,14 @@ class Hub:
     def register(self, ws: Member) -> None:
         """Add an accepted connection."""
         self._connections[ws.id] = ws
-        self._paths.setdefault(ws.path, {})[ws.id] = ws
+        peers = self._paths.get(ws.path)
+        if peers is None:
+            peers = self._paths[ws.path] = {}
+            if self._cluster:
+                self.backplane.subscribe(self.backplane.channel("p", ws.path))
+        peers[ws.id] = ws
+        if self._cluster:
+            self.backplane.connections_changed(1)
 
     def unregister(self, ws: Member) -> None:
         """Remove a connection from the registry and every room (idempotent)."""
@@ -98,24 +175,79 @@ class Hub:
             peers.pop(ws.id, None)
             if not peers:
                 del self._paths[ws.path]
+                if self._cluster:
+                    self.backplane.unsubscribe(self.backplane.channel("p", ws.path))
         for room in list(ws.rooms):
             self.leave(ws, room)
+        if self._cluster:
+            self.backplane.connections_changed(-1)
 
-    def join(self, ws: Member, room: str) -> None:
-        """Make an open connection a member of `room`; InvalidState if it is not open."""
+    def join(self, ws: Member, room: str, info: Any = None) -> Awaitable[None] | None:
+        """Make an open connection a member of `room`, with presence `info` (any JSON-able
+        value); InvalidState if it is not open. Returns an awaitable when the cluster
+        subscription to the room is still being made (`WebSocket.join` awaits it, so that
+        nothing published to the room afterwards is missed), else None."""
         if ws.id not in self._connections:
             raise InvalidState(f"connection {ws.id} is not open: it cannot join room {room!r}")
-        self._rooms.setdefault(room, {})[ws.id] = ws
+        info_json = compact_json(info)
+        members = self._rooms.get(room)
+        waiting = None
+        if members is None:
+            members = self._rooms[room] = {}
+            if self._cluster:
+                waiting = self.backplane.subscribe(self.backplane.channel("r", room))
+        members[ws.id] = ws
         ws.rooms.add(room)
+        self._presence.setdefault(room, {})[ws.id] = info_json
+        if self._cluster:
+            self.backplane.presence_join(room, ws.id, info_json)
+        self._presence_changed(room, {ws.id: info}, {})
+        return waiting
 
     def leave(self, ws: Member, room: str) -> None:
         """Remove a connection from `room` (nothing happens if it was not a member)."""
         ws.rooms.discard(room)
         members = self._rooms.get(room)
-        if members is not None:
-            members.pop(ws.id, None)
-            if not members:
-                del self._rooms[room]
+        if members is None or members.pop(ws.id, None) is None:
+            return
+        if not members:
+            del self._rooms[room]
+            if self._cluster:
+                self.backplane.unsubscribe(self.backplane.channel("r", room))
+        present = self._presence.get(room, {})
+        info_json = present.pop(ws.id, "null")
+        if not present:
+            self._presence.pop(room, None)
+        if self._cluster:
+            self.backplane.presence_leave(room, ws.id)
+        self._presence_changed(room, {}, {ws.id: json.loads(info_json)})
+
+    # -- presence ------------------------------------------------------------------------------
+    def on_presence(self, listener: PresenceListener) -> PresenceListener:
+        """Call `listener(room, joined, left)` (sync or async) on every join and leave, with
+        {connection_id: info} dicts. Each change is reported once in the cluster: on the node
+        where it happened, or, for the members of a node that crashed, on the node that
+        removed them (within 3 backplane heartbeats). Usable as a decorator."""
+        self._presence_listeners.append(listener)
+        return listener
+
+    async def presence(self, room: str) -> dict[str, Any]:
+        """{connection_id: info} for every member of `room` on every node."""
+        if not self._cluster:
+            return {key: json.loads(value) for key, value in self._presence.get(room, {}).items()}
+        return {key: json.loads(value) for key, value in (await self.backplane.presence(room)).items()}
+
+    def _presence_changed(self, room: str, joined: dict[str, Any], left: dict[str, Any]) -> None:
+        for listener in list(self._presence_listeners):
+            try:
+                result = listener(room, joined, left)
+                if inspect.isawaitable(result):
+                    spawn(_logged(result, room))
+            except Exception:
+                logger.exception("presence listener for room %r raised", room)
+
+    def _members_gone(self, room: str, gone: dict[str, str]) -> None:
+        self._presence_changed(room, {}, {key: json.loads(value) for key, value in gone.items()})
 
     # -- queries --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -139,17 +271,45 @@ class Hub:
         return list(self._rooms.get(room, ()))
 
     async def count(self) -> int:
-        """How many connections are open."""
-        return len(self._connections)
+        """How many connections are open on every node (`len(hub)`: on this one)."""
+        if not self._cluster:
+            return len(self._connections)
+        return await self.backplane.count()
 
     # -- delivery -------------------------------------------------------------------------
-    @staticmethod
-    def _deliver(targets: dict[str, Member] | None, data: Any, exclude: Any) -> int:
+    def _deliver(self, targets: dict[str, Member] | None, data: Any, exclude: Any) -> int:
         if not targets:
             return 0
         opcode, payload = encode_message(data)
-        frame = encode_frame(opcode, payload)
+        return self._deliver_encoded(targets, opcode, payload, _excluded(exclude))
+
+    def _broadcast_now(self, path: str, data: Any, exclude: Any = None) -> int:
+        if not self._cluster:
+            return self._deliver(self._paths.get(path), data, exclude)
+        return self._deliver_cluster(Kind.BROADCAST, "p", path, self._paths.get(path), data, exclude)
+
+    def _publish_now(self, room: str, data: Any, exclude: Any = None) -> int:
+        if not self._cluster:
+            return self._deliver(self._rooms.get(room), data, exclude)
+        return self._deliver_cluster(Kind.PUBLISH, "r", room, self._rooms.get(room), data, exclude)
+
+    def _deliver_cluster(self, kind: Kind, channel_kind: str, name: str, targets: dict[str, Member] | None,
+                         data: Any, exclude: Any) -> int:
+        """Local members at once, then one envelope for the other nodes."""
+        opcode, payload = encode_message(data)
         skip = _excluded(exclude)
+        sent = self._deliver_encoded(targets, opcode, payload, skip)
+        self.backplane.publish(self.backplane.channel(channel_kind, name),
+                               encode(kind, opcode, self.node, payload, exclude=skip))
+        return sent
+
+    @staticmethod
+    def _deliver_encoded(targets: dict[str, Member] | None, opcode: int, payload: bytes,
+                         skip: set[str] | frozenset[str]) -> int:
+        """Build the frame once and queue the same bytes for every target not skipped."""
+        if not targets:
+            return 0
+        frame = encode_frame(opcode, payload)
         sent = 0
         for ws in list(targets.values()):
             if skip and ws.id in skip:
@@ -158,16 +318,23 @@ class Hub:
                 sent += 1
         return sent
 
-    def _broadcast_now(self, path: str, data: Any, exclude: Any = None) -> int:
-        return self._deliver(self._paths.get(path), data, exclude)
-
-    def _publish_now(self, room: str, data: Any, exclude: Any = None) -> int:
-        return self._deliver(self._rooms.get(room), data, exclude)
+    def _remote_node(self, connection_id: str) -> bytes | None:
+        """The other node holding `connection_id`, when a cluster backplane can reach it."""
+        if not self._cluster:
+            return None
+        node = node_of(connection_id)
+        return node if node is not None and node != self.node else None
 
     def _send_to_now(self, connection_id: str, data: Any) -> bool:
         ws = self._connections.get(connection_id)
         if ws is None or ws.closed:
-            return False
+            node = self._remote_node(connection_id)
+            if node is None:
+                return False
+            opcode, payload = encode_message(data)
+            self.backplane.publish(self.backplane.channel("n", node.hex()),
+                                   encode(Kind.SEND, opcode, self.node, payload, target=connection_id))
+            return True
         ws.send_nowait(data)
         return True
 
@@ -175,6 +342,41 @@ class Hub:
         ws = self._connections.get(connection_id)
         if ws is not None:
             spawn(ws.close(code, reason))
+        else:
+            self._close_remote(connection_id, code, reason)
+
+    def _close_remote(self, connection_id: str, code: int, reason: str) -> bool:
+        node = self._remote_node(connection_id)
+        if node is None:
+            return False
+        self.backplane.publish(self.backplane.channel("n", node.hex()),
+                               encode(Kind.CLOSE, 0, self.node, reason.encode("utf-8"), target=connection_id,
+                                      code=code))
+        return True
+
+    def _received(self, channel: str, data: bytes) -> None:
+        """What another node published on a channel we subscribed (the backplane calls it)."""
+        try:
+            envelope = decode(data)
+        except ValueError as exc:
+            logger.warning("backplane: dropped a malformed message on %s: %s", channel, exc)
+            return
+        if envelope.origin == self.node:
+            return  # our own publish: local members had it at once
+        kind = envelope.kind
+        if kind is Kind.BROADCAST or kind is Kind.PUBLISH:
+            name = channel[len(self.backplane.prefix) + 3:]  # "<prefix>:p:<name>"
+            targets = self._paths.get(name) if kind is Kind.BROADCAST else self._rooms.get(name)
+            self._deliver_encoded(targets, envelope.opcode, envelope.payload, envelope.exclude)
+        elif kind is Kind.SEND:
+            ws = self._connections.get(envelope.target)
+            if ws is not None:
+                ws.channel.deliver(encode_frame(envelope.opcode, envelope.payload), envelope.opcode,
+                                   envelope.payload)
+        elif kind is Kind.CLOSE:
+            ws = self._connections.get(envelope.target)
+            if ws is not None:
+                spawn(ws.close(envelope.code, envelope.payload.decode("utf-8", "replace")))
 
     async def broadcast(self, path: str, data: Any, exclude: Any = None) -> int:
         """Send `data` to every connection on the concrete `path`; returns how many got it."""
@@ -185,14 +387,16 @@ class Hub:
         return self._publish_now(room, data, exclude)
 
     async def send_to(self, connection_id: str, data: Any) -> bool:
-        """Send `data` to one connection; False when no open connection has that id."""
+        """Send `data` to one connection; False when no open connection has that id (with a
+        cluster backplane: True once it is on its way to the node holding it)."""
         return self._send_to_now(connection_id, data)
 
     async def close(self, connection_id: str, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> bool:
-        """Close one connection by id; False when no open connection has that id."""
+        """Close one connection by id; False when no open connection has that id (with a
+        cluster backplane: True once the close is on its way to the node holding it)."""
         ws = self._connections.get(connection_id)
         if ws is None:
-            return False
+            return self._close_remote(connection_id, code, reason)
         await ws.close(code, reason)
         return True
 

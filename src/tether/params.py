@@ -203,33 +203,25 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any, **kwargs: Any) 
 
 #: Threads of the pool sync HTTP handlers run in (per process; Starlette's limit too).
 SYNC_THREADS = 40
-_pool: ThreadPoolExecutor | None = None
-
-
-def _forget_pool() -> None:
-    global _pool
-    _pool = None  # a forked worker has none of its parent's threads: it starts its own
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+_pool: list[ThreadPoolExecutor] = []  # the pool once started; a forked worker starts its own
+os.register_at_fork(after_in_child=_pool.clear)
 
 
 def is_async_callable(func: Any) -> bool:
     """Whether calling `func` returns a coroutine (`async def`, through partials and `__call__`)."""
     while isinstance(func, functools.partial):
         func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+    return inspect.iscoroutinefunction(func) or (callable(func) and inspect.iscoroutinefunction(func.__call__))
 
 
 async def call_in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a sync `func` in tether's thread pool (`SYNC_THREADS` threads; the caller's context
     variables copied, as `asyncio.to_thread` does) and await its result if it is awaitable.
     The loop serves everything else meanwhile; `hub.*_sync` work from the thread."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="tether-sync")
+    if not _pool:
+        _pool.append(ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="tether-sync"))
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-    result = await asyncio.get_running_loop().run_in_executor(_pool, call)
+    result = await asyncio.get_running_loop().run_in_executor(_pool[0], call)
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -7,9 +7,9 @@ native server starts a `LoopWatchdog` when `loop_lag_warning` (seconds) is above
 - on the loop, a timer ticks every `interval` (0.1 s) and measures how late it woke; a lag
   past the threshold is logged on `tether` at WARNING once the loop runs again;
 - a daemon thread watches the tick's deadline. While the loop is overdue (by half a tick)
-  it reads the loop thread's stack (`sys._current_frames()`) and keeps the
-  outermost frame of user code that tether or asyncio called, with the line it was at: the
-  handler, even an `async def` one, a user's own task or callback. A loop stuck for
+  it reads the loop thread's stack (`sys._current_frames()`) and keeps the outermost frame
+  of user code that tether or asyncio called, with the line it was at (and the innermost
+  frame, when another): the handler, even an `async def` one, a user's own task or callback. A loop stuck for
   `stuck_after` seconds (an endless loop never lets the tick log) is reported by the thread.
 
 Nothing is set or timed around handler calls: the hot path pays nothing. What it costs is a
@@ -19,8 +19,11 @@ timer callback on the loop and a thread waking up every 0.1 s.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import importlib.util
 import logging
 import os
+import selectors
 import sys
 import threading
 import time
@@ -31,8 +34,10 @@ __all__ = ["LoopWatchdog"]
 logger = logging.getLogger("tether")
 
 # Frames of these are the machinery around user code, never the culprit themselves.
-_MACHINERY = tuple(os.path.dirname(module.__file__ or "") + os.sep for module in (asyncio,)) + (
-    os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__, sys.modules["selectors"].__file__ or "")
+_uvloop = importlib.util.find_spec("uvloop")  # uvloop.run() wraps the main coroutine in its own
+_MACHINERY = (*(os.path.dirname(os.path.abspath(path)) + os.sep for path in (
+    __file__, asyncio.__file__, concurrent.futures.__file__, _uvloop and _uvloop.origin) if path),
+    threading.__file__, selectors.__file__)
 
 
 def _is_machinery(frame: FrameType) -> bool:
@@ -121,8 +126,9 @@ class LoopWatchdog:
             overdue = time.monotonic() - due
             if overdue <= self.interval / 2:
                 continue  # sampled from half a tick late: a stall just past the threshold is seen
-            if self._stall != due:
-                self._stall, self._culprits = due, {}
+            if self._stall != due:  # a new stall: the tick reads _stall, then _culprits
+                self._culprits = {}
+                self._stall = due
             if len(self._culprits) < 3:
                 found = self._find_culprit()
                 if found is not None:

@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -56,7 +55,7 @@ class WebSocket(HTTPConnection):
         channel.attach(self)
         self.hub = hub
         self._loop = channel.loop
-        self.id = str(uuid.uuid4())
+        self.id = hub.new_id()  # a UUID naming the node that holds it
         self.path = path
         self.query_string = query_string
         self.headers = headers if headers is not None else Headers()
@@ -292,9 +291,13 @@ class WebSocket(HTTPConnection):
         return await self.hub.broadcast(self.path, data, exclude=exclude)
 
     # -- rooms --------------------------------------------------------------------------
-    async def join(self, room: str) -> None:
-        """Become a member of `room` (left automatically when the connection closes)."""
-        self.hub.join(self, room)
+    async def join(self, room: str, info: Any = None) -> None:
+        """Become a member of `room` (left automatically when the connection closes), with
+        `info` (any JSON-able value) as this member's presence. With a cluster backplane it
+        returns once the node hears the room, so nothing published to it afterwards is missed."""
+        waiting = self.hub.join(self, room, info)
+        if waiting is not None:
+            await waiting
 
     async def leave(self, room: str) -> None:
         """Stop being a member of `room` (nothing happens if it was not one)."""

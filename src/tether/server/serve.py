@@ -449,6 +449,11 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1
         _error(f"tether: could not load the TLS certificate or key: {_cause(exc)}")
         sys.exit(1)
     if workers > 1:
+        if not (app.settings.backplane or os.environ.get("TETHER_BACKPLANE")):
+            logger.warning("tether: --workers %d without a backplane: each worker has its own hub, so a "
+                           "broadcast reaches only the clients of the worker that sent it and send_to() finds "
+                           "only that worker's connections; share one hub with --backplane redis://HOST:6379/0 "
+                           "(see docs/scaling.md)", workers)
         status = _supervise(app, host, port, context, workers)
         if status:
             sys.exit(status)

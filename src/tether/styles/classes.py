@@ -98,11 +98,12 @@ class ClassEndpoint:
 
 
 async def send_message_to_websocket(connection_id: str, data: Any) -> bool:
-    """Send `data` to the connection with this id, whichever App in this process holds it.
+    """Send `data` to the connection with this id, whichever App in this process holds it
+    (with a backplane: whichever node of the cluster).
 
     Returns False when no open connection has that id. Safe from any thread's event loop.
     """
-    hub = Hub.holding(connection_id)
+    hub = Hub.routing(connection_id)
     if hub is None:
         return False
     hub.send_to_sync(connection_id, data)
@@ -111,8 +112,9 @@ async def send_message_to_websocket(connection_id: str, data: Any) -> bool:
 
 async def close_websocket_connection(connection_id: str, code: int = WS_1000_NORMAL_CLOSURE,
                                      reason: str = "") -> bool:
-    """Close the connection with this id, whichever App in this process holds it."""
-    hub = Hub.holding(connection_id)
+    """Close the connection with this id, whichever App in this process holds it (with a
+    backplane: whichever node of the cluster)."""
+    hub = Hub.routing(connection_id)
     if hub is None:
         return False
     hub.close_sync(connection_id, code, reason)

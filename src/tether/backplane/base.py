@@ -1,0 +1,109 @@
+"""The seam between the hub and whatever carries messages between nodes.
+
+A node is one process serving connections. The hub hands its backplane what must reach
+other nodes as channel + envelope bytes (`tether.backplane.envelope`) and gets back, through
+the `receive(channel, data)` callback given to `start`, what other nodes published on the
+channels it subscribed. A backplane never imports the hub: the hub's side of the contract is
+the three callbacks of `start`.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Backplane", "BackplaneState", "NodeState", "Receive", "MembersGone", "Snapshot"]
+
+#: `receive(channel, envelope)`: a message another node published on a channel we subscribed.
+Receive = Callable[[str, bytes], None]
+#: `members_gone(room, {connection_id: info_json})`: members of a crashed node, removed.
+MembersGone = Callable[[str, dict[str, str]], None]
+
+
+@dataclass
+class NodeState:
+    """What this node holds, for a backplane to write again after an outage."""
+
+    connections: int = 0
+    presence: dict[str, dict[str, str]] = field(default_factory=dict)  # room -> {id: info_json}
+
+
+#: `snapshot()`: this node's current NodeState.
+Snapshot = Callable[[], NodeState]
+
+
+class BackplaneState(enum.StrEnum):
+    """Where a backplane is; `app.hub.backplane.state`."""
+
+    LOCAL = "local"            #: one process, nothing to reach
+    CONNECTING = "connecting"  #: started, not yet connected
+    UP = "up"                  #: cluster delivery works
+    DOWN = "down"              #: unreachable: local delivery only, cluster messages counted as lost
+    STOPPED = "stopped"
+
+
+class Backplane(ABC):
+    """What the hub is handed. `cluster` is False for a backplane with no other node, so the
+    hub skips every cluster step (the single-process path pays nothing for the seam)."""
+
+    cluster: bool = True
+    state: BackplaneState = BackplaneState.CONNECTING
+    #: cluster messages that could not be sent since start (never raised into a handler)
+    lost: int = 0
+    #: how many times the backplane went down since start
+    outages: int = 0
+
+    #: what every channel and key name starts with
+    prefix: str = "tether"
+
+    def __init__(self, node: bytes) -> None:
+        self.node = node
+
+    def channel(self, kind: str, name: str) -> str:
+        """The channel (or key) of `kind` ("p" path, "r" room, "n" node inbox...) for `name`."""
+        return f"{self.prefix}:{kind}:{name}"
+
+    @abstractmethod
+    async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:
+        """Connect and start delivering; returns once up (or once it has tried: a backplane
+        that cannot connect keeps trying in the background, DOWN meanwhile)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Remove this node's entries and disconnect."""
+
+    @abstractmethod
+    def publish(self, channel: str, data: bytes) -> None:
+        """Send `data` to every node subscribed to `channel`, in call order; never blocks
+        and never raises (what cannot be sent is counted in `lost`)."""
+
+    @abstractmethod
+    def subscribe(self, channel: str) -> Awaitable[None] | None:
+        """Start receiving `channel`. Returns an awaitable that resolves once the
+        subscription is in force (None when it already is, or the backplane is down)."""
+
+    @abstractmethod
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving `channel`."""
+
+    @abstractmethod
+    def presence_join(self, room: str, connection_id: str, info: str) -> None:
+        """Record a member of `room` held by this node (`info` is JSON text)."""
+
+    @abstractmethod
+    def presence_leave(self, room: str, connection_id: str) -> None:
+        """Forget a member of `room` held by this node."""
+
+    @abstractmethod
+    async def presence(self, room: str) -> dict[str, str]:
+        """{connection_id: info JSON} of every member of `room` on every live node."""
+
+    @abstractmethod
+    def connections_changed(self, delta: int) -> None:
+        """This node holds `delta` more (or fewer) connections."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """Connections held by every live node."""

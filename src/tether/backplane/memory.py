@@ -1,0 +1,120 @@
+"""In-process backplanes: the default one (a single node), and named buses that make several
+Apps in one process behave as nodes of one cluster (`memory://NAME`; useful in tests).
+
+A named bus delivers a publish on the next loop turn, as a broker would, and never to the
+node that published it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
+
+__all__ = ["LocalBackplane", "MemoryBus", "MemoryBackplane"]
+
+
+class LocalBackplane(Backplane):
+    """The default: one process, no other node (`cluster` is False: the hub never calls
+    the cluster methods, so they do nothing)."""
+
+    cluster = False
+    state = BackplaneState.LOCAL
+
+    async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    async def stop(self) -> None:
+        self.state = BackplaneState.STOPPED
+
+    def publish(self, channel: str, data: bytes) -> None:
+        pass
+
+    def subscribe(self, channel: str) -> Awaitable[None] | None:
+        return None
+
+    def unsubscribe(self, channel: str) -> None:
+        pass
+
+    def presence_join(self, room: str, connection_id: str, info: str) -> None:
+        pass
+
+    def presence_leave(self, room: str, connection_id: str) -> None:
+        pass
+
+    async def presence(self, room: str) -> dict[str, str]:
+        return dict(self._snapshot().presence.get(room, {}))
+
+    def connections_changed(self, delta: int) -> None:
+        pass
+
+    async def count(self) -> int:
+        return self._snapshot().connections
+
+
+class MemoryBus:
+    """What the nodes of one named in-process cluster share."""
+
+    buses: dict[str, MemoryBus] = {}
+
+    @classmethod
+    def named(cls, name: str) -> MemoryBus:
+        if name not in cls.buses:
+            cls.buses[name] = MemoryBus()
+        return cls.buses[name]
+
+    def __init__(self) -> None:
+        self.nodes: list[MemoryBackplane] = []
+
+
+class MemoryBackplane(Backplane):
+    """One node of a named in-process cluster."""
+
+    def __init__(self, node: bytes, bus: MemoryBus) -> None:
+        super().__init__(node)
+        self._bus = bus
+        self._channels: set[str] = set()
+
+    async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:
+        self._receive, self._snapshot = receive, snapshot
+        self._loop = asyncio.get_running_loop()
+        self._bus.nodes.append(self)
+        self.state = BackplaneState.UP
+
+    async def stop(self) -> None:
+        if self in self._bus.nodes:
+            self._bus.nodes.remove(self)
+        self.state = BackplaneState.STOPPED
+
+    def publish(self, channel: str, data: bytes) -> None:
+        for node in self._bus.nodes:
+            if node is not self and channel in node._channels:
+                node._loop.call_soon_threadsafe(node._receive, channel, data)
+
+    def subscribe(self, channel: str) -> Awaitable[None] | None:
+        self._channels.add(channel)
+        return None
+
+    def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    def presence_join(self, room: str, connection_id: str, info: str) -> None:
+        pass  # each node's snapshot is the truth; presence() asks them all
+
+    def presence_leave(self, room: str, connection_id: str) -> None:
+        pass
+
+    async def presence(self, room: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for node in self._bus.nodes:
+            found.update(node._snapshot().presence.get(room, {}))
+        return found
+
+    def connections_changed(self, delta: int) -> None:
+        pass
+
+    async def count(self) -> int:
+        return sum(node._snapshot().connections for node in self._bus.nodes)
+
+

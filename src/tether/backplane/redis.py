@@ -1,0 +1,423 @@
+"""The Redis backplane: nodes of one cluster meet on a Redis server's pub/sub.
+
+Per process there are two connections: one subscriber, and one command connection on which
+a single writer task sends everything else (publishes, presence and count writes, heartbeats,
+reads) as pipelines of whatever queued up meanwhile: no round trip per message, and FIFO
+into Redis, so messages from one sender reach every node in the order sent.
+
+Channels and keys (prefix `tether` by default, `?prefix=` in the URL):
+
+    {prefix}:p:<path>      pub/sub   broadcasts to a concrete path
+    {prefix}:r:<room>      pub/sub   publishes to a room
+    {prefix}:n:<node>      pub/sub   a node's inbox: send_to / close of its connections, probes
+    {prefix}:nodes         ZSET      node -> last heartbeat (ms)
+    {prefix}:count         HASH      node -> connections it holds
+    {prefix}:p:{<room>}    HASH      connection id -> presence info (JSON), every node's members
+    {prefix}:pn:<node>     SET       rooms where the node has presence entries (for cleanup)
+
+tether supervises both connections itself (redis-py's own retries are off, so that no gap is
+hidden): on an error, a Redis restart, or a subscriber that went deaf (nothing heard for
+`probe` seconds, then a probe through its own inbox unanswered for as long), the backplane is
+DOWN: it closes the connections, reconnects with jittered backoff capped at 1 s, subscribes
+everything again and writes this node's presence and count again. While DOWN, local delivery
+goes on and cluster messages are dropped and counted (`lost`), never queued without bound,
+never raised into a handler; one WARNING is logged when an outage starts and one with the
+count when it ends. A node heartbeats every `heartbeat` seconds (`?heartbeat=` in the URL,
+default 5); a node silent for 3 heartbeats is dead, and the first survivor to notice removes
+its presence entries and reports them as leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
+from .envelope import Kind, encode
+
+__all__ = ["RedisBackplane"]
+
+logger = logging.getLogger("tether.backplane")
+
+_MAX_BATCH = 1024         # commands per pipeline
+_MAX_PENDING = 100_000    # commands queued while the writer is busy; past it, messages are lost
+_BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 1.0
+_READ_TICK = 0.25         # how often an idle subscriber checks its liveness
+
+
+def _redis() -> Any:
+    try:
+        import redis.asyncio as redis_asyncio
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RuntimeError("the Redis backplane needs the redis package: pip install 'tether[redis]'") from None
+    return redis_asyncio
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """(the URL for redis-py, tether's own options from its query string)."""
+    parts = urlsplit(url)
+    ours, theirs = {}, []
+    for key, value in parse_qsl(parts.query):
+        if key in ("prefix", "heartbeat", "probe"):
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(theirs), parts.fragment)), ours
+
+
+class _Deaf(Exception):
+    """The subscriber hears nothing, not even its own probe."""
+
+
+class RedisBackplane(Backplane):
+    """A node of a cluster whose nodes share one Redis server (see the module doc)."""
+
+    def __init__(self, node: bytes, url: str) -> None:
+        super().__init__(node)
+        self.url, options = _split_url(url)
+        self.prefix = options.get("prefix", "tether")
+        self.heartbeat = float(options.get("heartbeat", 5.0))
+        self.probe = float(options.get("probe", 1.0))
+        self.inbox = self.channel("n", node.hex())
+        self._node_name = node.hex()
+        self._channels: set[str] = set()
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._queue: deque[tuple[str, tuple[Any, ...], asyncio.Future[Any] | None, bool]] = deque()
+        self._wakeup = asyncio.Event()
+        self._sub_up = False
+        self._pub_up = False
+        self._pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._down_since: float | None = None
+        self._outage_lost = 0
+        self._probe_token = b""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:
+        self._receive, self._members_gone, self._snapshot = receive, members_gone, snapshot
+        self._loop = asyncio.get_running_loop()
+        self._up = asyncio.Event()
+        self._tasks = [self._loop.create_task(self._supervise(self._listen, "subscriber")),
+                       self._loop.create_task(self._supervise(self._write, "publisher")),
+                       self._loop.create_task(self._supervise(self._beat, "heartbeat"))]
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout=2.0)
+        except TimeoutError:
+            logger.warning("tether backplane: Redis at %s is not reachable yet; serving with local delivery "
+                           "only and retrying", self.url)
+
+    async def stop(self) -> None:
+        if self._pub_up:  # leave the cluster tidily: our count and heartbeat go now
+            done = self._loop.create_future()
+            self._command("hdel", (self.channel("count", ""), self._node_name), None, False)
+            self._command("zrem", (self.channel("nodes", ""), self._node_name), done, False)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(done, timeout=1.0)
+        self.state = BackplaneState.STOPPED
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _supervise(self, run: Any, name: str) -> None:
+        """Run `run()` forever: an error of its own is logged and it starts again."""
+        delay = _BACKOFF_FIRST
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._went_down(f"{name}: {type(exc).__name__}: {exc}")
+            if time.monotonic() - started > 2 * _BACKOFF_CAP:
+                delay = _BACKOFF_FIRST  # it had been up: retry quickly
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, _BACKOFF_CAP)
+
+    def _client(self) -> Any:
+        redis_asyncio = _redis()
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        return redis_asyncio.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
+            socket_keepalive=True, health_check_interval=0)
+
+    # -- state -------------------------------------------------------------------------------
+    def _went_down(self, why: str) -> None:
+        was_up = self.state is BackplaneState.UP
+        self._sub_up = self._pub_up = False
+        if self.state is not BackplaneState.STOPPED:
+            self.state = BackplaneState.DOWN
+        self._up.clear()
+        if was_up:
+            self.outages += 1
+            self._down_since = time.monotonic()
+            self._outage_lost = 0
+            logger.warning("tether backplane: Redis lost (%s); local delivery goes on, cluster messages "
+                           "are counted as lost until it is back", why)
+        else:
+            logger.debug("tether backplane: %s", why)
+        for waiter in self._confirmations.values():
+            if not waiter.done():
+                waiter.set_result(None)  # a join does not wait for a Redis that is down
+        self._confirmations.clear()
+
+    def _maybe_up(self) -> None:
+        if not (self._sub_up and self._pub_up) or self.state is BackplaneState.UP:
+            return
+        self.state = BackplaneState.UP
+        self._up.set()
+        if self._down_since is not None:
+            logger.warning("tether backplane: Redis is back after %.1f s; %d cluster message(s) were lost "
+                           "during the outage", time.monotonic() - self._down_since, self._outage_lost)
+            self._down_since = None
+
+    # -- the subscriber ------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        client = self._client()
+        pubsub = client.pubsub()
+        try:
+            channels = [self.inbox, *self._channels]
+            await pubsub.subscribe(*channels)
+            self._pubsub = pubsub
+            await self._read(pubsub, set(channels))
+        finally:
+            self._pubsub = None
+            self._sub_up = False
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(pubsub.aclose(), 1.0)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(client.aclose(), 1.0)
+
+    async def _read(self, pubsub: Any, unconfirmed: set[str]) -> None:
+        loop = self._loop
+        heard = loop.time()
+        probe_sent: float | None = None
+        receive = self._receive
+        while True:
+            message = await pubsub.get_message(timeout=_READ_TICK)
+            now = loop.time()
+            if message is None:
+                if probe_sent is not None:
+                    if now - probe_sent > self.probe:
+                        raise _Deaf(f"no answer to a probe through its own inbox within {self.probe} s")
+                elif now - heard > self.probe and self._pub_up:
+                    self._probe_token = random.randbytes(8)
+                    self._command("publish", (self.inbox, encode(Kind.PROBE, 0, self.node, self._probe_token)),
+                                  None, False)
+                    probe_sent = now
+                continue
+            heard, probe_sent = now, None
+            kind = message["type"]
+            channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+            if kind == "message":
+                data = message["data"]
+                if channel == self.inbox and data[:1] == b"\x05":
+                    continue  # our probe came back: we hear
+                try:
+                    receive(channel, data)
+                except Exception:
+                    logger.exception("tether backplane: delivering a message from %s failed", channel)
+            elif kind == "subscribe":
+                unconfirmed.discard(channel)
+                waiter = self._confirmations.pop(channel, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                if channel == self.inbox and not self._sub_up:
+                    self._sub_up = True
+                    self._maybe_up()
+
+    def subscribe(self, channel: str) -> Awaitable[None] | None:
+        if channel in self._channels:
+            return self._confirmations.get(channel)
+        self._channels.add(channel)
+        pubsub = self._pubsub
+        if pubsub is None or not self._sub_up:
+            return None  # subscribed with everything else when the subscriber reconnects
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._confirmations[channel] = waiter
+        self._loop.create_task(self._send_subscription(pubsub, "subscribe", channel))
+        return waiter
+
+    def unsubscribe(self, channel: str) -> None:
+        if channel not in self._channels:
+            return
+        self._channels.discard(channel)
+        waiter = self._confirmations.pop(channel, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._pubsub is not None and self._sub_up:
+            self._loop.create_task(self._send_subscription(self._pubsub, "unsubscribe", channel))
+
+    async def _send_subscription(self, pubsub: Any, command: str, channel: str) -> None:
+        try:
+            await getattr(pubsub, command)(channel)
+        except Exception as exc:  # the reader sees the broken connection too and reconnects
+            logger.debug("tether backplane: %s %s failed: %s", command, channel, exc)
+
+    # -- the writer ----------------------------------------------------------------------------
+    def _command(self, name: str, args: tuple[Any, ...], result: asyncio.Future[Any] | None,
+                 is_message: bool) -> None:
+        if not self._pub_up or len(self._queue) >= _MAX_PENDING:
+            if is_message:
+                self.lost += 1
+                self._outage_lost += 1
+            if result is not None and not result.done():
+                result.set_exception(ConnectionError("the backplane is down"))
+            return
+        self._queue.append((name, args, result, is_message))
+        self._wakeup.set()
+
+    async def _write(self) -> None:
+        client = self._client()
+        try:
+            await client.ping()
+            self._pub_up = True
+            self._resync()
+            self._maybe_up()
+            while True:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
+                pipe = client.pipeline(transaction=False)
+                for name, args, _, _ in batch:
+                    getattr(pipe, name)(*args)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except Exception:
+                    lost = sum(1 for *_, is_message in batch if is_message)
+                    self.lost += lost
+                    self._outage_lost += lost
+                    for _, _, result, _ in batch:
+                        if result is not None and not result.done():
+                            result.set_exception(ConnectionError("the backplane went down"))
+                    raise
+                for (_, _, result, _), value in zip(batch, results, strict=True):
+                    if result is not None and not result.done():
+                        if isinstance(value, Exception):
+                            result.set_exception(value)
+                        else:
+                            result.set_result(value)
+        finally:
+            self._pub_up = False
+            self._fail_queue()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(client.aclose(), 1.0)
+
+    def _fail_queue(self) -> None:
+        while self._queue:
+            _, _, result, is_message = self._queue.popleft()
+            if is_message:
+                self.lost += 1
+                self._outage_lost += 1
+            if result is not None and not result.done():
+                result.set_exception(ConnectionError("the backplane went down"))
+
+    def _resync(self) -> None:
+        """Write this node's count, heartbeat and presence again (after a start or an outage;
+        Redis may have restarted empty)."""
+        state = self._snapshot()
+        self._command("zadd", (self.channel("nodes", ""), {self._node_name: _now_ms()}), None, False)
+        self._command("hset", (self.channel("count", ""), self._node_name, state.connections), None, False)
+        for room, members in state.presence.items():
+            if members:
+                self._command("hset", (self._presence_key(room), None, None, members), None, False)
+                self._command("sadd", (self.channel("pn", self._node_name), room), None, False)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        """Run one command through the writer's connection and return its reply."""
+        result: asyncio.Future[Any] = self._loop.create_future()
+        self._command(name, args, result, False)
+        return await result
+
+    # -- messages, presence, counts --------------------------------------------------------------
+    def publish(self, channel: str, data: bytes) -> None:
+        self._command("publish", (channel, data), None, True)
+
+    def _presence_key(self, room: str) -> str:
+        return f"{self.prefix}:p:{{{room}}}"
+
+    def presence_join(self, room: str, connection_id: str, info: str) -> None:
+        self._command("hset", (self._presence_key(room), connection_id, info), None, False)
+        self._command("sadd", (self.channel("pn", self._node_name), room), None, False)
+
+    def presence_leave(self, room: str, connection_id: str) -> None:
+        self._command("hdel", (self._presence_key(room), connection_id), None, False)
+
+    async def presence(self, room: str) -> dict[str, str]:
+        try:
+            entries = await self._call("hgetall", self._presence_key(room))
+            live = await self._live_nodes()
+        except ConnectionError:
+            return dict(self._snapshot().presence.get(room, {}))  # down: what this node knows
+        return {key.decode(): value.decode() for key, value in entries.items()
+                if key.decode().replace("-", "")[:12] in live}
+
+    def connections_changed(self, delta: int) -> None:
+        self._command("hincrby", (self.channel("count", ""), self._node_name, delta), None, False)
+
+    async def count(self) -> int:
+        try:
+            counts = await self._call("hgetall", self.channel("count", ""))
+            live = await self._live_nodes()
+        except ConnectionError:
+            return self._snapshot().connections
+        return sum(int(value) for key, value in counts.items() if key.decode() in live)
+
+    async def _live_nodes(self) -> set[str]:
+        cutoff = _now_ms() - int(3000 * self.heartbeat)
+        nodes = await self._call("zrangebyscore", self.channel("nodes", ""), cutoff, "+inf")
+        return {node.decode() for node in nodes} | {self._node_name}
+
+    # -- heartbeat and the cleanup of dead nodes -------------------------------------------------
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if not self._pub_up:
+                continue
+            self._command("zadd", (self.channel("nodes", ""), {self._node_name: _now_ms()}), None, False)
+            await self._bury_the_dead()
+
+    async def _bury_the_dead(self) -> None:
+        """Remove the presence entries and count of nodes silent for 3 heartbeats, reporting
+        their members as gone (once: the first node to take the node's janitor lock does it)."""
+        nodes_key = self.channel("nodes", "")
+        cutoff = _now_ms() - int(3000 * self.heartbeat)
+        try:
+            dead = await self._call("zrangebyscore", nodes_key, "-inf", f"({cutoff}")
+            for raw in dead:
+                node = raw.decode()
+                lock = await self._call("set", self.channel("janitor", node), self._node_name, None, 30_000, True)
+                if not lock:
+                    continue
+                rooms = await self._call("smembers", self.channel("pn", node))
+                for raw_room in rooms:
+                    room = raw_room.decode()
+                    entries = await self._call("hgetall", self._presence_key(room))
+                    gone = {key.decode(): value.decode() for key, value in entries.items()
+                            if key.decode().replace("-", "")[:12] == node}
+                    if gone:
+                        await self._call("hdel", self._presence_key(room), *gone)
+                        self._members_gone(room, gone)
+                await self._call("delete", self.channel("pn", node))
+                await self._call("hdel", self.channel("count", ""), node)
+                await self._call("zrem", nodes_key, node)
+                logger.warning("tether backplane: node %s stopped heartbeating; removed its members from "
+                               "presence", node)
+        except ConnectionError:
+            return
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
