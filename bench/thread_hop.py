@@ -41,7 +41,7 @@ def handler(ws: Any, msg: Any) -> str:
 async def marked(func: Callable[..., Any], *args: Any) -> Any:
     """`call_maybe_async` with a module-level marker set around the call (what a watchdog
     that cannot see the loop thread's stack would need to name a blocking callback)."""
-    global _current
+    global _current  # noqa: PLW0603 (what is timed: two stores of a module global)
     _current = func
     try:
         result = func(*args)
