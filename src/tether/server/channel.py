@@ -53,11 +53,11 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
     also the transport's protocol once the handshake is accepted."""
 
     def __init__(self, server: ServerContext, transport: asyncio.Transport, key: str, leftover: bytes) -> None:
+        WriteFlowControl.__init__(self)
+        ChannelBase.__init__(self, server.loop, server.settings.max_send_buffer)
         self.server = server
-        self.loop = server.loop
         self.transport = transport
         settings = server.settings
-        self.max_send_buffer = settings.max_send_buffer
         self._key = key
         self._leftover = leftover
         self._parser = FrameParser(settings.max_message_size)

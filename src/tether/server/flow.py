@@ -10,8 +10,12 @@ class WriteFlowControl:
     """Mixin for an asyncio.Protocol with a `loop`: `writable()` is None or a future to await."""
 
     loop: asyncio.AbstractEventLoop
-    _write_paused = False
-    _drain_waiter: asyncio.Future[None] | None = None
+
+    def __init__(self) -> None:
+        # Instance attributes, not class defaults: CPython 3.11 specializes loads of an
+        # attribute only when the class has none of that name (own sends read these).
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     def pause_writing(self) -> None:
         self._write_paused = True

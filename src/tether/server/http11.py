@@ -47,6 +47,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
     """One client connection while it speaks HTTP."""
 
     def __init__(self, server: ServerContext) -> None:
+        super().__init__()
         self.server = server
         self.loop = server.loop
         self.settings = server.settings
