@@ -24,6 +24,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,7 @@ class Hub:
         self._loop_thread_id: int | None = None
         #: 6 random bytes naming this node: the first bytes of every connection id it issues
         self.node = new_node_id()
+        self._node_pid = os.getpid()
         self.backplane: Backplane = LocalBackplane(self.node)
         self._cluster = False
 
@@ -144,7 +146,11 @@ class Hub:
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Record the loop that owns the connections; call from that loop's thread
-        (`App.startup()` does)."""
+        (`App.startup()` does). A process that binds a hub it got from its parent (a forked
+        worker) draws a node id of its own, so that no two workers share one."""
+        if self._node_pid != os.getpid():
+            self.node = new_node_id()
+            self._node_pid = os.getpid()
         self._loop = loop
         self._loop_thread_id = threading.get_ident()
 

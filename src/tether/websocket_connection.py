@@ -80,8 +80,10 @@ class WebSocket(HTTPConnection):
         self._closed_by_task: asyncio.Task[Any] | None = None  # whose close() sent the close frame
         #: `time.monotonic()` when the handshake was accepted (None before, or if it never was).
         self.opened_at: float | None = None
-        self._close_callbacks: list[Callable[[], Awaitable[Any]]] = []
-        self._disconnect_callbacks: list[Callable[[], Any]] = []
+        # Made on first registration: most connections have at most one of each (memory per
+        # idle connection counts).
+        self._close_callbacks: list[Callable[[], Awaitable[Any]]] | None = None
+        self._disconnect_callbacks: list[Callable[[], Any]] | None = None
 
     # -- request data -------------------------------------------------------------------
     @property
@@ -313,13 +315,18 @@ class WebSocket(HTTPConnection):
         """Run `await callback()` exactly once when the connection closes, on every path
         (server close, client close, dead peer, shutdown, handler error). When the server
         closes, a non-empty return value is sent as the last message before the close frame."""
+        if self._close_callbacks is None:
+            self._close_callbacks = []
         self._close_callbacks.append(callback)
 
     def on_disconnect(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Call `callback()` at once (synchronously) when the peer closes or vanishes.
         Returns a function that unregisters it."""
-        self._disconnect_callbacks.append(callback)
-        return lambda: self._disconnect_callbacks.remove(callback)
+        if self._disconnect_callbacks is None:
+            self._disconnect_callbacks = []
+        callbacks = self._disconnect_callbacks
+        callbacks.append(callback)
+        return lambda: callbacks.remove(callback)
 
     # -- closing ------------------------------------------------------------------------
     async def close(self, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
@@ -367,7 +374,7 @@ class WebSocket(HTTPConnection):
         self.closed_by = self.closed_by or "client"
         self.hub.unregister(self)
         self._wake(WebSocketDisconnect(code, reason))
-        for callback in list(self._disconnect_callbacks):
+        for callback in list(self._disconnect_callbacks or ()):
             try:
                 callback()
             except Exception:  # one bad callback must not cost the others, nor on_close
@@ -383,7 +390,7 @@ class WebSocket(HTTPConnection):
             waiter.set_exception(exc)
 
     async def _run_close_callbacks(self, send_result: bool) -> None:
-        callbacks, self._close_callbacks = self._close_callbacks, []
+        callbacks, self._close_callbacks = self._close_callbacks or [], None
         for callback in callbacks:
             try:
                 result = await callback()
