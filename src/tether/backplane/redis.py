@@ -137,7 +137,7 @@ class RedisBackplane(Backplane):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._went_down(f"{name}: {type(exc).__name__}: {exc}")
+                self._went_down(name, f"{name}: {type(exc).__name__}: {exc}")
             if time.monotonic() - started > 2 * _BACKOFF_CAP:
                 delay = _BACKOFF_FIRST  # it had been up: retry quickly
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -148,14 +148,23 @@ class RedisBackplane(Backplane):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        return redis_asyncio.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
-            socket_keepalive=True, health_check_interval=0)
+        options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0,
+                                   "health_check_interval": 0}
+        if not self.url.startswith("unix:"):
+            options["socket_keepalive"] = True  # TCP only: a half-open connection is found
+        return redis_asyncio.Redis.from_url(self.url, **options)
 
     # -- state -------------------------------------------------------------------------------
-    def _went_down(self, why: str) -> None:
+    def _went_down(self, part: str, why: str) -> None:
+        """`part` ("subscriber", "publisher", "heartbeat") failed; the other keeps its state."""
         was_up = self.state is BackplaneState.UP
-        self._sub_up = self._pub_up = False
+        if part == "subscriber":
+            self._sub_up = False
+        elif part == "publisher":
+            self._pub_up = False
+        else:
+            logger.warning("tether backplane: %s", why)
+            return
         if self.state is not BackplaneState.STOPPED:
             self.state = BackplaneState.DOWN
         self._up.clear()
@@ -167,16 +176,18 @@ class RedisBackplane(Backplane):
                            "are counted as lost until it is back", why)
         else:
             logger.debug("tether backplane: %s", why)
-        for waiter in self._confirmations.values():
-            if not waiter.done():
-                waiter.set_result(None)  # a join does not wait for a Redis that is down
-        self._confirmations.clear()
+        if part == "subscriber":
+            for waiter in self._confirmations.values():
+                if not waiter.done():
+                    waiter.set_result(None)  # a join does not wait for a Redis that is down
+            self._confirmations.clear()
 
     def _maybe_up(self) -> None:
         if not (self._sub_up and self._pub_up) or self.state is BackplaneState.UP:
             return
         self.state = BackplaneState.UP
         self._up.set()
+        self._resync()  # Redis may have restarted empty, or missed writes while we were down
         if self._down_since is not None:
             logger.warning("tether backplane: Redis is back after %.1f s; %d cluster message(s) were lost "
                            "during the outage", time.monotonic() - self._down_since, self._outage_lost)
@@ -205,6 +216,11 @@ class RedisBackplane(Backplane):
         probe_sent: float | None = None
         receive = self._receive
         while True:
+            connection = pubsub.connection
+            if connection is not None and not connection.is_connected:
+                # redis-py would reconnect and resubscribe silently on the next read, hiding
+                # the gap: treat it as the outage it is.
+                raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
             if message is None:
@@ -283,7 +299,6 @@ class RedisBackplane(Backplane):
         try:
             await client.ping()
             self._pub_up = True
-            self._resync()
             self._maybe_up()
             while True:
                 if not self._queue:
