@@ -136,7 +136,10 @@ class RedisBackplane(Backplane):
                 await run()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except (OSError, TimeoutError, _Deaf, _redis().RedisError) as exc:  # Redis went away
+                self._went_down(name, f"{name}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # a failure of its own: never quiet, and it starts again
+                logger.exception("tether backplane: the %s failed; restarting it", name)
                 self._went_down(name, f"{name}: {type(exc).__name__}: {exc}")
             if time.monotonic() - started > 2 * _BACKOFF_CAP:
                 delay = _BACKOFF_FIRST  # it had been up: retry quickly

@@ -1,0 +1,68 @@
+"""The native server's message path in process, for instruction counts (bench/callgrind_ab.sh).
+
+    python bench/hotpath.py echo N     # one connection echoes N 64-byte messages, 8 per read
+    python bench/hotpath.py bc N       # one sender's N messages broadcast to 200 connections
+
+Bytes go through the real HttpProtocol (upgrade) and the WebSocket channel, with a transport
+that only counts what is written: no socket, no syscall, so `valgrind --tool=callgrind`
+counts the same instructions run after run. Works with any tether revision that has
+tether.server.serve.ServerState and tether.server.http11.HttpProtocol.
+"""
+import asyncio, base64, os, sys, time
+import uvloop
+from tether import App
+from tether.server.serve import ServerState
+from tether.server.http11 import HttpProtocol
+from tether.protocol import encode_frame, OP_TEXT
+
+class T(asyncio.Transport):
+    def __init__(self): super().__init__(); self.out = 0; self.proto = None; self.closing = False
+    def write(self, data): self.out += len(data)
+    def get_write_buffer_size(self): return 0
+    def set_protocol(self, p): self.proto = p
+    def get_protocol(self): return self.proto
+    def pause_reading(self): pass
+    def resume_reading(self): pass
+    def is_closing(self): return self.closing
+    def close(self): self.closing = True
+    def abort(self): self.closing = True
+    def get_extra_info(self, name, default=None): return ("127.0.0.1", 1) if name == "peername" else default
+
+async def main(n, batch, mode):
+    app = App(allowed_origins=["*"])
+    if mode == "echo":
+        @app.websocket("/echo")
+        async def echo(ws):
+            async for m in ws:
+                await ws.send(m)
+    else:
+        @app.websocket("/echo")
+        async def bc(ws):
+            async for m in ws:
+                await ws.broadcast(m)
+    loop = asyncio.get_running_loop()
+    if hasattr(app.hub, "_bind"): app.hub._bind(loop)
+    await app.startup()
+    state = ServerState(app, loop)
+    conns = []
+    nconn = 1 if mode == "echo" else 200
+    for _ in range(nconn):
+        t = T(); p = HttpProtocol(state); t.proto = p; p.connection_made(t)
+        key = base64.b64encode(os.urandom(16)).decode()
+        p.data_received(f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        conns.append(t)
+    for _ in range(20): await asyncio.sleep(0)
+    frame = encode_frame(OP_TEXT, b"x" * 64, mask=b"abcd")
+    chunk = frame * batch
+    t0 = time.perf_counter()
+    sender = conns[0]
+    for i in range(n // batch):
+        sender.proto.data_received(chunk)
+        for _ in range(3): await asyncio.sleep(0)
+    dt = time.perf_counter() - t0
+    total = sum(t.out for t in conns)
+    print(f"{mode} {dt / n * 1e6:.3f} us/msg  out={total}")
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "echo"
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
+uvloop.run(main(N, 8, mode))
