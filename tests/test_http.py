@@ -8,10 +8,18 @@ import aiohttp
 import pytest
 
 import tether
-
 from tether import (
-    App, EventSourceResponse, FileResponse, HTMLResponse, HTTPException, JSONResponse, Request,
-    Response, Router, StreamingResponse, jsonify,
+    App,
+    EventSourceResponse,
+    FileResponse,
+    HTMLResponse,
+    HTTPException,
+    JSONResponse,
+    Request,
+    Response,
+    Router,
+    StreamingResponse,
+    jsonify,
 )
 
 
@@ -179,6 +187,7 @@ def site(serve, tmp_path):
     def guard(request):
         if request.headers.get("x-block"):
             return Response("blocked", status_code=403)
+        return None  # go on to the route
 
     @app.after_request
     def tag(response):

@@ -10,10 +10,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.protocol import (
-    OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, PROTOCOL_ERROR, FrameParser,
-    ProtocolError, encode_close, encode_frame, is_valid_close_code, parse_close_payload, pure_apply_mask,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    PROTOCOL_ERROR,
+    FrameParser,
+    ProtocolError,
+    encode_close,
+    encode_frame,
+    is_valid_close_code,
+    masking,
+    parse_close_payload,
+    pure_apply_mask,
 )
-from tether.protocol import masking
 
 MASK = b"\x01\x02\x03\x04"
 

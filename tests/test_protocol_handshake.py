@@ -3,8 +3,13 @@
 import pytest
 
 from tether.protocol import (
-    HandshakeError, accept_headers, accept_key, is_upgrade_request, origin_allowed,
-    select_subprotocol, validate_upgrade,
+    HandshakeError,
+    accept_headers,
+    accept_key,
+    is_upgrade_request,
+    origin_allowed,
+    select_subprotocol,
+    validate_upgrade,
 )
 
 GOOD = {"host": "example.com", "upgrade": "websocket", "connection": "keep-alive, Upgrade",

@@ -15,8 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tether import App as Robyn, WebSocket, jsonify
-
+from tether import App as Robyn
+from tether import WebSocket, jsonify
 
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
 

@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.netutil import reserve_port
-from tether import App as Robyn, WebSocketDisconnect
-
+from tether import App as Robyn
+from tether import WebSocketDisconnect
 
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
 

@@ -17,7 +17,6 @@ from websockets.sync.client import connect
 
 from tether import App, websocket, ws_accept, ws_close, ws_send
 
-
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
 
 def test_echo_exit_sends_bybye_then_closes_with_1001(serve):

@@ -14,7 +14,6 @@ from websockets.sync.client import connect
 
 from tether import App, with_websocket
 
-
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
 
 def test_echo(serve):
