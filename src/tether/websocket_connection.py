@@ -37,6 +37,7 @@ logger = logging.getLogger("tether")
 access_log = logging.getLogger("tether.access")
 
 _Message = TypeVar("_Message", str, bytes)
+_T = TypeVar("_T")
 
 
 class WebSocket(HTTPConnection):
@@ -205,39 +206,28 @@ class WebSocket(HTTPConnection):
         except ValueError as exc:
             raise ValueError(f"receive_json() got a message that is not JSON: {exc}") from None
 
-    async def iter_text(self) -> AsyncIterator[str]:
+    def iter_text(self) -> AsyncIterator[str]:
         """Yield text messages until the connection closes (Starlette's name); a binary
         message raises TypeError as `receive_text()` does."""
-        try:
-            while True:
-                yield await self.receive_text()
-        except WebSocketDisconnect:
-            return
+        return self._messages(self.receive_text)
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncIterator[bytes]:
         """Yield binary messages until the connection closes (Starlette's name)."""
-        try:
-            while True:
-                yield await self.receive_bytes()
-        except WebSocketDisconnect:
-            return
+        return self._messages(self.receive_bytes)
 
-    async def iter_json(self) -> AsyncIterator[Any]:
+    def iter_json(self) -> AsyncIterator[Any]:
         """Yield messages decoded as JSON until the connection closes (Starlette's name)."""
+        return self._messages(self.receive_json)
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._messages(self.receive)
+
+    @staticmethod
+    async def _messages(receive: Callable[[], Awaitable[_T]]) -> AsyncIterator[_T]:
+        """Yield `await receive()` until the connection closes (the iteration then simply ends)."""
         try:
             while True:
-                yield await self.receive_json()
-        except WebSocketDisconnect:
-            return
-
-    def __aiter__(self) -> AsyncIterator[Data]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Data]:
-        """Yield messages until the connection closes (the iteration then simply ends)."""
-        try:
-            while True:
-                yield await self.receive()
+                yield await receive()
         except WebSocketDisconnect:
             return
 
