@@ -65,6 +65,13 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, default=None, metavar="URL",
                                 help="share the hub with other processes and hosts: redis://host:6379/0, "
                                      "rediss://..., unix://... (default: $TETHER_BACKPLANE, else none)")
+        elif field.name == "permessage_deflate":
+            parser.add_argument(flag, action="store_const", const=True, default=None,
+                                help="negotiate RFC 7692 compression with tether's defaults (default: off)")
+        elif field.name == "slow_client":
+            parser.add_argument(flag, choices=["close", "wait"], default=None,
+                                help="a client past --max-send-buffer: close it 1008, or make sends wait "
+                                     "(default: close)")
         elif field.name == "allowed_origins":
             parser.add_argument(flag, type=lambda v: [o for o in v.split(",") if o], default=None,
                                 help="comma-separated browser origins allowed besides the server's own ('*': all)")

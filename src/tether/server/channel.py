@@ -68,6 +68,8 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
+        # Traffic counters (see `Traffic`): per read and per write, not per frame.
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
 
     # -- handshake ------------------------------------------------------------------------
     def write_accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
@@ -91,7 +93,10 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         # narrow one unpacked name on the other, so `value` is declared Any here: a bare
         # declaration compiles to nothing, where a cast() would be a call per read.
         value: Any
-        for kind, value in self._parser.feed(data):
+        events = self._parser.feed(data)
+        self.bytes_in += len(data)
+        self.messages_in += len(events)
+        for kind, value in events:
             if kind == OP_TEXT or kind == OP_BINARY:
                 listener.message_received(value)
             elif kind == OP_PING:
@@ -124,6 +129,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._out.clear()
+        self.server.traffic.add(self)
         self._release_drain()
         self.ended(WS_1006_ABNORMAL_CLOSURE, "connection lost")
 
@@ -149,10 +155,12 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         if not out:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
+        self.messages_out += len(out)
         out.clear()
         self._out_size = 0
         if self._lost:
             return
+        self.bytes_out += len(data)
         self.transport.write(data)
 
     def drain(self) -> asyncio.Future[None] | None:

@@ -32,6 +32,7 @@ from ..tasks import spawn
 from ..watchdog import LoopWatchdog
 from .batcher import WriteBatcher
 from .http11 import HttpProtocol
+from .state import Traffic
 
 if TYPE_CHECKING:
     from ..types import Application as App
@@ -56,6 +57,7 @@ class ServerState:
         self.loop = loop
         self.batcher = WriteBatcher(loop)
         self.connections: set[Any] = set()
+        self.traffic = Traffic()
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def track(self, task: asyncio.Task[Any]) -> None:

@@ -10,7 +10,25 @@ if TYPE_CHECKING:
     from ..types import Application
     from .batcher import WriteBatcher
 
-__all__ = ["ServerContext"]
+__all__ = ["ServerContext", "Traffic"]
+
+
+class Traffic:
+    """WebSocket traffic counters: each native channel keeps its own (`messages_in`,
+    `bytes_in`, `messages_out`, `bytes_out`; messages include control frames) and adds them
+    here when its connection ends, so a server's total is this plus its open channels'."""
+
+    __slots__ = ("messages_in", "bytes_in", "messages_out", "bytes_out")
+
+    def __init__(self) -> None:
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+
+    def add(self, counters: Any) -> None:
+        """Add the counters of `counters` (a channel, or another Traffic)."""
+        self.messages_in += counters.messages_in
+        self.bytes_in += counters.bytes_in
+        self.messages_out += counters.messages_out
+        self.bytes_out += counters.bytes_out
 
 
 class ServerContext(Protocol):
@@ -21,6 +39,7 @@ class ServerContext(Protocol):
     loop: asyncio.AbstractEventLoop
     batcher: WriteBatcher
     connections: set[Any]
+    traffic: Traffic  #: the counters of connections that ended
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep `task` until it is done; shutdown waits for it."""
