@@ -283,3 +283,167 @@ def test_arbitrary_bytes_only_ever_yield_events_or_a_protocol_error(chunks):
             assert kind in (OP_TEXT, OP_BINARY, OP_PING, OP_PONG, OP_CLOSE, PROTOCOL_ERROR)
             if kind == PROTOCOL_ERROR:
                 assert isinstance(value, ProtocolError) and value.code in (1002, 1007, 1009)
+
+
+# -- partial frames, coalescing, the per-feed frame budget -----------------------------------
+def test_invalid_utf8_fails_fast_inside_a_frame_that_has_not_fully_arrived():
+    # Autobahn 6.4.3/6.4.4: one text frame sent in chunks; the invalid bytes are in the second.
+    valid = "κόσμε".encode()
+    frame = client_frame(OP_TEXT, valid + b"\xf4\x90\x80\x80" + b"rest" * 10)
+    header = 6  # 2 bytes + the mask
+    parser = FrameParser()
+    assert parser.feed(frame[:header + 4]) == []
+    events = parser.feed(frame[header + 4:header + len(valid) + 4])
+    assert error_of(events).code == 1007, "the invalid bytes arrived: fail now, not when the frame ends"
+
+
+def test_a_frame_arriving_byte_by_byte_is_unmasked_across_the_mask_cycle():
+    payload = os.urandom(1000)
+    frame = client_frame(OP_BINARY, payload, mask=os.urandom(4))
+    parser = FrameParser()
+    events = []
+    for i in range(0, len(frame), 7):
+        events += parser.feed(frame[i:i + 7])
+    assert events == [(OP_BINARY, payload)]
+
+
+def test_a_utf8_character_split_between_reads_of_one_frame_is_valid():
+    text = "é" * 50 + "😀" * 50
+    frame = client_frame(OP_TEXT, text.encode())
+    parser = FrameParser()
+    events = []
+    for i in range(0, len(frame), 3):  # every cut lands inside some character
+        events += parser.feed(frame[i:i + 3])
+    assert events == [(OP_TEXT, text)]
+
+
+def test_a_frame_announcing_over_the_limit_with_a_partial_payload_fails_from_its_header():
+    frame = client_frame(OP_BINARY, b"x" * 200)
+    assert error_of(FrameParser(max_message_size=100).feed(frame[:20])).code == 1009
+
+
+def test_empty_continuation_frames_cost_no_memory_per_fragment():
+    parser = FrameParser()
+    assert parser.feed(client_frame(OP_TEXT, b"start", fin=False)) == []
+    empty = client_frame(OP_CONTINUATION, b"", fin=False)
+    for _ in range(20):  # 20 x 1000 frames, each feed within the frame budget
+        assert parser.feed(empty * 1000) == []
+    assert len(parser._message) == 5  # noqa: SLF001 (the one buffer of the open message)
+    assert parser.feed(client_frame(OP_CONTINUATION, b" end")) == [(OP_TEXT, "start end")]
+
+
+def test_one_byte_fragments_are_coalesced_into_one_buffer():
+    import tracemalloc
+    size = 100_000
+    wire = client_frame(OP_BINARY, b"a", fin=False) + client_frame(OP_CONTINUATION, b"b", fin=False) * (size - 2)
+    parser = FrameParser(max_frames=size)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        assert parser.feed(wire) == []
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    # One list slot and bytes object per fragment would be ~40+ bytes each (4 MB here);
+    # coalesced, the message costs about its size.
+    assert held < 4 * size, held
+    events = parser.feed(client_frame(OP_CONTINUATION, b"z"))
+    assert events == [(OP_BINARY, b"a" + b"b" * (size - 2) + b"z")]
+
+
+def test_a_feed_parses_at_most_max_frames_and_continues_on_an_empty_feed():
+    ping = client_frame(OP_PING, b"p")
+    parser = FrameParser(max_frames=10)
+    events = parser.feed(ping * 25 + client_frame(OP_TEXT, b"last"))
+    assert len(events) == 10 and parser.backlog
+    events = parser.feed(b"")
+    assert len(events) == 10 and parser.backlog
+    events = parser.feed(b"")
+    assert events == [(OP_PING, b"p")] * 5 + [(OP_TEXT, "last")] and not parser.backlog
+
+
+def test_input_arriving_during_a_backlog_is_parsed_after_it_in_order():
+    parser = FrameParser(max_frames=2)
+    events = parser.feed(client_frame(OP_TEXT, b"1") * 3)
+    assert [v for _, v in events] == ["1", "1"] and parser.backlog
+    events = parser.feed(client_frame(OP_TEXT, b"2"))
+    assert [v for _, v in events] == ["1", "2"] and not parser.backlog
+
+
+# -- RSV1: compressed messages (RFC 7692 6.1) --------------------------------------------
+class ZlibInflater:
+    """A minimal inflater, configured by hand as RFC 7692 describes (raw deflate + tail)."""
+
+    def __init__(self) -> None:
+        import zlib
+        self._zlib = zlib
+        self._inflate = zlib.decompressobj(-15)
+        self.size = 0
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        out = self._inflate.decompress(data, limit + 1)
+        if len(out) > limit or self._inflate.unconsumed_tail:
+            raise ProtocolError(1009, "too big")
+        return out
+
+    def end_message(self, limit: int) -> bytes:
+        return self.decompress(b"\x00\x00\xff\xff", limit)
+
+
+def deflate(payload: bytes) -> bytes:
+    import zlib
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+def compressed_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    frame = bytearray(client_frame(opcode, payload, fin=fin))
+    frame[0] |= 0x40
+    return bytes(frame)
+
+
+def test_rsv1_marks_a_compressed_message_when_an_inflater_was_negotiated():
+    text = '{"price": 1.25, "symbol": "ABC"}' * 20
+    events = feed(compressed_frame(OP_TEXT, deflate(text.encode())), inflater=ZlibInflater())
+    assert events == [(OP_TEXT, text)]
+
+
+def test_rsv1_only_on_the_first_fragment_and_the_message_is_inflated_whole():
+    data = deflate(b"hello fragmented compressed world" * 10)
+    wire = compressed_frame(OP_BINARY, data[:7], fin=False) + client_frame(OP_CONTINUATION, data[7:])
+    assert feed(wire, inflater=ZlibInflater()) == [(OP_BINARY, b"hello fragmented compressed world" * 10)]
+
+
+def test_rsv1_on_a_continuation_frame_is_1002():
+    data = deflate(b"abc" * 10)
+    wire = compressed_frame(OP_TEXT, data[:3], fin=False) + compressed_frame(OP_CONTINUATION, data[3:])
+    assert error_of(feed(wire, inflater=ZlibInflater())).code == 1002
+
+
+def test_rsv1_on_a_control_frame_is_1002():
+    assert error_of(feed(compressed_frame(OP_PING, b""), inflater=ZlibInflater())).code == 1002
+
+
+def test_rsv1_without_a_negotiated_extension_is_1002():
+    assert error_of(feed(compressed_frame(OP_TEXT, deflate(b"abc")))).code == 1002
+
+
+def test_uncompressed_messages_still_flow_on_a_deflate_connection():
+    assert feed(client_frame(OP_TEXT, b"plain"), inflater=ZlibInflater()) == [(OP_TEXT, "plain")]
+
+
+def test_invalid_utf8_inside_a_compressed_message_is_1007_as_soon_as_it_is_inflated():
+    data = deflate(b"valid prefix " * 50 + b"\xff" + b"rest" * 1000)
+    parser = FrameParser(inflater=ZlibInflater())
+    frame = compressed_frame(OP_TEXT, data)
+    events = parser.feed(frame[:len(frame) - 5])  # the last bytes not arrived yet
+    assert error_of(events).code == 1007
+
+
+def test_the_inflated_size_counts_against_max_message_size():
+    data = deflate(b"\x00" * 100_000)
+    assert len(data) < 1000
+    events = feed(compressed_frame(OP_BINARY, data), inflater=ZlibInflater(), max_message_size=10_000)
+    assert error_of(events).code == 1009

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import codecs
 import struct
-from typing import Any, Final, Literal
+import sys
+from typing import Final, Literal, Protocol
 
 from .codes import (
     WS_1000_NORMAL_CLOSURE,
@@ -33,7 +34,7 @@ from .masking import apply_mask
 __all__ = [
     "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
     "PROTOCOL_ERROR", "FrameEvent", "FrameParser", "encode_frame", "encode_close",
-    "parse_close_payload", "is_valid_close_code", "message_too_big",
+    "parse_close_payload", "is_valid_close_code", "message_too_big", "MessageInflater",
 ]
 
 OP_CONTINUATION: Final = 0x0
@@ -52,7 +53,6 @@ FrameEvent = (
     | tuple[Literal[8], tuple[int, str]] | tuple[Literal[-1], ProtocolError]
 )
 
-_DATA_OPCODES = (OP_CONTINUATION, OP_TEXT, OP_BINARY)
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -110,25 +110,54 @@ def encode_close(code: int | None = WS_1000_NORMAL_CLOSURE, reason: str = "", ma
     return encode_frame(OP_CLOSE, code.to_bytes(2, "big") + body, mask=mask)
 
 
+class MessageInflater(Protocol):
+    """Inflates compressed messages (permessage-deflate, `tether.protocol.deflate.Decompressor`)."""
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        """Inflate a piece of the current message; ProtocolError 1009 past `limit` bytes."""
+
+    def end_message(self, limit: int) -> bytes:
+        """The current message is complete: inflate its tail."""
+
+
 class FrameParser:
     """Incremental parser for the frames a client sends to a server.
 
-    `max_message_size` bounds a whole (reassembled) message; a frame announcing more fails
-    with 1009 as soon as its header arrives. `require_mask` enforces RFC 6455 5.1 (a client
-    frame without a mask fails with 1002).
+    - `max_message_size` bounds a whole message (reassembled and, if compressed, inflated);
+      a frame announcing more fails with 1009 as soon as its header arrives.
+    - `require_mask` enforces RFC 6455 5.1 (a client frame without a mask fails with 1002).
+    - `inflater`, when permessage-deflate was negotiated, inflates messages whose first frame
+      has RSV1 set (RFC 7692 6.1); without one, RSV1 is a protocol error (1002).
+    - `max_frames` (a server's choice; unbounded when None): `feed` parses at most this many
+      frames, so one connection's flood of tiny frames cannot hold the event loop. When it
+      stops early, `backlog` is True: the rest is kept, and `feed(b"")` continues.
+
+    Payloads are consumed as they arrive: a data frame split over several reads is not
+    re-parsed, its bytes are checked at once (UTF-8 of text fails with 1007 as soon as the
+    invalid byte arrives, RFC 6455 8.1), and a message's pieces are coalesced into one buffer
+    whatever the number of fragments (empty or one-byte fragments cost no memory per fragment).
     """
 
-    def __init__(self, max_message_size: int = 1 << 20, require_mask: bool = True) -> None:
+    def __init__(self, max_message_size: int = 1 << 20, require_mask: bool = True,
+                 inflater: MessageInflater | None = None, max_frames: int | None = None) -> None:
         self.max_message_size = max_message_size
         self.require_mask = require_mask
+        self.inflater = inflater
+        self.max_frames = sys.maxsize if max_frames is None else max_frames
         self.finished = False  # a close frame or an error was seen; later bytes are ignored
+        self.backlog = False   # the last feed stopped at max_frames with input left
         self._pending: list[bytes] = []
         self._pending_len = 0
         self._needed = 0
-        self._frag_opcode: int | None = None
-        self._frag_parts: list[Any] = []  # str pieces (already validated) of a text message, bytes of a binary one
-        self._frag_size = 0
-        self._decoder: codecs.IncrementalDecoder | None = None  # set while a fragmented text message is open
+        # The data frame whose payload is still arriving (None between frames).
+        self._frame_left = 0
+        self._frame_mask: bytes | None = None
+        self._frame_fin = 0
+        # The message being assembled from fragments or partial frames (None between them).
+        self._message_opcode: int | None = None
+        self._message = bytearray()
+        self._compressed = False
+        self._decoder: codecs.IncrementalDecoder | None = None  # validates a text message as it arrives
 
     def feed(self, data: bytes) -> list[FrameEvent]:
         """Parse `data` (any slice of the stream) and return the events it completes."""
@@ -144,10 +173,12 @@ class FrameParser:
             self._pending_len = 0
         events: list[FrameEvent] = []
         try:
-            pos = self._parse(data, events)
+            pos = self._continue_frame(data, events) if self._frame_left else 0
+            pos = self._parse(data, pos, events)
         except ProtocolError as exc:
             self.finished = True
             self._pending = []
+            self.backlog = False
             events.append((PROTOCOL_ERROR, exc))
             return events
         if pos < len(data) and not self.finished:
@@ -156,18 +187,25 @@ class FrameParser:
             self._pending_len = len(rest)
         return events
 
-    def _parse(self, data: bytes, events: list[FrameEvent]) -> int:
-        """Consume whole frames from `data`; return where the unparsed rest starts."""
-        pos = 0
+    def _parse(self, data: bytes, pos: int, events: list[FrameEvent]) -> int:
+        """Consume frames from `data` at `pos`; return where the unparsed rest starts."""
         end = len(data)
         self._needed = 2
+        self.backlog = False
+        budget = self.max_frames
         while end - pos >= 2:
+            if not budget:
+                self._needed = 0
+                self.backlog = True
+                break
+            budget -= 1
             b0 = data[pos]
             b1 = data[pos + 1]
             opcode = b0 & 0x0F
             fin = b0 & 0x80
+            compressed = False
             if b0 & 0x70:
-                raise ProtocolError(WS_1002_PROTOCOL_ERROR, "reserved bits set without a negotiated extension")
+                compressed = self._check_reserved_bits(b0, opcode)
             masked = b1 & 0x80
             if self.require_mask and not masked:
                 raise ProtocolError(WS_1002_PROTOCOL_ERROR, "client frame is not masked")
@@ -179,7 +217,7 @@ class FrameParser:
                     raise ProtocolError(WS_1002_PROTOCOL_ERROR, "fragmented control frame")
                 if length > 125:
                     raise ProtocolError(WS_1002_PROTOCOL_ERROR, "control frame payload over 125 bytes")
-            elif opcode not in _DATA_OPCODES:
+            elif opcode > 2:
                 raise ProtocolError(WS_1002_PROTOCOL_ERROR, f"reserved data opcode {opcode:#x}")
             head = 2
             if length == 126:
@@ -196,16 +234,29 @@ class FrameParser:
                 if length >> 63:
                     raise ProtocolError(WS_1002_PROTOCOL_ERROR, "64-bit payload length with the high bit set")
                 head = 10
-            if opcode < 8 and self._frag_size + length > self.max_message_size:
+            if opcode < 8 and len(self._message) + length > self.max_message_size and not (
+                    compressed or self._compressed):
                 raise message_too_big(self.max_message_size)
-            frame_end = pos + head + (4 if masked else 0) + length
+            payload_start = pos + head + (4 if masked else 0)
+            frame_end = payload_start + length
             if frame_end > end:
-                self._needed = frame_end - pos
-                break
+                if opcode >= 8 or payload_start > end:
+                    self._needed = frame_end - pos if opcode >= 8 else payload_start - pos
+                    break
+                # A data frame whose header is here and whose payload is still arriving:
+                # take what came, and the rest as it comes (_continue_frame).
+                mask = data[payload_start - 4:payload_start] if masked else None
+                self._start_frame(opcode, compressed)
+                self._frame_left = frame_end - end
+                self._frame_fin = fin
+                self._frame_mask = mask
+                if end > payload_start:
+                    self._take_payload(data[payload_start:end], events)
+                return end
             if masked:
-                payload = apply_mask(data[pos + head + 4:frame_end], data[pos + head:pos + head + 4])
+                payload = apply_mask(data[payload_start:frame_end], data[payload_start - 4:payload_start])
             else:
-                payload = data[pos + head:frame_end]
+                payload = data[payload_start:frame_end]
             pos = frame_end
             if opcode >= 8:
                 if opcode == OP_CLOSE:
@@ -215,54 +266,102 @@ class FrameParser:
                 # opcode is OP_PING or OP_PONG (checked against _CONTROL_OPCODES above): mypy sees
                 # an int, and narrowing it to the Literal would cost a comparison per frame.
                 events.append((opcode, payload))  # type: ignore[arg-type]
+            elif fin and opcode and not compressed and self._message_opcode is None:
+                # The common case: a whole message in one frame, here in full.
+                if opcode == OP_TEXT:
+                    try:
+                        events.append((OP_TEXT, payload.decode("utf-8")))
+                    except UnicodeDecodeError:
+                        raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA,
+                                            "text message is not valid UTF-8") from None
+                else:
+                    events.append((OP_BINARY, payload))
             else:
-                self._data_frame(opcode, fin, payload, events)
+                self._start_frame(opcode, compressed)
+                self._take_payload(payload, events)
+                if fin:
+                    self._end_message(events)
         return pos
 
-    def _data_frame(self, opcode: int, fin: int, payload: bytes, events: list[FrameEvent]) -> None:
+    def _check_reserved_bits(self, b0: int, opcode: int) -> bool:
+        """RSV1 marks the first frame of a compressed message (RFC 7692 6.1), allowed only
+        when an inflater was negotiated, never on control or continuation frames; RSV2 and
+        RSV3 have no meaning here (RFC 6455 5.2). Returns True for a compressed message."""
+        if b0 & 0x30 or self.inflater is None:
+            raise ProtocolError(WS_1002_PROTOCOL_ERROR, "reserved bits set without a negotiated extension")
+        if opcode >= 8:
+            raise ProtocolError(WS_1002_PROTOCOL_ERROR, "RSV1 on a control frame (RFC 7692 6.1)")
         if opcode == OP_CONTINUATION:
-            if self._frag_opcode is None:
+            raise ProtocolError(WS_1002_PROTOCOL_ERROR, "RSV1 on a continuation frame (RFC 7692 6.1)")
+        return True
+
+    def _start_frame(self, opcode: int, compressed: bool) -> None:
+        """A data frame begins: open a message (first frame) or continue the open one."""
+        if opcode == OP_CONTINUATION:
+            if self._message_opcode is None:
                 raise ProtocolError(WS_1002_PROTOCOL_ERROR, "continuation frame without a message to continue")
-            self._frag_size += len(payload)
-            decoder = self._decoder
-            if decoder is not None:
-                self._frag_parts.append(_decode(decoder, payload, bool(fin)))
-            else:
-                self._frag_parts.append(payload)
-            if fin:
-                parts = self._frag_parts
-                if self._frag_opcode == OP_TEXT:
-                    events.append((OP_TEXT, "".join(parts)))
-                else:
-                    events.append((OP_BINARY, b"".join(parts)))
-                self._frag_opcode = None
-                self._frag_parts = []
-                self._frag_size = 0
-                self._decoder = None
             return
-        if self._frag_opcode is not None:
+        if self._message_opcode is not None:
             raise ProtocolError(WS_1002_PROTOCOL_ERROR, "new data frame while a fragmented message is in progress")
-        if fin:
-            if opcode == OP_TEXT:
-                try:
-                    events.append((OP_TEXT, payload.decode("utf-8")))
-                except UnicodeDecodeError:
-                    raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None
-            else:
-                events.append((OP_BINARY, payload))
-            return
-        self._frag_opcode = opcode
-        self._frag_size = len(payload)
+        self._message_opcode = opcode
+        self._compressed = compressed
         if opcode == OP_TEXT:
-            decoder = self._decoder = _utf8_decoder("strict")
-            self._frag_parts = [_decode(decoder, payload, False)]
+            self._decoder = _utf8_decoder("strict")
+
+    def _continue_frame(self, data: bytes, events: list[FrameEvent]) -> int:
+        """Take the next part of the payload of the frame in progress; return its end."""
+        n = min(self._frame_left, len(data))
+        self._frame_left -= n
+        self._take_payload(data[:n] if n < len(data) else data, events)
+        if not self._frame_left and self._frame_fin:
+            self._end_message(events)
+        return n
+
+    def _take_payload(self, piece: bytes, events: list[FrameEvent]) -> None:
+        """Add a piece of the open message: unmask it (the frame's mask, turned to where the
+        piece starts), inflate it when compressed, check its UTF-8, and append it."""
+        mask = self._frame_mask
+        if mask is not None and self._frame_left:
+            # Only a frame still arriving has a stored mask; its next piece starts this many
+            # bytes further into the 4-byte mask cycle.
+            piece = apply_mask(piece, mask)
+            shift = len(piece) & 3
+            self._frame_mask = mask[shift:] + mask[:shift]
+        elif mask is not None:
+            piece = apply_mask(piece, mask)
+            self._frame_mask = None
+        if self._compressed:
+            assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
+            piece = self.inflater.decompress(piece, self.max_message_size - len(self._message))
+        if self._decoder is not None:
+            _validate(self._decoder, piece, False)
+        self._message += piece
+
+    def _end_message(self, events: list[FrameEvent]) -> None:
+        """The open message's final frame is complete: emit it and reset."""
+        message = self._message
+        if self._compressed:
+            assert self.inflater is not None
+            tail = self.inflater.end_message(self.max_message_size - len(message))
+            if tail:
+                if self._decoder is not None:
+                    _validate(self._decoder, tail, False)
+                message += tail
+        if self._message_opcode == OP_TEXT:
+            assert self._decoder is not None
+            _validate(self._decoder, b"", True)
+            events.append((OP_TEXT, message.decode("utf-8")))
         else:
-            self._frag_parts = [payload]
+            events.append((OP_BINARY, bytes(message)))
+        self._message = bytearray()
+        self._message_opcode = None
+        self._compressed = False
+        self._decoder = None
 
 
-def _decode(decoder: codecs.IncrementalDecoder, payload: bytes, final: bool) -> str:
-    """Validate UTF-8 fragment by fragment, so an invalid sequence fails fast."""
+def _validate(decoder: codecs.IncrementalDecoder, piece: bytes | bytearray, final: bool) -> None:
+    """Check UTF-8 piece by piece, so an invalid sequence fails as soon as it arrives."""
     try:
-        return decoder.decode(payload, final)
+        decoder.decode(piece, final)
     except UnicodeDecodeError:
         raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None

@@ -29,7 +29,7 @@ from ..protocol import (
     encode_close,
     encode_frame,
 )
-from ..protocol.codes import WS_1006_ABNORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
+from ..protocol.codes import WS_1006_ABNORMAL_CLOSURE, WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from .flow import WriteFlowControl
 from .wire import http_response
 
@@ -46,6 +46,10 @@ _CORK_LIMIT = 64 * 1024
 # client is waiting on it and can work on the first frames while the server makes the rest.
 # (With many busy connections one batched pass is cheaper; see BENCHMARKS.md, echo C=1.)
 _SOLO_FLUSH_FRAMES = 8
+# Frames parsed per connection per loop turn: past it the rest waits for the next turn and
+# reading pauses, so a flood of tiny frames (empty pongs: 6 bytes each) from one client costs
+# the others at most about a millisecond per turn (issue 11, defect 5).
+_FRAMES_PER_TURN = 1024
 
 
 class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
@@ -60,7 +64,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         settings = server.settings
         self._key = key
         self._leftover = leftover
-        self._parser = FrameParser(settings.max_message_size)
+        self._parser = FrameParser(settings.max_message_size, max_frames=_FRAMES_PER_TURN)
         self._batcher = server.batcher
         self._out: list[bytes] = []
         self._out_size = 0
@@ -68,6 +72,10 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
+        # Reading is paused while the core has max_queue unread messages (_held_by_core), and
+        # while the parser holds input past its frame budget for the next loop turn (_backlog).
+        self._held_by_core = False
+        self._backlog = False
         # Traffic counters (see `Traffic`): per read and per write, not per frame.
         self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
 
@@ -88,28 +96,62 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
 
     # -- incoming -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._pong_timer is not None:
+            self._peer_alive()  # any bytes show the peer is there, not only its pong
         listener = self.listener
         # Each event is a `FrameEvent`; `kind` says what `value` is, but a type checker cannot
         # narrow one unpacked name on the other, so `value` is declared Any here: a bare
         # declaration compiles to nothing, where a cast() would be a call per read.
         value: Any
-        events = self._parser.feed(data)
+        parser = self._parser
+        events = parser.feed(data)
         self.bytes_in += len(data)
         self.messages_in += len(events)
         for kind, value in events:
             if kind == OP_TEXT or kind == OP_BINARY:
                 listener.message_received(value)
             elif kind == OP_PING:
-                if self.state is OPEN:
-                    self.write_frame(encode_frame(OP_PONG, value), OP_PONG, value)
+                self._ping_received(value)
             elif kind == OP_PONG:
-                self._pong_received()
+                self._peer_alive()
             elif kind == OP_CLOSE:
                 self._close_frame_received(*value)
             else:
                 # One loop turn later, so the handler first answers the messages that
                 # arrived in the same read as the bad frame (Autobahn's strict behaviour).
                 self.loop.call_soon(self.fail, value.code, value.reason)
+        if parser.backlog:
+            self._defer_backlog()
+
+    def _defer_backlog(self) -> None:
+        """The parser stopped at its frame budget: stop reading from the socket and go on
+        in the next loop turn, after the other connections had theirs (a flood of tiny
+        frames from one client cannot starve the rest)."""
+        if not self._backlog:
+            self._backlog = True
+            if not self._held_by_core and not self._lost:
+                self.transport.pause_reading()
+        self.loop.call_soon(self._parse_backlog)
+
+    def _parse_backlog(self) -> None:
+        if self._lost or self._held_by_core or not self._backlog:
+            return  # resume_reading() comes back here when the core unblocks
+        self.data_received(b"")
+        if not self._parser.backlog:
+            self._backlog = False
+            if not self._held_by_core and not self._lost:
+                self.transport.resume_reading()
+
+    def _ping_received(self, payload: bytes) -> None:
+        """Answer a ping, unless the client is not reading: pongs count against
+        `max_send_buffer` like deliveries (past it: close 1008)."""
+        if self.state is not OPEN:
+            return
+        if self.buffered_bytes() > self.max_send_buffer:
+            self.fail(WS_1008_POLICY_VIOLATION,
+                      f"send buffer over {self.max_send_buffer} bytes: the client sends pings and does not read")
+            return
+        self.write_frame(encode_frame(OP_PONG, payload), OP_PONG, payload)
 
     def _close_frame_received(self, code: int, reason: str) -> None:
         if self.state is CLOSING:  # the answer to our close: the handshake is complete
@@ -169,11 +211,17 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         return None if self._lost else self.writable()
 
     def pause_reading(self) -> None:
-        if not self._lost:
+        self._held_by_core = True
+        if not self._lost and not self._backlog:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self._lost:
+        self._held_by_core = False
+        if self._lost:
+            return
+        if self._backlog:
+            self.loop.call_soon(self._parse_backlog)
+        else:
             self.transport.resume_reading()
 
     # -- closing --------------------------------------------------------------------------
@@ -200,12 +248,21 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self.write_frame(encode_frame(OP_PING, b"tether"), OP_PING, b"tether")
         timeout = self.server.settings.ping_timeout
         if timeout > 0:
-            self._pong_timer = self.loop.call_later(timeout, self.fail, WS_1011_INTERNAL_ERROR,
-                                                    "keepalive ping timeout")
+            self._pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
         else:
             self._schedule_ping()
 
-    def _pong_received(self) -> None:
+    def _pong_timed_out(self) -> None:
+        """No byte came within `ping_timeout` of our ping: the peer is gone (1011), unless
+        we are the ones not reading (the handler left `max_queue` messages unread, or a
+        backlog waits): then the answer may be sitting unread, so ask again later."""
+        self._pong_timer = None
+        if self._held_by_core or self._backlog:
+            self._schedule_ping()
+            return
+        self.fail(WS_1011_INTERNAL_ERROR, "keepalive ping timeout")
+
+    def _peer_alive(self) -> None:
         if self._pong_timer is not None:
             self._pong_timer.cancel()
             self._pong_timer = None
