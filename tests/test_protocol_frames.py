@@ -381,13 +381,20 @@ class ZlibInflater:
         self.size = 0
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        out = self._inflate.decompress(data, limit + 1)
-        if len(out) > limit or self._inflate.unconsumed_tail:
+        out = self._inflate.decompress(data, limit - self.size + 1)
+        self.size += len(out)
+        if self.size > limit or self._inflate.unconsumed_tail:
             raise ProtocolError(1009, "too big")
         return out
 
     def end_message(self, limit: int) -> bytes:
-        return self.decompress(b"\x00\x00\xff\xff", limit)
+        out = self.decompress(b"\x00\x00\xff\xff", limit)
+        self._inflate = self._zlib.decompressobj(-15)
+        self.size = 0
+        return out
+
+    def decompress_final(self, data: bytes, limit: int) -> bytes:
+        return self.decompress(data, limit) + self.end_message(limit)
 
 
 def deflate(payload: bytes) -> bytes:
@@ -447,3 +454,10 @@ def test_the_inflated_size_counts_against_max_message_size():
     assert len(data) < 1000
     events = feed(compressed_frame(OP_BINARY, data), inflater=ZlibInflater(), max_message_size=10_000)
     assert error_of(events).code == 1009
+
+
+def test_the_inflated_size_limit_counts_the_whole_message_across_fragments():
+    data = deflate(b"y" * 3000)
+    wire = compressed_frame(OP_BINARY, data[:len(data) // 2], fin=False) + client_frame(OP_CONTINUATION, data[len(data) // 2:])
+    assert feed(wire, inflater=ZlibInflater(), max_message_size=3000) == [(OP_BINARY, b"y" * 3000)]
+    assert error_of(feed(wire, inflater=ZlibInflater(), max_message_size=2999)).code == 1009

@@ -33,7 +33,7 @@ def http(url: str, data: dict | None = None) -> tuple[int, bytes]:
 
 
 def test_the_readme_has_the_examples_this_test_expects():
-    assert len(BLOCKS) == 4
+    assert len(BLOCKS) == 5
 
 
 def test_quick_start(serve):
@@ -73,3 +73,23 @@ def test_http_example(serve):
 
 def test_testing_example():
     run_block(3)["test_echo"]()
+
+
+def test_permessage_deflate_settings(serve_native):
+    block = next(i for i, text in enumerate(BLOCKS) if "permessage_deflate" in text)
+    namespace = run_block(block)
+    expected = {"app": "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+                "tuned": "permessage-deflate; client_no_context_takeover"}
+    for name, header in expected.items():
+        app = namespace[name]
+
+        @app.websocket("/echo")
+        async def echo(websocket):
+            async for message in websocket:
+                await websocket.send(message)
+
+        server = serve_native(app)
+        with connect(server.ws_url("/echo"), compression="deflate") as ws:
+            assert ws.response.headers["Sec-WebSocket-Extensions"] == header
+            ws.send("compress me " * 100)
+            assert ws.recv(timeout=10) == "compress me " * 100

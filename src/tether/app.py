@@ -24,6 +24,8 @@ from .datastructures import Headers, State
 from .exceptions import HTTPException, ParamError, WebSocketDisconnect
 from .http import PlainTextResponse, Request, Response, to_response
 from .hub import Hub
+from .metrics import Metrics
+from .metrics import install as install_operations
 from .mount import call_mounted_http
 from .params import call_maybe_async, call_offloaded
 from .protocol import origin_allowed
@@ -88,6 +90,11 @@ class App(Router):
         self._shutdown: list[Callable[[], Any]] = []
         self._mounts: list[tuple[str, ASGIApp]] = []
         self._error_listeners: list[Callable[[BaseException], Any]] = []
+        #: What the `metrics_path` endpoint counts (a `tether.metrics.Metrics`), once started; else None.
+        self.metrics: Metrics | None = None
+        #: What the `health_path` check reports: True from the end of startup until shutdown
+        #: begins. An app may set it to False (say, while its database is unreachable).
+        self.ready = False
         register_urls(self, urls or {})
 
     # -- the events style's dependency injection (kept by tether.styles.events) --------------
@@ -150,16 +157,21 @@ class App(Router):
 
     async def startup(self) -> None:
         """Bind the hub to the running loop, connect its backplane (the `backplane` setting,
-        else `TETHER_BACKPLANE`), then run the startup hooks (every road calls this before
-        serving: the native server, the ASGI lifespan, the TestClient)."""
+        else `TETHER_BACKPLANE`), add the metrics and health endpoints the settings ask for, then
+        run the startup hooks (every road calls this before serving: the native server, the
+        ASGI lifespan, the TestClient); `ready` is then True."""
         self.hub.bind(asyncio.get_running_loop())
         url = self.settings.backplane or os.environ.get("TETHER_BACKPLANE") or None
         await self.hub.start(backplane_from_url(url, self.hub.node))
+        if self.settings.metrics_path is not None or self.settings.health_path is not None:
+            install_operations(self)  # the endpoints (docs/operations.md)
         for hook in self._startup:
             await call_maybe_async(hook)
+        self.ready = True
 
     async def shutdown(self) -> None:
         """Run the shutdown hooks (after the last connection is served), then leave the cluster."""
+        self.ready = False
         try:
             for hook in self._shutdown:
                 await call_maybe_async(hook)

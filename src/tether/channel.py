@@ -9,11 +9,31 @@ Two interfaces, named by the direction of the call (as picows names `WSTransport
   `disconnected`). The core `WebSocket` is one.
 
 `ChannelBase` holds the policy every road obeys, written once: the connection state
-(`ConnectionState`, with an explicit CLOSING), the refusal response, the rule for
-deliveries nobody awaits (past `max_send_buffer` buffered bytes the client is not reading:
-close 1008) and failing a connection. A road subclasses it and implements only how bytes
+(`ConnectionState`, with an explicit CLOSING), the refusal response, the slow-client rule
+(below) and failing a connection. A road subclasses it and implements only how bytes
 or ASGI messages move: `write_accept`, `write_refusal`, `send_message`, `write_frame`,
 `write_close`, `buffered_bytes`, `pause_reading`, `resume_reading`, `drain`.
+
+Slow clients (the `slow_client` setting; "buffer" is `buffered_bytes()`, what the server
+holds for a client that has not taken it yet). Who waits on whom:
+
+- A connection's own `send_*` waits on its own client only, in both modes: the message is
+  queued, then the send waits while the road's buffer is above its high-water mark
+  (`drain()`). It is never closed for being slow and has no timeout of its own: a client
+  that stops reading is closed by keepalive (1011), as it stops answering pings.
+- "close" (the default): a delivery (broadcast, publish, send_to, `send_nowait`, awaited
+  or not) never waits: a client whose buffer is over `max_send_buffer` is failed with 1008.
+- "wait": an awaited delivery (`await hub.broadcast/publish/send_to`,
+  `await ws.broadcast`) queues at once for every client at or under `max_send_buffer`,
+  then waits, for all the others together, until each is back at or under it
+  (`deliver_when_drained`); one still over it after `send_timeout` seconds is failed with
+  1008, so the call returns within about `send_timeout` whoever stalls. Deliveries nobody
+  awaits (the `*_sync` twins, `send_nowait`, what other nodes of a cluster deliver here)
+  cannot wait: they fail a client past `WAIT_MODE_CAP` x `max_send_buffer`.
+
+Either way a connection holds at most its limit plus one message (`max_send_buffer` in
+"close" mode, `WAIT_MODE_CAP` x `max_send_buffer` in "wait" mode, the road's high-water
+mark for own sends alone).
 """
 
 from __future__ import annotations
@@ -27,9 +47,20 @@ from typing import Protocol
 from .protocol.codes import WS_1008_POLICY_VIOLATION
 
 __all__ = ["ConnectionState", "ConnectionListener", "Channel", "ChannelBase",
-           "CONNECTING", "OPEN", "CLOSING", "CLOSED"]
+           "CONNECTING", "OPEN", "CLOSING", "CLOSED", "WAIT_MODE_CAP"]
 
 logger = logging.getLogger("tether")
+
+#: In "wait" mode a delivery nobody awaits fails a client only past this many times
+#: `max_send_buffer`. Awaited deliveries keep a slow client at `max_send_buffer` (plus one
+#: message); the `*_sync` twins interleaved with them get as much again as headroom, so a
+#: client that is merely slow is not closed by the first delivery that cannot wait, while
+#: one that stopped reading still costs a bounded amount of memory.
+WAIT_MODE_CAP = 2
+
+# An awaited delivery over the limit that the road offers no drain wait for (its buffer is
+# under the road's own high-water mark, above a smaller max_send_buffer) looks again this often.
+_RECHECK = 0.01
 
 
 class ConnectionState(enum.IntEnum):
@@ -62,17 +93,22 @@ class Channel(Protocol):
     """What the core `WebSocket` calls on its road.
 
     `drain()` returns None when more may be sent now, else an awaitable that resolves once
-    the road's buffer has drained: the core's own sends await it, deliveries never do.
+    the road's buffer has drained: the core's own sends await it, and so do awaited
+    deliveries to a slow client in "wait" mode (`deliver_when_drained`).
     """
 
     loop: asyncio.AbstractEventLoop
     state: ConnectionState
+    send_timeout: float | None
 
     def attach(self, listener: ConnectionListener) -> None: ...
     def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None: ...
     def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None: ...
     def send_message(self, opcode: int, payload: bytes) -> None: ...
     def deliver(self, frame: bytes, opcode: int, payload: bytes) -> bool: ...
+    def deliver_or_wait(self, frame: bytes, opcode: int, payload: bytes) -> bool | None: ...
+    async def deliver_when_drained(self, frame: bytes, opcode: int, payload: bytes) -> bool: ...
+    def set_slow_client(self, slow_client: str, send_timeout: float) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     def fail(self, code: int, reason: str) -> None: ...
     def pause_reading(self) -> None: ...
@@ -87,6 +123,8 @@ class ChannelBase:
     listener: ConnectionListener
     state: ConnectionState
     max_send_buffer: int
+    deliver_limit: int
+    send_timeout: float | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_send_buffer: int) -> None:
         # Instance attributes only, never class-level defaults: CPython 3.11 cannot specialize
@@ -94,7 +132,21 @@ class ChannelBase:
         # callgrind: about 1,000 more instructions per broadcast delivery).
         self.loop = loop
         self.max_send_buffer = max_send_buffer
+        #: Past this many buffered bytes a delivery nobody awaits fails the connection (1008).
+        self.deliver_limit = max_send_buffer
+        #: None in "close" mode; in "wait" mode how long an awaited delivery waits for this client.
+        self.send_timeout = None
         self.state = CONNECTING
+
+    def set_slow_client(self, slow_client: str, send_timeout: float) -> None:
+        """Apply the `slow_client` and `send_timeout` settings (see the module doc); the core
+        does it before the handshake. Any value but "wait" means "close"."""
+        if slow_client == "wait":
+            self.send_timeout = send_timeout
+            self.deliver_limit = WAIT_MODE_CAP * self.max_send_buffer
+        else:
+            self.send_timeout = None
+            self.deliver_limit = self.max_send_buffer
 
     def attach(self, listener: ConnectionListener) -> None:
         """Set the core connection this channel reports to."""
@@ -118,18 +170,61 @@ class ChannelBase:
 
     # -- sending ----------------------------------------------------------------------
     def deliver(self, frame: bytes, opcode: int, payload: bytes) -> bool:
-        """A message nobody awaits (broadcast, publish, send_to): queued unless the
-        connection is not open. A client whose buffer is already over `max_send_buffer` is
-        not reading: the connection fails with 1008 instead of growing without bound.
-        Returns whether the message was queued."""
+        """A delivery that does not wait (broadcast, publish, send_to): queued unless the
+        connection is not open. A client whose buffer is already over `deliver_limit`
+        (`max_send_buffer`; in "wait" mode `WAIT_MODE_CAP` times that) is not reading: the
+        connection fails with 1008 instead of growing without bound. Returns whether the
+        message was queued."""
         if self.state is not OPEN:
             return False
-        if self.buffered_bytes() > self.max_send_buffer:
-            self.fail(WS_1008_POLICY_VIOLATION,
-                      f"send buffer over {self.max_send_buffer} bytes: the client is not reading")
-            return False
+        if self.buffered_bytes() > self.deliver_limit:
+            return self._not_reading(f"send buffer over {self.deliver_limit} bytes")
         self.write_frame(frame, opcode, payload)
         return True
+
+    def deliver_or_wait(self, frame: bytes, opcode: int, payload: bytes) -> bool | None:
+        """The first step of an awaited delivery: `deliver`, except that in "wait" mode a
+        client over `max_send_buffer` is not failed: None says the caller has to wait for it
+        (`deliver_when_drained`). (`deliver` inlined: one buffer look per target.)"""
+        if self.state is not OPEN:
+            return False
+        buffered = self.buffered_bytes()
+        if buffered > self.max_send_buffer and self.send_timeout is not None:
+            return None
+        if buffered > self.deliver_limit:
+            return self._not_reading(f"send buffer over {self.deliver_limit} bytes")
+        self.write_frame(frame, opcode, payload)
+        return True
+
+    async def deliver_when_drained(self, frame: bytes, opcode: int, payload: bytes) -> bool:
+        """An awaited delivery in "wait" mode: wait until the buffer is at or under
+        `max_send_buffer`, then queue the message as `deliver` does. A client still over it
+        after `send_timeout` seconds is failed with 1008. Returns whether the message was
+        queued (False also when the connection closed meanwhile). In "close" mode: `deliver`."""
+        timeout = self.send_timeout
+        if timeout is None:
+            return self.deliver(frame, opcode, payload)
+        deadline = self.loop.time() + timeout
+        while self.state is OPEN and self.buffered_bytes() > self.max_send_buffer:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return self._not_reading(f"send buffer over {self.max_send_buffer} bytes for {timeout:g} s")
+            await self._wait_drained(remaining)
+        return self.deliver(frame, opcode, payload)
+
+    def _not_reading(self, why: str) -> bool:
+        """Fail a client that does not take what it is sent (1008); False: nothing queued."""
+        self.fail(WS_1008_POLICY_VIOLATION, f"{why}: the client is not reading")
+        return False
+
+    async def _wait_drained(self, timeout: float) -> None:
+        """Wait at most `timeout` seconds for the road's buffer to drain. The road's drain
+        future is shared with the connection's own sends: it is waited on, never cancelled."""
+        waiting = self.drain()
+        if waiting is None:
+            await asyncio.sleep(min(timeout, _RECHECK))
+        else:
+            await asyncio.wait((asyncio.ensure_future(waiting),), timeout=timeout)
 
     # -- closing ----------------------------------------------------------------------
     def close(self, code: int, reason: str) -> None:
@@ -177,4 +272,9 @@ class ChannelBase:
 
     def buffered_bytes(self) -> int:
         """Bytes queued for the client and not yet taken by it."""
+        raise NotImplementedError
+
+    def drain(self) -> Awaitable[None] | None:
+        """None when more may be sent now, else an awaitable resolved once the buffer drained
+        below the road's low-water mark (or the connection is gone)."""
         raise NotImplementedError

@@ -72,6 +72,10 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, choices=["close", "wait"], default=None,
                                 help="a client past --max-send-buffer: close it 1008, or make sends wait "
                                      "(default: close)")
+        elif field.name in ("metrics_path", "health_path"):
+            what = "Prometheus metrics" if field.name == "metrics_path" else "the readiness check (503 once stopping)"
+            parser.add_argument(flag, default=None, metavar="PATH",
+                                help=f"serve {what} at PATH (default: off; see docs/operations.md)")
         elif field.name == "allowed_origins":
             parser.add_argument(flag, type=lambda v: [o for o in v.split(",") if o], default=None,
                                 help="comma-separated browser origins allowed besides the server's own ('*': all)")

@@ -9,13 +9,21 @@ from another thread they are handed to the loop and return immediately.
 The core `WebSocket` keeps the registry true: it calls `register` when accepted,
 `unregister` on every close path, and `join`/`leave` for rooms.
 
+Slow clients (the `slow_client` setting, see `tether.channel`): in "close" mode no delivery
+waits. In "wait" mode the awaited `broadcast`, `publish` and `send_to` wait for the members
+whose buffer is over `max_send_buffer` (all at once, each up to `send_timeout`, then it is
+closed with 1008), after the others got the message; the `*_sync` twins never wait.
+
 With a cluster backplane (`tether.backplane`, e.g. Redis) every delivery also reaches the
 other nodes: local members get a message at once, then one envelope (the message encoded
 once) is published on the path's or room's channel, or on the holding node's inbox for
 `send_to`/`close` (a connection id names its node). A node subscribes only to the paths
 and rooms it has members of, and builds each frame once for all its local members.
 Presence (`join(room, info)`, `presence(room)`, `on_presence(listener)`) and `count()` are
-cluster-wide; `len(hub)`, `ids()`, `members()` and `get()` are this node's.
+cluster-wide; `len(hub)`, `ids()`, `members()` and `get()` are this node's. An awaited
+delivery in "wait" mode waits only for this node's slow members: the envelope leaves before
+that wait, and the nodes it reaches deliver it as nobody awaits it (the `*_sync` rule).
+`send_to` a connection on another node returns once the envelope is on its way.
 """
 
 from __future__ import annotations
@@ -119,6 +127,9 @@ class Hub:
         self._node_pid = os.getpid()
         self.backplane: Backplane = LocalBackplane(self.node)
         self._cluster = False
+        # A member whose channel is in "wait" mode registered: the awaited deliveries check
+        # each target's buffer (without one they are their *_sync twins, at no extra cost).
+        self._waits = False
 
     def new_id(self) -> str:
         """A connection id (a UUID string) that names this node."""
@@ -163,6 +174,8 @@ class Hub:
     def register(self, ws: Member) -> None:
         """Add an accepted connection."""
         self._connections[ws.id] = ws
+        if ws.channel.send_timeout is not None:
+            self._waits = True
         peers = self._paths.get(ws.path)
         if peers is None:
             peers = self._paths[ws.path] = {}
@@ -305,8 +318,43 @@ class Hub:
         opcode, payload = encode_message(data)
         skip = _excluded(exclude)
         sent = self._deliver_encoded(targets, opcode, payload, skip)
+        self._publish_envelope(kind, channel_kind, name, opcode, payload, skip)
+        return sent
+
+    def _publish_envelope(self, kind: Kind, channel_kind: str, name: str, opcode: int, payload: bytes,
+                          skip: set[str]) -> None:
         self.backplane.publish(self.backplane.channel(channel_kind, name),
                                encode(kind, opcode, self.node, payload, exclude=skip))
+
+    async def _deliver_waiting(self, kind: Kind, channel_kind: str, name: str, targets: dict[str, Member] | None,
+                               data: Any, exclude: Any) -> int:
+        """An awaited broadcast/publish while members may be waited for ("wait" mode): the
+        members at or under their limit get the frame at once, the envelope goes to the other
+        nodes, then the call waits for the members over it, all together (each closed with
+        1008 after its `send_timeout`). Returns how many got it."""
+        opcode, payload = encode_message(data)
+        skip = _excluded(exclude)
+        sent = 0
+        slow: list[Channel] = []
+        frame = b""
+        if targets:
+            frame = encode_frame(opcode, payload)
+            for ws in list(targets.values()):
+                if skip and ws.id in skip:
+                    continue
+                channel = ws.channel
+                queued = channel.deliver_or_wait(frame, opcode, payload)
+                if queued is None:
+                    slow.append(channel)
+                elif queued:
+                    sent += 1
+        if self._cluster:
+            self._publish_envelope(kind, channel_kind, name, opcode, payload, skip)
+        if len(slow) == 1:  # the usual case: no task
+            sent += await slow[0].deliver_when_drained(frame, opcode, payload)
+        elif slow:
+            done = await asyncio.gather(*(channel.deliver_when_drained(frame, opcode, payload) for channel in slow))
+            sent += sum(done)
         return sent
 
     @staticmethod
@@ -385,17 +433,33 @@ class Hub:
                 spawn(ws.close(envelope.code, envelope.payload.decode("utf-8", "replace")))
 
     async def broadcast(self, path: str, data: Any, exclude: Any = None) -> int:
-        """Send `data` to every connection on the concrete `path`; returns how many got it."""
-        return self._broadcast_now(path, data, exclude)
+        """Send `data` to every connection on the concrete `path`; returns how many got it.
+        In "wait" mode it waits for slow ones (at most about `send_timeout`, see the module doc)."""
+        if not self._waits:
+            return self._broadcast_now(path, data, exclude)
+        return await self._deliver_waiting(Kind.BROADCAST, "p", path, self._paths.get(path), data, exclude)
 
     async def publish(self, room: str, data: Any, exclude: Any = None) -> int:
-        """Send `data` to every member of `room`; returns how many got it."""
-        return self._publish_now(room, data, exclude)
+        """Send `data` to every member of `room`; returns how many got it. In "wait" mode it
+        waits for slow ones (at most about `send_timeout`, see the module doc)."""
+        if not self._waits:
+            return self._publish_now(room, data, exclude)
+        return await self._deliver_waiting(Kind.PUBLISH, "r", room, self._rooms.get(room), data, exclude)
 
     async def send_to(self, connection_id: str, data: Any) -> bool:
         """Send `data` to one connection; False when no open connection has that id (with a
-        cluster backplane: True once it is on its way to the node holding it)."""
-        return self._send_to_now(connection_id, data)
+        cluster backplane: True once it is on its way to the node holding it). In "wait"
+        mode a slow local connection is waited for, up to `send_timeout`: False if it was
+        closed (1008) instead."""
+        ws = self._connections.get(connection_id) if self._waits else None
+        if ws is None or ws.closed:
+            return self._send_to_now(connection_id, data)
+        opcode, payload = encode_message(data)
+        frame = encode_frame(opcode, payload)
+        queued = ws.channel.deliver_or_wait(frame, opcode, payload)
+        if queued is None:
+            return await ws.channel.deliver_when_drained(frame, opcode, payload)
+        return queued
 
     async def close(self, connection_id: str, code: int = WS_1000_NORMAL_CLOSURE, reason: str = "") -> bool:
         """Close one connection by id; False when no open connection has that id (with a

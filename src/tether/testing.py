@@ -55,12 +55,14 @@ from .protocol import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
     FrameParser,
     accept_key,
     encode_close,
     encode_frame,
 )
 from .protocol.codes import WS_1011_INTERNAL_ERROR
+from .protocol.deflate import Compressor, Decompressor, DeflateOptions, client_params
 from .server.http11 import HttpProtocol
 from .server.serve import ServerState
 
@@ -384,6 +386,9 @@ class WebSocketTestSession:
 
     `subprotocol` is the one the server selected, `headers` those of its 101 response;
     after a close, `close_code` / `close_reason` are the code and reason the test saw (or sent).
+    When the app has `permessage_deflate` on, the session offers it as a browser does, and
+    once agreed (`headers["sec-websocket-extensions"]`) compresses what it sends and inflates
+    what it receives, so tests run the server's compressed path.
     """
 
     __test__ = False
@@ -392,12 +397,21 @@ class WebSocketTestSession:
                  headers: list[tuple[str, str]], leftover: bytes = b"") -> None:
         self._client = client
         self._transport = transport
-        self._parser = FrameParser(max_message_size=sys.maxsize, require_mask=False)
+        self.headers = Headers(headers)
+        # permessage-deflate, when the server agreed to it: the session compresses every
+        # message it sends and inflates the server's, as a browser does.
+        self._compressor: Compressor | None = None
+        inflater = None
+        extension = self.headers.get("sec-websocket-extensions")
+        if extension:
+            params = client_params(extension).mirrored()
+            self._compressor = Compressor(params, DeflateOptions())
+            inflater = Decompressor(params)
+        self._parser = FrameParser(max_message_size=sys.maxsize, require_mask=False, inflater=inflater)
         self._messages: deque[str | bytes] = deque()
         self._peer_close: tuple[int, str] | None = None  # the server's close frame (or the cut)
         self._close_sent = False
         self.subprotocol = subprotocol
-        self.headers = Headers(headers)
         self.close_code: int | None = None
         self.close_reason = ""
         if leftover:
@@ -455,7 +469,10 @@ class WebSocketTestSession:
             raise WebSocketDisconnect(self.close_code, self.close_reason)
         if self._close_sent:
             return  # the server closed (not yet received by the test): nothing may follow a close frame
-        self._send_frame(encode_frame(opcode, payload, mask=os.urandom(4)))
+        if self._compressor is not None:
+            self._send_frame(encode_frame(opcode | RSV1, self._compressor.compress(payload), mask=os.urandom(4)))
+        else:
+            self._send_frame(encode_frame(opcode, payload, mask=os.urandom(4)))
 
     def send_text(self, data: str) -> None:
         self._send_message(OP_TEXT, str(data).encode("utf-8"))
@@ -759,6 +776,8 @@ class TestClient:
                     ("sec-websocket-version", "13"), ("sec-websocket-key", key)]
         if subprotocols:
             defaults.append(("sec-websocket-protocol", ", ".join(subprotocols)))
+        if self.app.settings.permessage_deflate:  # offer it as browsers do (a test may set its own)
+            defaults.append(("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"))
         request_headers = _with_defaults(defaults, headers)
         key = Headers(request_headers).get("sec-websocket-key", key)  # the test may set its own
         head = _encode_head(f"GET {_target(url)} HTTP/1.1", request_headers)

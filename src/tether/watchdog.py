@@ -72,6 +72,8 @@ class LoopWatchdog:
         self._thread = threading.Thread(target=self._watch, name="tether-loop-watchdog", daemon=True)
         self._loop_thread = 0
         self._base: set[FrameType] = set()
+        self._lag = self._max_lag = 0.0  # seconds (read through `lag`, `max_lag`)
+        self._stalls = 0
 
     def start(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -94,6 +96,22 @@ class LoopWatchdog:
             self._handle.cancel()
             self._handle = None
 
+    # -- what it measured (read on the loop's thread; tether.metrics exports them) ----------------
+    @property
+    def lag(self) -> float:
+        """How late the last tick ran, in seconds: the event loop's current lag."""
+        return self._lag
+
+    @property
+    def max_lag(self) -> float:
+        """The largest lag of any tick since `start()`, in seconds."""
+        return self._max_lag
+
+    @property
+    def stalls(self) -> int:
+        """Ticks late by more than `threshold` since `start()` (each one logged a WARNING)."""
+        return self._stalls
+
     # -- on the loop ---------------------------------------------------------------------------
     def _schedule(self, now: float) -> None:
         self._due = now + self.interval
@@ -101,9 +119,12 @@ class LoopWatchdog:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        due, lag = self._due, now - self._due
+        due, lag = self._due, max(now - self._due, 0.0)
         self._schedule(now)
+        self._lag = lag
+        self._max_lag = max(self._max_lag, lag)
         if lag > self.threshold:
+            self._stalls += 1
             logger.warning(
                 "the event loop was blocked for at least %.2f s by %s: every connection of this "
                 "worker waited (loop_lag_warning = %g s). Blocking calls belong in a sync HTTP "

@@ -24,6 +24,7 @@ from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, ConnectionState
 from .datastructures import Headers, HTTPConnection, State
 from .encoding import Data, compact_json, encode_message, is_reply
 from .exceptions import InvalidState, WebSocketDisconnect
+from .metrics import count_close, count_handshake
 from .protocol import OP_BINARY, OP_TEXT, encode_frame
 from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE
 from .tasks import spawn
@@ -54,6 +55,8 @@ class WebSocket(HTTPConnection):
         #: The application serving this connection (Starlette's `websocket.app`).
         self.app = app
         channel.attach(self)
+        if app is not None:  # the App's slow-client policy (tether.channel has the rule)
+            channel.set_slow_client(app.settings.slow_client, app.settings.send_timeout)
         self.hub = hub
         self._loop = channel.loop
         self.id = hub.new_id()  # a UUID naming the node that holds it
@@ -144,6 +147,7 @@ class WebSocket(HTTPConnection):
         self.subprotocol = subprotocol
         self.channel.accept(subprotocol, list(headers))
         self.opened_at = time.monotonic()
+        count_handshake(self.app, 101)
         access_log.info("%s 101%s", self.log_name, f" ({subprotocol})" if subprotocol else "")
         self.hub.register(self)
 
@@ -158,6 +162,7 @@ class WebSocket(HTTPConnection):
         data = body.encode("utf-8") if isinstance(body, str) else body
         access_log.warning("%s refused %d: %s", self.log_name, status,
                            data.decode("utf-8", "replace") or "(no reason given)")
+        count_handshake(self.app, status)
         self.channel.reject(status, data, list(headers))
 
     # -- receiving ----------------------------------------------------------------------
@@ -273,13 +278,16 @@ class WebSocket(HTTPConnection):
     def send_nowait(self, data: Any) -> None:
         """Queue `data` without waiting, as a delivery (program order with this connection's
         other sends is kept): a client that does not read is closed (1008) instead of
-        growing the buffer. WebSocketDisconnect if the connection is closed."""
+        growing the buffer, past `max_send_buffer` (in "wait" mode, which it cannot follow:
+        past twice that). WebSocketDisconnect if the connection is closed."""
         self._check_open()
         opcode, payload = encode_message(data)
         self.channel.deliver(encode_frame(opcode, payload), opcode, payload)
 
     async def broadcast(self, data: Any, exclude: Any = None) -> int:
-        """Send to every client connected to this concrete path, this one included unless excluded."""
+        """Send to every client connected to this concrete path, this one included unless
+        excluded; returns how many got it. In "wait" mode it waits for slow clients, at most
+        about `send_timeout` (`Hub.broadcast`)."""
         return await self.hub.broadcast(self.path, data, exclude=exclude)
 
     # -- rooms --------------------------------------------------------------------------
@@ -338,6 +346,7 @@ class WebSocket(HTTPConnection):
         await self._run_close_callbacks(send_result=True)
         if self.channel.state is OPEN:
             self.close_code, self.close_reason = code, reason
+            count_close(self.app, code, reason, "server")
             self._closed_by_task = asyncio.current_task()
             self.channel.close(code, reason)
             self._wake(WebSocketDisconnect(code, reason))
@@ -362,6 +371,8 @@ class WebSocket(HTTPConnection):
             return  # already closed
         self.close_code, self.close_reason = code, reason
         self.closed_by = self.closed_by or "client"
+        if self.opened_at is not None:  # not a client that left during the handshake
+            count_close(self.app, code, reason, self.closed_by)
         self.hub.unregister(self)
         self._wake(WebSocketDisconnect(code, reason))
         for callback in list(self._disconnect_callbacks or ()):

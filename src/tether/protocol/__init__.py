@@ -1,5 +1,6 @@
 """Sans-I/O WebSocket protocol: bytes in, events and bytes out. Imports nothing of tether."""
 
+from .deflate import Compressor, Decompressor, DeflateOptions, DeflateParams, negotiate, parse_extensions
 from .errors import HandshakeError, ProtocolError, TetherError
 from .frames import (
     OP_BINARY,
@@ -9,6 +10,7 @@ from .frames import (
     OP_PONG,
     OP_TEXT,
     PROTOCOL_ERROR,
+    RSV1,
     FrameEvent,
     FrameParser,
     encode_close,
@@ -30,9 +32,10 @@ from .masking import ACCELERATED, apply_mask, pure_apply_mask
 
 __all__ = [
     "OP_BINARY", "OP_CLOSE", "OP_CONTINUATION", "OP_PING", "OP_PONG", "OP_TEXT",
-    "PROTOCOL_ERROR", "FrameEvent", "FrameParser", "ProtocolError", "HandshakeError", "TetherError",
+    "PROTOCOL_ERROR", "RSV1", "FrameEvent", "FrameParser", "ProtocolError", "HandshakeError", "TetherError",
     "encode_close", "encode_frame", "is_valid_close_code", "message_too_big",
     "parse_close_payload", "accept_headers", "accept_key", "header_tokens",
     "is_upgrade_request", "origin_allowed", "select_subprotocol", "validate_upgrade",
     "ACCELERATED", "apply_mask", "pure_apply_mask",
+    "DeflateOptions", "DeflateParams", "negotiate", "parse_extensions", "Compressor", "Decompressor",
 ]

@@ -32,7 +32,7 @@ from .errors import ProtocolError
 from .masking import apply_mask
 
 __all__ = [
-    "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
+    "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "RSV1",
     "PROTOCOL_ERROR", "FrameEvent", "FrameParser", "encode_frame", "encode_close",
     "parse_close_payload", "is_valid_close_code", "message_too_big", "MessageInflater",
 ]
@@ -44,6 +44,9 @@ OP_CLOSE: Final = 0x8
 OP_PING: Final = 0x9
 OP_PONG: Final = 0xA
 PROTOCOL_ERROR: Final = -1
+#: The first header bit after FIN: `encode_frame(opcode | RSV1, ...)` marks a compressed
+#: message (RFC 7692 6.1).
+RSV1: Final = 0x40
 
 #: One event of `FrameParser.feed`: `(kind, value)`, the kind being OP_TEXT (1), OP_BINARY (2),
 #: OP_PING (9), OP_PONG (10), OP_CLOSE (8) or PROTOCOL_ERROR (-1). A type checker narrows an
@@ -114,10 +117,14 @@ class MessageInflater(Protocol):
     """Inflates compressed messages (permessage-deflate, `tether.protocol.deflate.Decompressor`)."""
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        """Inflate a piece of the current message; ProtocolError 1009 past `limit` bytes."""
+        """Inflate a piece of the current message; ProtocolError 1009 once the message as a
+        whole (this piece and the ones before) would inflate past `limit` bytes."""
 
     def end_message(self, limit: int) -> bytes:
         """The current message is complete: inflate its tail."""
+
+    def decompress_final(self, data: bytes, limit: int) -> bytes:
+        """`decompress(data, limit) + end_message(limit)`: a message in one frame."""
 
 
 class FrameParser:
@@ -276,12 +283,25 @@ class FrameParser:
                                             "text message is not valid UTF-8") from None
                 else:
                     events.append((OP_BINARY, payload))
+            elif fin and compressed and self._message_opcode is None:
+                events.append(self._inflated_message(opcode, payload))
             else:
                 self._start_frame(opcode, compressed)
                 self._take_payload(payload, events)
                 if fin:
                     self._end_message(events)
         return pos
+
+    def _inflated_message(self, opcode: int, payload: bytes) -> FrameEvent:
+        """A compressed message in one frame, here in full (the common compressed case)."""
+        assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
+        data = self.inflater.decompress_final(payload, self.max_message_size)
+        if opcode == OP_BINARY:
+            return (OP_BINARY, data)
+        try:
+            return (OP_TEXT, data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, "text message is not valid UTF-8") from None
 
     def _check_reserved_bits(self, b0: int, opcode: int) -> bool:
         """RSV1 marks the first frame of a compressed message (RFC 7692 6.1), allowed only
@@ -332,7 +352,7 @@ class FrameParser:
             self._frame_mask = None
         if self._compressed:
             assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
-            piece = self.inflater.decompress(piece, self.max_message_size - len(self._message))
+            piece = self.inflater.decompress(piece, self.max_message_size)  # it counts the message's size
         if self._decoder is not None:
             _validate(self._decoder, piece, False)
         self._message += piece
@@ -342,7 +362,7 @@ class FrameParser:
         message = self._message
         if self._compressed:
             assert self.inflater is not None
-            tail = self.inflater.end_message(self.max_message_size - len(message))
+            tail = self.inflater.end_message(self.max_message_size)
             if tail:
                 if self._decoder is not None:
                     _validate(self._decoder, tail, False)

@@ -1,16 +1,26 @@
 """HTTP/1.1 on an asyncio transport: keep-alive, pipelining, and the hand-over to WebSocket.
 
 Requests are parsed by httptools, answered one at a time in arrival order, and bounded:
-headers by `max_header_size` (431), bodies by `max_body_size` (413), a request by
-`handshake_timeout` from its first byte (or the connection's start) to its end, whatever
-arrives meanwhile, and an idle keep-alive connection by `keepalive_timeout`.
-A valid WebSocket upgrade turns the connection over to a `NativeChannel`.
+a request's head by `max_header_size` (431; every byte of it: see `_next_piece`), bodies by
+`max_body_size` (413), a request by `handshake_timeout` from its first byte (or the
+connection's start) to its end, whatever arrives meanwhile, and an idle keep-alive
+connection by `keepalive_timeout`. A response counts against the send bound: the next
+pipelined request is answered only once the transport has drained, so a client that does
+not read makes the server hold about one response (plus the transport's high-water mark)
+and stop reading once `_MAX_PIPELINED` requests wait.
+
+What cannot be answered at once waits behind the responses in progress, in order: a refused
+request (its error response, then the close), a WebSocket upgrade (the hand-over to a
+`NativeChannel` happens once the responses before it are written, and no HTTP timer
+survives it), the client's end of sending (a half-close: the requests received are
+answered, then the connection closes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
@@ -20,8 +30,10 @@ import httptools
 
 from ..datastructures import Headers
 from ..http import Request, Response, body_allowed
+from ..metrics import count_handshake
 from ..protocol import HandshakeError, header_tokens, is_upgrade_request, validate_upgrade
 from .channel import NativeChannel
+from .compression import open_channel
 from .flow import WriteFlowControl
 from .wire import http_response
 
@@ -34,6 +46,12 @@ access_log = logging.getLogger("tether.access")
 logger = logging.getLogger("tether")
 
 _MAX_PIPELINED = 16
+_HEAD_END = b"\r\n\r\n"
+_BLANK_LINES = re.compile(rb"[\r\n]+")  # before a request: skipped by the parser, part of its head
+_CR_LF = b"\r\n"
+# A head has at least these bytes besides its URL and header lines: "GET " + " HTTP/1.1\r\n"
+# and the blank line that ends it.
+_MIN_HEAD_FRAME = 17
 
 
 class _RequestError(Exception):
@@ -59,13 +77,28 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[str, str]] = []
-        self._header_size = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        # Where the parser is, for measuring heads (see `_next_piece`): in a head (or between
+        # requests, where the next byte starts one), its size so far and its last bytes.
+        self._head_open = True
+        self._in_message = False
+        self._head_limit = self.settings.max_header_size
+        self._head_size = 0
+        self._head_tail = b""
+        # What the parser reported of the head (URL, names, values, the shortest punctuation):
+        # at most its size. Refused past `_seen_limit`.
+        self._head_seen = 0
+        self._seen_limit = self.settings.max_header_size - _MIN_HEAD_FRAME
+        self._body_total: int | None = None  # once read from the head; -1: chunked, unknown
+        self._last_body = 0  # the body size of the last complete request
+        self._head_may_begin: int | None = None  # see `_count_open_head`
         self._error: _RequestError | None = None
         self._queue: deque[tuple[Request, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._upgrade: Request | None = None
+        self._leftover = b""  # what followed the upgrade request
+        self._eof = False
         self._websocket: NativeChannel | None = None
         #: The task serving the WebSocket this connection was upgraded to, once it was.
         self.websocket_task: asyncio.Task[object] | None = None
@@ -91,6 +124,14 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             self._websocket.connection_lost(exc)
         self._release_drain()
 
+    def eof_received(self) -> bool | None:
+        """The client ended its sending side (a half-close, as `nc -N` does): the requests
+        already received are still answered, then the connection closes (True keeps the
+        transport open for writing meanwhile). Nothing to answer, or TLS (which cannot stay
+        half-open): close now."""
+        self._eof = True
+        return self._task is not None and self.scheme == "http"
+
     def _set_timer(self, seconds: float) -> None:
         self._cancel_timer()
         if seconds > 0:
@@ -114,44 +155,144 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     # -- parsing --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        offset = len(data)
+        view: memoryview | None = None  # the pieces of a read that is cut are fed without copies
+        pos = 0
+        end = len(data)
         try:
-            self.parser.feed_data(data)
+            while pos < end and self._error is None:
+                stop = self._next_piece(data, pos, end)
+                if stop == pos:
+                    break  # the head would pass max_header_size: refused
+                after = self._head_may_begin
+                if stop - pos == end:
+                    self.parser.feed_data(data)
+                else:
+                    view = view or memoryview(data)
+                    self.parser.feed_data(view[pos:stop])
+                if after is not None and self._head_open and self._in_message:
+                    self._count_open_head(data, stop, after)
+                pos = stop
         except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else offset
+            if self._upgrade is not None:
+                self._leftover = data[pos + exc.args[0]:]
         except httptools.HttpParserError as exc:
             if self._error is None:
                 self._error = _RequestError(400, f"malformed HTTP request: {exc}")
-        if self._error is not None:
-            self._respond_error(self._error)
-            return
-        if self._upgrade is not None:
-            request, self._upgrade = self._upgrade, None
-            self._start_websocket(request, data[offset:])
+        if self._error is not None or self._upgrade is not None:
+            # Nothing more is read; it is answered once the responses before it are written.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._cancel_timer()
+            if self._task is None:
+                self._answered_all()
+
+    def _next_piece(self, data: bytes, pos: int, end: int) -> int:
+        """Where the next piece of `data[pos:end]` to feed the parser ends, so that every
+        request head is measured, and set `_head_may_begin` (see `_count_open_head`).
+
+        A request's head is every byte from the end of the previous request (or the
+        connection's start), blank lines included, to the end of its header block, across
+        reads. Past `max_header_size` it is refused with 431 before the parser sees the
+        excess (returns `pos` and sets the error). A piece ends where the next head begins
+        (after a Content-Length body, or a head with none), or at the end of the read when
+        no other head can end in it: then a head that begins in the piece is still open at
+        its end and counted there. The one estimate: a head that begins where a chunked body
+        ends, in the same read, is held to the limit by what the parser reports of it
+        (`_head_seen`), which bounds what is stored.
+        """
+        self._head_may_begin = None
+        if not self._head_open:  # a body
+            total = self._body_total
+            if total is None:
+                total = self._body_total = self._body_length()
+            if total < 0:
+                self._head_may_begin = -1
+                return end
+            return min(end, pos + total - self._body_size)
+        room = self._head_limit - self._head_size
+        ended = False
+        if not self._in_message and data[pos] in _CR_LF:
+            match = _BLANK_LINES.match(data, pos)
+            assert match is not None
+            stop = match.end()
+        else:
+            # The parser is strict: after a request line, the first blank line ends the head.
+            tail = self._head_tail
+            found = (tail + data[:3]).find(_HEAD_END) if tail else -1
+            if found >= 0:  # one split across reads ends in this read's first bytes
+                stop = found + 4 - len(tail)
+            else:
+                found = data.find(_HEAD_END, pos, pos + room)
+                stop = found + 4
+            ended = found >= 0
+            if not ended:  # the head goes on in the next read
+                stop = end
+                self._head_tail = (self._head_tail + data[max(pos, end - 3):end])[-3:]
+        if stop - pos > room or (stop - pos == room and not ended):
+            self._head_over()  # over the limit, or at it and not ended
+            return pos
+        self._head_size += stop - pos
+        if ended and stop < end and data.find(_HEAD_END, stop, end) < 0:
+            self._head_may_begin = stop
+            return end
+        return stop
+
+    def _count_open_head(self, data: bytes, stop: int, after: int) -> None:
+        """A request head began inside the piece that ended at `stop`, and goes on in the next
+        read: count what it has so far. `after` is where the head before it ended (this
+        head begins past that head's body: it has a Content-Length or none, since a chunked
+        body ends with a blank line), or -1 after a chunked body, which does not say where
+        it ended: then count what the parser reported of it (a little less, never more)."""
+        self._head_size = stop - after - self._last_body if after >= 0 else self._head_seen
+        self._head_tail = data[max(0, stop - 3):stop]
+        if self._head_size >= self._head_limit:
+            self._head_over()
+
+    def _body_length(self) -> int:
+        """The body's length by the head just parsed (whose framing headers the parser has
+        checked: digits, no conflicts), -1 for a chunked one."""
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == "transfer-encoding":
+                return -1
+            if lower == "content-length":
+                return int(value)
+        return 0
+
+    def _head_over(self) -> None:
+        """Refuse the request whose head passes max_header_size."""
+        if self._error is None:
+            self._error = _RequestError(431, f"request head over {self.settings.max_header_size} bytes")
 
     def on_message_begin(self) -> None:
         # A request gets handshake_timeout from its first byte to its end; more data does not
         # extend it (a client trickling bytes must not hold the connection forever).
         self._set_timer(self.settings.handshake_timeout)
+        self._in_message = True
+        self._head_seen = 0
         self._url = b""
         self._headers = []
-        self._header_size = 0
+        self._body_total = None
         self._body = []
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._header_size += len(url)
-        if self._header_size > self.settings.max_header_size and self._error is None:
-            self._error = _RequestError(414, "request URL too long")
+        self._head_seen += len(url)
+        if self._head_seen > self._seen_limit:
+            self._head_over()
+        else:
+            self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size += len(name) + len(value)
-        if self._header_size > self.settings.max_header_size:
-            if self._error is None:
-                self._error = _RequestError(431, f"request headers over {self.settings.max_header_size} bytes")
-            return
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_seen += len(name) + len(value) + 3  # "name:value\r\n" at the least
+        if self._head_seen > self._seen_limit:
+            self._head_over()
+        else:
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._head_tail = b""
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -162,6 +303,10 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._head_open = True
+        self._in_message = False
+        self._head_size = 0
+        self._last_body = self._body_size
         if self._error is not None:
             return
         raw_path, _, query = self._url.decode("latin-1").partition("?")
@@ -187,10 +332,10 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             assert transport is not None
             while self._queue:
                 request, keep_alive = self._queue.popleft()
-                if len(self._queue) == _MAX_PIPELINED // 2:
+                if len(self._queue) == _MAX_PIPELINED // 2 and self._error is None and self._upgrade is None:
                     transport.resume_reading()
                 response = await self.server.app.handle_http(request)
-                keep_alive = keep_alive and not self._closing
+                keep_alive = keep_alive and not self._closing and not (self._eof and not self._queue)
                 try:
                     await self._write_response(request, response, keep_alive)
                 except Exception:
@@ -202,9 +347,27 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
                 if not keep_alive:
                     transport.close()
                     return
+                # The response counts against the send bound: the next request is answered
+                # once the transport has drained (see the module doc).
+                if self._write_paused:
+                    await self._drain()
         finally:
             self._task = None
-        self._set_timer(self.settings.keepalive_timeout)
+        self._answered_all()
+
+    def _answered_all(self) -> None:
+        """Every response so far is written: go on with what waited behind them."""
+        if self._error is not None:
+            self._respond_error(self._error)
+        elif self._upgrade is not None:
+            request, self._upgrade = self._upgrade, None
+            leftover, self._leftover = self._leftover, b""
+            self._start_websocket(request, leftover)
+        elif self._eof:
+            assert self.transport is not None
+            self.transport.close()
+        else:
+            self._set_timer(self.settings.keepalive_timeout)
 
     async def _write_response(self, request: Request, response: Response, keep_alive: bool) -> None:
         headers = response.header_list()
@@ -260,14 +423,17 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         joined = request.headers.joined()
         try:
             key = validate_upgrade(request.method, joined)
+            assert self.transport is not None
+            channel = open_channel(self.server, self.transport, key, leftover,
+                                   joined.get("sec-websocket-extensions"))
         except HandshakeError as exc:
+            count_handshake(self.server.app, exc.status)
             self._respond_error(_RequestError(exc.status, exc.message), exc.headers)
             return
         self._cancel_timer()
         assert self.transport is not None
         self.transport.pause_reading()
         self.server.connections.discard(self)  # the channel tracks itself once accepted
-        channel = NativeChannel(self.server, self.transport, key, leftover)
         self._websocket = channel
         task = self.loop.create_task(self.server.app.serve_websocket(
             channel, path=request.path, query_string=request.query_string, headers=request.headers,

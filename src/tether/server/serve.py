@@ -3,7 +3,9 @@
 `run(app, host, port)` serves until SIGINT/SIGTERM. Shutdown stops accepting, closes idle
 HTTP connections, sends close 1001 to every WebSocket (its on_close value first), gives
 handlers `shutdown_timeout` seconds to finish, cancels the rest, flushes what was already
-sent, runs the shutdown hooks and returns (exit status 0). A server that cannot start (the
+sent, runs the shutdown hooks and returns (exit status 0); the readiness check (`health_path`)
+answers 503 from the signal on, and with `shutdown_delay` the server first goes on serving that
+many seconds (a second signal cuts it short). A server that cannot start (the
 port is taken, a startup hook raises) logs the traceback and exits with status 1; with
 `workers` > 1 a master supervises the worker processes (see `run`).
 """
@@ -26,8 +28,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ..metrics import mark_not_ready, watch_server
 from ..protocol import ACCELERATED
 from ..protocol.codes import WS_1001_GOING_AWAY
+from ..protocol.deflate import CompressorPool, DeflateOptions
 from ..tasks import spawn
 from ..watchdog import LoopWatchdog
 from .batcher import WriteBatcher
@@ -58,6 +62,8 @@ class ServerState:
         self.batcher = WriteBatcher(loop)
         self.connections: set[Any] = set()
         self.traffic = Traffic()
+        deflate = DeflateOptions.from_setting(app.settings.permessage_deflate)
+        self.compressors = CompressorPool(deflate) if deflate is not None else None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def track(self, task: asyncio.Task[Any]) -> None:
@@ -103,11 +109,13 @@ class Server:
         if self.app.settings.loop_lag_warning > 0:
             self._watchdog = LoopWatchdog(loop, self.app.settings.loop_lag_warning)
             self._watchdog.start()
+        watch_server(self.app, self.state, self._watchdog)  # read at scrape time, if metrics are on
 
     async def shutdown(self) -> None:
         """Graceful shutdown (see the module doc)."""
         state = self.state
         assert state is not None and self._server is not None
+        mark_not_ready(self.app)
         self._server.close()
         for connection in list(state.connections):
             if isinstance(connection, HttpProtocol):
@@ -146,6 +154,13 @@ class Server:
                     self.port, os.getpid(), "uvloop" if uvloop and isinstance(loop, uvloop.Loop) else "asyncio",
                     "C" if ACCELERATED else "pure-Python")
         await stop.wait()
+        mark_not_ready(self.app)
+        delay = self.app.settings.shutdown_delay
+        if delay > 0:  # still serving, the readiness check says 503: the load balancer moves away
+            logger.info("tether not ready; shutting down in %g s (pid %d; a second signal: now)", delay, os.getpid())
+            stop.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
         logger.info("tether shutting down (pid %d)", os.getpid())
         await self.shutdown()
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..protocol.deflate import CompressorPool
     from ..types import Application
     from .batcher import WriteBatcher
 
@@ -40,6 +41,7 @@ class ServerContext(Protocol):
     batcher: WriteBatcher
     connections: set[Any]
     traffic: Traffic  #: the counters of connections that ended
+    compressors: CompressorPool | None  #: None when permessage-deflate is off
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep `task` until it is done; shutdown waits for it."""
