@@ -20,7 +20,7 @@ from tether.server.http11 import HttpProtocol
 from tether.server.serve import ServerState, new_event_loop
 
 from .apps import echo_app
-from .netutil import effective_rcvbuf, kernel_send_buffer_bound, small_rcvbuf_socket, wait_until_stable
+from .netutil import effective_rcvbuf, kernel_send_buffer_bound, small_rcvbuf_socket, wait_until, wait_until_stable
 from .rawws import upgrade_request
 
 
@@ -81,6 +81,7 @@ def test_pipelined_responses_a_client_does_not_read_are_not_all_buffered(serve_n
     sock.connect(("127.0.0.1", server.port))
     try:
         sock.sendall(get("/big") * count)
+        wait_until(lambda: server.call(buffered())[0] > 0, timeout=20, message="a response buffered")
         held, high_water = wait_until_stable(lambda: server.call(buffered()), settle=0.5, timeout=30)
         assert 0 < held <= size + 4096 + high_water, (held, count)
         rest = b""

@@ -91,7 +91,7 @@ def strict_inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
     reference farther back than the negotiated window fails ("invalid distance too far back")."""
     out = bytearray()
     pending = data
-    for _ in range(64 * len(data) + 1024):
+    for _ in range(1032 * len(data) + 1024):  # deflate inflates at most ~1032:1
         chunk = inflater.decompress(pending, 1)
         out += chunk
         pending = inflater.unconsumed_tail

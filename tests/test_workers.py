@@ -158,6 +158,8 @@ def test_sigint_stops_every_worker_gracefully_and_exits_0(tmp_path, running):
     server = Running(tmp_path, PID_APP, "--workers", "3")
     running.append(server)
     workers = server.workers(3)
+    for pid in workers:  # each one serving (a process that exists may still be starting)
+        server.wait_log(f"(pid {pid};")
     wait_http(server.port)
     assert server.stop(signal.SIGINT) == 0
     log = server.log()

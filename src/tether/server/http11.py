@@ -164,7 +164,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
                 if stop == pos:
                     break  # the head would pass max_header_size: refused
                 after = self._head_may_begin
-                if stop - pos == end:
+                if pos == 0 and stop == end:  # the whole read: the usual case
                     self.parser.feed_data(data)
                 else:
                     view = view or memoryview(data)
