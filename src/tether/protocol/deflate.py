@@ -398,6 +398,15 @@ class Decompressor:
         inflater = self._inflater
         if inflater is None:
             inflater = self._inflater = zlib.decompressobj(self._wbits)
+        out = self._bounded(inflater, data, limit)
+        if inflater.eof:
+            return self._after_final_block(out, limit, tail)
+        return out
+
+    def _bounded(self, inflater: zlib._Decompress, data: bytes | bytearray | memoryview, limit: int) -> bytes:
+        """Inflate `data` into this message, at most one byte past `limit` in all (1009
+        then); corrupt data is 1007. zlib stops short of max_length only when the input ran
+        out, so nothing is left pending when this returns."""
         room = limit - self._size
         try:
             out = inflater.decompress(data, min(room + 1, sys.maxsize))
@@ -405,10 +414,7 @@ class Decompressor:
             raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, f"invalid compressed data: {exc}") from None
         if len(out) > room:
             raise message_too_big(limit)
-        # zlib stops short of max_length only when the input ran out, so nothing is pending.
         self._size += len(out)
-        if inflater.eof:
-            return self._after_final_block(out, limit, tail)
         return out
 
     def _after_final_block(self, out: bytes, limit: int, tail: bool) -> bytes:
@@ -428,15 +434,7 @@ class Decompressor:
             self._fed = bool(rest)
             if not rest:
                 break
-            room = limit - self._size
-            try:
-                more = inflater.decompress(rest, min(room + 1, sys.maxsize))
-            except zlib.error as exc:
-                raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, f"invalid compressed data: {exc}") from None
-            if len(more) > room:
-                raise message_too_big(limit)
-            self._size += len(more)
-            pieces.append(more)
+            pieces.append(self._bounded(inflater, rest, limit))
         return b"".join(pieces)
 
 
