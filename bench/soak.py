@@ -278,9 +278,9 @@ FLOODS = {
 }
 
 
-async def floods(server: Server, seconds: float = 10) -> bool:
+async def floods(server: Server, names: list[str], seconds: float = 10) -> bool:
     ok = True
-    for name in FLOODS:
+    for name in names:
         errors: list[str] = []
         control = await connect(errors)
         before = server.rss()
@@ -326,7 +326,7 @@ async def main(args: argparse.Namespace) -> int:
         if "churn" in phases:
             ok &= await churn(server)
         if "floods" in phases:
-            ok &= await floods(server)
+            ok &= await floods(server, [name for name in FLOODS if not args.flood or name in args.flood])
         return 0 if ok else 1
     finally:
         server.stop()
@@ -340,4 +340,6 @@ if __name__ == "__main__":
     parser.add_argument("--active", type=int, default=100)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--phases", default="soak,churn,floods")
+    parser.add_argument("--flood", action="append", choices=list(FLOODS), metavar="NAME",
+                        help="run this flood only (repeatable; default: every one): " + ", ".join(FLOODS))
     sys.exit(uvloop.run(main(parser.parse_args())))

@@ -36,9 +36,10 @@ SETTLE_TURNS = 500  # loop turns one settle may take: a server still busy after 
 
 
 def build_app() -> App:
-    """The App under fuzz: small limits, so that 413, 431, 1009 and 1008 are reachable."""
+    """The App under fuzz: small limits, so that 413, 431, 1009 and 1008 are reachable, and
+    permessage-deflate on, so that an offer is negotiated and compressed frames are inflated."""
     app = App(max_header_size=1024, max_body_size=2048, max_message_size=512, max_send_buffer=8192,
-              max_queue=2)
+              max_queue=2, permessage_deflate=True)
 
     @app.get("/")
     async def index() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pathlib
 import struct
+import zlib
 
 from tether.protocol import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
@@ -22,6 +23,14 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return encode_frame(opcode, payload, fin=fin, mask=MASK)
+
+
+def deflated(payload: bytes) -> bytes:
+    """`payload` compressed as one permessage-deflate message (RFC 7692 7.2.1: raw deflate,
+    flushed, without the final 0x00 0x00 0xff 0xff)."""
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]
 
 
 def raw_header(b0: int, length: int, mask: bool = True) -> bytes:
@@ -144,6 +153,13 @@ def http_seeds() -> dict[str, bytes]:
     frames = (masked(OP_TEXT, b"hello") + masked(OP_PING, b"p") + masked(OP_BINARY, b"\x00\x01")
               + masked(OP_TEXT, b"a", fin=False) + masked(OP_CONTINUATION, b"b"))
     close = masked(OP_CLOSE, (1000).to_bytes(2, "big"))
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+    def masked_rsv1(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+        frame = bytearray(masked(opcode, payload, fin=fin))
+        frame[0] |= RSV1
+        return bytes(frame)
+
     seeds = {
         "get": b"GET / HTTP/1.1\r\nHost: fuzz\r\n\r\n",
         "get-params": b"GET /items/5?detail=true HTTP/1.1\r\nHost: fuzz\r\n\r\n",
@@ -174,6 +190,12 @@ def http_seeds() -> dict[str, bytes]:
         "ws-version": upgrade.replace(b"Version: 13", b"Version: 8") + b"\r\n",
         "ws-not-found": upgrade.replace(b"/ws ", b"/nowhere ") + b"\r\n",
         "ws-origin": upgrade + b"Origin: https://elsewhere.example\r\n\r\n",
+        "ws-deflate": upgrade + offer + b"\r\n" + masked_rsv1(OP_TEXT, deflated(b"hello " * 40))
+        + masked(OP_TEXT, b"plain"),
+        "ws-deflate-fragmented": upgrade + offer + b"\r\n"
+        + masked_rsv1(OP_TEXT, deflated(b"part " * 60)[:10], fin=False)
+        + masked(OP_CONTINUATION, deflated(b"part " * 60)[10:]),
+        "ws-deflate-too-big": upgrade + offer + b"\r\n" + masked_rsv1(OP_BINARY, deflated(b"z" * 5000)),
         "get-then-upgrade": b"GET / HTTP/1.1\r\nHost: fuzz\r\n\r\n" + upgrade + b"\r\n" + masked(OP_TEXT, b"x"),
     }
     out = {name: b"\x00\x09" + data for name, data in seeds.items()}

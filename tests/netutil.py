@@ -71,6 +71,14 @@ def effective_rcvbuf(sock: socket.socket) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Everything `sock` receives until the peer ends the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 10, interval: float = 0.01,
                message: str = "condition") -> T:
     """Poll `predicate()` until it returns something truthy (returned); fail after `timeout` s."""

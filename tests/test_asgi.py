@@ -330,8 +330,9 @@ def test_permessage_deflate_is_negotiated_by_uvicorn_and_hypercorn(serve, server
         negotiated = [extension.name for extension in ws.protocol.extensions]
         ws.send("x" * 1000)
         assert ws.recv() == "x" * 1000
-    # tether's own server does not implement RFC 7692 yet, nor does granian; uvicorn's
-    # websockets and hypercorn's wsproto negotiate it.
+    # echo_app leaves the App's permessage_deflate off, which tether's own server follows
+    # (tests/test_deflate.py has it on); uvicorn's websockets and hypercorn's wsproto
+    # negotiate it whatever the App says; granian does not implement it.
     assert negotiated == (["permessage-deflate"] if server_kind in ("uvicorn", "hypercorn") else [])
 
 

@@ -20,7 +20,14 @@ from tether.server.http11 import HttpProtocol
 from tether.server.serve import ServerState, new_event_loop
 
 from .apps import echo_app
-from .netutil import effective_rcvbuf, kernel_send_buffer_bound, small_rcvbuf_socket, wait_until, wait_until_stable
+from .netutil import (
+    effective_rcvbuf,
+    kernel_send_buffer_bound,
+    read_to_eof,
+    small_rcvbuf_socket,
+    wait_until,
+    wait_until_stable,
+)
 from .rawws import upgrade_request
 
 
@@ -40,13 +47,6 @@ def read_response(sock: socket.socket, buffered: bytes = b"") -> tuple[bytes, by
         assert chunk, f"connection closed after {len(rest)} of {length} body bytes"
         rest += chunk
     return head, rest[:length], rest[length:]
-
-
-def read_to_eof(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def get(path: str) -> bytes:

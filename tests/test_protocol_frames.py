@@ -381,10 +381,11 @@ class ZlibInflater:
         self.size = 0
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        out = self._inflate.decompress(data, limit - self.size + 1)
+        room = limit - self.size
+        if room < 0:
+            return b""  # the message is over the limit already: the parser refuses it
+        out = self._inflate.decompress(data, room + 1)
         self.size += len(out)
-        if self.size > limit or self._inflate.unconsumed_tail:
-            raise ProtocolError(1009, "too big")
         return out
 
     def end_message(self, limit: int) -> bytes:
@@ -454,6 +455,23 @@ def test_the_inflated_size_counts_against_max_message_size():
     assert len(data) < 1000
     events = feed(compressed_frame(OP_BINARY, data), inflater=ZlibInflater(), max_message_size=10_000)
     assert error_of(events).code == 1009
+
+
+@pytest.mark.parametrize("bad_at, code", [(99, 1007), (100, 1009), (5000, 1009)])
+def test_a_compressed_text_too_big_and_invalid_fails_by_its_first_fault_however_it_is_cut(bad_at, code):
+    """Invalid UTF-8 within max_message_size (100) is the first fault: 1007; past it the size
+    is: 1009. Cut anywhere, into frames or into reads, the same code (a fuzz finding: it
+    depended on where the inflated pieces ended)."""
+    text = bytearray(b"a" * 6000)
+    text[bad_at] = 0xFF
+    data = deflate(bytes(text))
+    one_frame = compressed_frame(OP_TEXT, data)
+    for cut in range(1, len(data)):
+        fragments = compressed_frame(OP_TEXT, data[:cut], fin=False) + client_frame(OP_CONTINUATION, data[cut:])
+        for wire in (one_frame, fragments):
+            parser = FrameParser(max_message_size=100, inflater=ZlibInflater())
+            events = parser.feed(wire[:cut + 6]) + parser.feed(wire[cut + 6:])
+            assert error_of(events).code == code, (cut, wire is one_frame)
 
 
 def test_the_inflated_size_limit_counts_the_whole_message_across_fragments():

@@ -138,6 +138,8 @@ def test_a_killed_worker_is_logged_and_replaced(tmp_path, running):
     server = Running(tmp_path, PID_APP, "--workers", "2")
     running.append(server)
     first = server.workers(2)
+    for pid in first:  # each one serving (a process that exists may still be starting)
+        server.wait_log(f"(pid {pid};")
     killed = first[0]
     seen: set[int] = set()
     wait_until(lambda: seen.add(int(get(server.port))) or seen == set(first), interval=0.02,
@@ -145,6 +147,7 @@ def test_a_killed_worker_is_logged_and_replaced(tmp_path, running):
     os.kill(killed, signal.SIGKILL)
     server.wait_log(f"tether worker {killed} killed by signal SIGKILL; starting a new worker")
     (new,) = set(server.workers(2, without=killed)) - set(first)
+    server.wait_log(f"(pid {new};")
     # The port answers all along, and the new worker serves on it too.
     wait_until(lambda: int(get(server.port)) == new, timeout=15, interval=0.02,
                message="an answer from the new worker")

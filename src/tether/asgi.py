@@ -178,6 +178,11 @@ async def _websocket(app: Application, scope: Scope, receive: Receive, send: Sen
     finally:
         await channel.finish()
         reader.cancel()
+        # The session is over: the channel lets go of the core connection and of the reader,
+        # whose cancellation holds the reader's frame (and so the channel), so that no
+        # reference cycle keeps them for the collector.
+        channel.reader = None
+        channel.detach()
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

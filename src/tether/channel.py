@@ -116,6 +116,22 @@ class Channel(Protocol):
     def drain(self) -> Awaitable[None] | None: ...
 
 
+class _Departed:
+    """The listener of a detached channel: it keeps the path (for the log) and drops the
+    calls that still come."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def message_received(self, message: str | bytes) -> None:
+        pass
+
+    def disconnected(self, code: int, reason: str) -> None:
+        pass
+
+
 class ChannelBase:
     """The connection policy shared by every road (see the module doc)."""
 
@@ -250,6 +266,15 @@ class ChannelBase:
         listener = getattr(self, "listener", None)
         if listener is not None:
             listener.disconnected(code, reason)
+
+    def detach(self) -> None:
+        """Stop holding the core connection, once it is told the connection is over (a road
+        calls this when its transport is gone). The core holds its channel, so the two make a
+        reference cycle: kept, a closed connection (its unread messages, a partial message)
+        would wait for the collector's next full pass instead of going with its handler."""
+        listener = getattr(self, "listener", None)
+        if listener is not None:
+            self.listener = _Departed(listener.path)
 
     # -- what a road implements ---------------------------------------------------------
     def write_accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -81,7 +82,8 @@ class WebSocket(HTTPConnection):
         self.closed_by: Literal["server", "client"] | None = None
         self._scope: dict[str, Any] | None = None
         self._closing = False  # close has begun: the close callbacks are claimed
-        self._closed_by_task: asyncio.Task[Any] | None = None  # whose close() sent the close frame
+        # Whose close() sent the close frame; weak, as that task's result is this connection.
+        self._closed_by_task: weakref.ref[asyncio.Task[Any]] | None = None
         #: `time.monotonic()` when the handshake was accepted (None before, or if it never was).
         self.opened_at: float | None = None
         # Made on first registration: most connections have at most one of each (memory per
@@ -186,6 +188,9 @@ class WebSocket(HTTPConnection):
             return await waiter
         finally:
             self._waiter = None
+            # The WebSocketDisconnect a close sets on it holds this frame in its traceback:
+            # kept here, the connection would live on in that cycle until a full collection.
+            del waiter
 
     async def receive_text(self) -> str:
         """The next message, which must be text (TypeError naming the problem otherwise)."""
@@ -242,7 +247,8 @@ class WebSocket(HTTPConnection):
         if state is not OPEN:
             if state is CONNECTING:
                 raise InvalidState("send before accept(): the handshake is not complete")
-            if self._closed_by_task is not None and self._closed_by_task is asyncio.current_task():
+            closer = self._closed_by_task() if self._closed_by_task is not None else None
+            if closer is not None and closer is asyncio.current_task():
                 raise InvalidState(f"send after close(): this handler closed the connection "
                                    f"(code {self.close_code}) and then sent on it")
             raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
@@ -347,7 +353,8 @@ class WebSocket(HTTPConnection):
         if self.channel.state is OPEN:
             self.close_code, self.close_reason = code, reason
             count_close(self.app, code, reason, "server")
-            self._closed_by_task = asyncio.current_task()
+            task = asyncio.current_task()
+            self._closed_by_task = weakref.ref(task) if task is not None else None
             self.channel.close(code, reason)
             self._wake(WebSocketDisconnect(code, reason))
 

@@ -141,6 +141,8 @@ class RedisBackplane(Backplane):
             except Exception as exc:  # a failure of its own: never quiet, and it starts again
                 logger.exception("tether backplane: the %s failed; restarting it", name)
                 self._went_down(name, f"{name}: {type(exc).__name__}: {exc}")
+            if self.state is BackplaneState.STOPPED:
+                return  # stop() cancelled it and the cancellation was spent on the way out
             if time.monotonic() - started > 2 * _BACKOFF_CAP:
                 delay = _BACKOFF_FIRST  # it had been up: retry quickly
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -208,9 +210,11 @@ class RedisBackplane(Backplane):
         finally:
             self._pubsub = None
             self._sub_up = False
-            with contextlib.suppress(BaseException):
+            # Exception, not BaseException: a cancellation (stop()) that lands during this
+            # cleanup must end the task, or its supervisor would go on with the next round.
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(pubsub.aclose(), 1.0)
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 1.0)
 
     async def _read(self, pubsub: Any, unconfirmed: set[str]) -> None:
@@ -330,7 +334,7 @@ class RedisBackplane(Backplane):
         finally:
             self._pub_up = False
             self._fail_queue()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):  # as in _listen: a cancellation goes through
                 await asyncio.wait_for(client.aclose(), 1.0)
 
     def _fail_queue(self) -> None:

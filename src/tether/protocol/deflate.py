@@ -36,7 +36,7 @@ from typing import Any
 
 from .codes import WS_1007_INVALID_FRAME_PAYLOAD_DATA
 from .errors import HandshakeError, ProtocolError
-from .frames import RSV1, encode_frame, message_too_big
+from .frames import RSV1, encode_frame
 
 __all__ = [
     "DeflateOptions", "DeflateParams", "negotiate", "parse_extensions", "Compressor", "Decompressor",
@@ -338,12 +338,14 @@ class Decompressor:
 
     Feed each compressed message's frame payloads to `decompress` (split anywhere), then call
     `end_message` (or feed the last piece with `decompress_final`). Every call takes the
-    message size `limit` and raises `message_too_big(limit)` (close 1009) as soon as the
-    message would inflate past it, after at most `limit` + 1 bytes of output were made: zlib
-    is told to stop there (the peak is about twice that, for a moment, while Python joins
-    zlib's output blocks into one bytes object). Corrupt data raises ProtocolError 1007, the
-    code ws (Node) uses for it: the framing was valid, the payload data was not (RFC 6455
-    7.4.1); websockets says 1002. After either error the instance is unusable.
+    message size `limit`: once the message has inflated to more than `limit` bytes nothing
+    more is inflated, so a message returns at most `limit` + 1 bytes in all (zlib is told to
+    stop there; the peak is about twice that, for a moment, while Python joins zlib's output
+    blocks into one bytes object). The caller refuses such a message (1009, see
+    `FrameParser`), after checking the bytes within the limit: a text message whose invalid
+    UTF-8 comes first is a 1007 however its frames were cut. Corrupt data raises
+    ProtocolError 1007, the code ws (Node) uses for it: the framing was valid, the payload
+    data was not (RFC 6455 7.4.1); websockets says 1002. After either the instance is unusable.
 
     With `params.client_no_context_takeover` the zlib object lives only while a message is
     being inflated, so an idle connection holds none; otherwise it keeps the client's window
@@ -404,16 +406,16 @@ class Decompressor:
         return out
 
     def _bounded(self, inflater: zlib._Decompress, data: bytes | bytearray | memoryview, limit: int) -> bytes:
-        """Inflate `data` into this message, at most one byte past `limit` in all (1009
-        then); corrupt data is 1007. zlib stops short of max_length only when the input ran
-        out, so nothing is left pending when this returns."""
+        """Inflate `data` into this message, up to one byte past `limit` in all (then it is
+        too big, and nothing more is inflated); corrupt data is 1007. zlib stops short of
+        max_length only when the input ran out, so within the limit nothing is left pending."""
         room = limit - self._size
+        if room < 0:
+            return b""  # too big already (and a max_length of 0 would mean no bound)
         try:
             out = inflater.decompress(data, min(room + 1, sys.maxsize))
         except zlib.error as exc:
             raise ProtocolError(WS_1007_INVALID_FRAME_PAYLOAD_DATA, f"invalid compressed data: {exc}") from None
-        if len(out) > room:
-            raise message_too_big(limit)
         self._size += len(out)
         return out
 
@@ -432,7 +434,7 @@ class Decompressor:
                 rest = b""
             inflater = self._inflater = zlib.decompressobj(self._wbits)
             self._fed = bool(rest)
-            if not rest:
+            if not rest or self._size > limit:
                 break
             pieces.append(self._bounded(inflater, rest, limit))
         return b"".join(pieces)

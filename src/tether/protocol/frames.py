@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import struct
 import sys
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, NoReturn, Protocol
 
 from .codes import (
     WS_1000_NORMAL_CLOSURE,
@@ -117,11 +117,12 @@ class MessageInflater(Protocol):
     """Inflates compressed messages (permessage-deflate, `tether.protocol.deflate.Decompressor`)."""
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        """Inflate a piece of the current message; ProtocolError 1009 once the message as a
-        whole (this piece and the ones before) would inflate past `limit` bytes."""
+        """Inflate a piece of the current message, stopping once the message as a whole
+        (this piece and the ones before) has passed `limit` bytes: it returns at most
+        `limit` + 1 bytes in all, and the parser refuses it then (1009)."""
 
     def end_message(self, limit: int) -> bytes:
-        """The current message is complete: inflate its tail."""
+        """The current message is complete: inflate its tail (bounded the same way)."""
 
     def decompress_final(self, data: bytes, limit: int) -> bytes:
         """`decompress(data, limit) + end_message(limit)`: a message in one frame."""
@@ -296,6 +297,8 @@ class FrameParser:
         """A compressed message in one frame, here in full (the common compressed case)."""
         assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
         data = self.inflater.decompress_final(payload, self.max_message_size)
+        if len(data) > self.max_message_size:
+            self._inflated_too_big(data, self.max_message_size, _utf8_decoder("strict") if opcode == OP_TEXT else None)
         if opcode == OP_BINARY:
             return (OP_BINARY, data)
         try:
@@ -353,9 +356,21 @@ class FrameParser:
         if self._compressed:
             assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
             piece = self.inflater.decompress(piece, self.max_message_size)  # it counts the message's size
+            room = self.max_message_size - len(self._message)
+            if len(piece) > room:
+                self._inflated_too_big(piece, room, self._decoder)
         if self._decoder is not None:
             _validate(self._decoder, piece, False)
         self._message += piece
+
+    def _inflated_too_big(self, piece: bytes, room: int, decoder: codecs.IncrementalDecoder | None) -> NoReturn:
+        """The message inflated past max_message_size with `piece`, of which `room` bytes fit:
+        1009, unless a text message's UTF-8 fails within them first (1007). The message's
+        first fault decides, wherever the stream was cut (the inflater returns every byte up
+        to one past the limit)."""
+        if decoder is not None:
+            _validate(decoder, piece[:room], False)
+        raise message_too_big(self.max_message_size)
 
     def _end_message(self, events: list[FrameEvent]) -> None:
         """The open message's final frame is complete: emit it and reset."""
@@ -363,6 +378,9 @@ class FrameParser:
         if self._compressed:
             assert self.inflater is not None
             tail = self.inflater.end_message(self.max_message_size)
+            room = self.max_message_size - len(message)
+            if len(tail) > room:
+                self._inflated_too_big(tail, room, self._decoder)
             if tail:
                 if self._decoder is not None:
                     _validate(self._decoder, tail, False)

@@ -176,6 +176,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self.server.traffic.add(self)
         self._release_drain()
         self.ended(WS_1006_ABNORMAL_CLOSURE, "connection lost")
+        self.detach()
 
     # -- outgoing -------------------------------------------------------------------------
     def write_frame(self, frame: bytes, opcode: int, payload: bytes) -> None:
