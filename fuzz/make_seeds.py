@@ -155,11 +155,6 @@ def http_seeds() -> dict[str, bytes]:
     close = masked(OP_CLOSE, (1000).to_bytes(2, "big"))
     offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
-    def masked_rsv1(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-        frame = bytearray(masked(opcode, payload, fin=fin))
-        frame[0] |= RSV1
-        return bytes(frame)
-
     seeds = {
         "get": b"GET / HTTP/1.1\r\nHost: fuzz\r\n\r\n",
         "get-params": b"GET /items/5?detail=true HTTP/1.1\r\nHost: fuzz\r\n\r\n",
@@ -190,12 +185,12 @@ def http_seeds() -> dict[str, bytes]:
         "ws-version": upgrade.replace(b"Version: 13", b"Version: 8") + b"\r\n",
         "ws-not-found": upgrade.replace(b"/ws ", b"/nowhere ") + b"\r\n",
         "ws-origin": upgrade + b"Origin: https://elsewhere.example\r\n\r\n",
-        "ws-deflate": upgrade + offer + b"\r\n" + masked_rsv1(OP_TEXT, deflated(b"hello " * 40))
+        "ws-deflate": upgrade + offer + b"\r\n" + masked(OP_TEXT | RSV1, deflated(b"hello " * 40))
         + masked(OP_TEXT, b"plain"),
         "ws-deflate-fragmented": upgrade + offer + b"\r\n"
-        + masked_rsv1(OP_TEXT, deflated(b"part " * 60)[:10], fin=False)
+        + masked(OP_TEXT | RSV1, deflated(b"part " * 60)[:10], fin=False)
         + masked(OP_CONTINUATION, deflated(b"part " * 60)[10:]),
-        "ws-deflate-too-big": upgrade + offer + b"\r\n" + masked_rsv1(OP_BINARY, deflated(b"z" * 5000)),
+        "ws-deflate-too-big": upgrade + offer + b"\r\n" + masked(OP_BINARY | RSV1, deflated(b"z" * 5000)),
         "get-then-upgrade": b"GET / HTTP/1.1\r\nHost: fuzz\r\n\r\n" + upgrade + b"\r\n" + masked(OP_TEXT, b"x"),
     }
     out = {name: b"\x00\x09" + data for name, data in seeds.items()}

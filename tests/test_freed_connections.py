@@ -9,7 +9,7 @@ A flood of 180 KB heads, each refused 431, grew the server from 30 to 145 MiB th
 stalled other clients for the full passes (issue 11, bench/soak.py).
 
 Each test runs real clients against the native server (or tether's ASGI face under uvicorn
-and hypercorn) in this process with the collector off, waits until the server is done with
+and hypercorn) in this process with the collector off, waits until the server has let go of
 them, then collects with `gc.DEBUG_SAVEALL`: a connection's object among the garbage (its
 protocol, channel, core connection, parser, inflater, request) is a cycle left behind.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ import websockets.sync.client
 
 from tether import App, WebSocketConnection
 from tether.asgi import ASGIChannel
+from tether.channel import ChannelBase
 from tether.http import Request
 from tether.protocol import OP_TEXT, Decompressor, FrameParser
 from tether.server.channel import NativeChannel
@@ -95,11 +95,22 @@ def connection_garbage() -> list[str]:
         gc.set_debug(0)
 
 
-def served(server: Any) -> None:
-    """Wait until the server holds no connection and no task of a client's."""
-    state = server.server.state
-    wait_until(lambda: not state.connections and not state.tasks, timeout=10)
-    time.sleep(0.05)  # the transports' connection_lost callbacks run after the sockets close
+def freed(server: Any) -> None:
+    """Wait until no protocol, channel or core connection of `server` (native or ASGI, known
+    by its event loop) is alive. With the collector off an object in a cycle stays alive,
+    so on a cycle this fails (times out) as surely as the check after it."""
+    loop = server.loop
+
+    def none_alive() -> bool:
+        for obj in gc.get_objects():
+            kind = type(obj)  # not isinstance(): a dead weakref.proxy raises on it
+            if issubclass(kind, (HttpProtocol, ChannelBase)) and obj.loop is loop:
+                return False
+            if issubclass(kind, WebSocketConnection) and obj._loop is loop:
+                return False
+        return True
+
+    wait_until(none_alive, timeout=10, message="the ended connections freed")
 
 
 def http_keep_alive(port: int) -> None:
@@ -167,24 +178,11 @@ CASES: dict[str, Callable[[int], None]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_ended_connection_leaves_no_reference_cycle(serve_native, collector_off, case, deflate):
     server = serve_native(build_app(permessage_deflate=deflate))
-    served(server)
     connection_garbage()  # what the server's start (or an earlier test's end) left: not the case's
     for _ in range(ROUNDS):
         CASES[case](server.port)
-    served(server)
+    freed(server)
     assert connection_garbage() == []
-
-
-def none_alive(loop: Any) -> bool:
-    """No core connection or ASGI channel of the server running `loop` is alive. With the
-    collector off an object in a cycle stays alive, so waiting for this fails on a cycle as
-    surely as the check does."""
-    for obj in gc.get_objects():
-        kind = type(obj)  # not isinstance(): a dead weakref.proxy raises on it
-        if (issubclass(kind, WebSocketConnection) and obj._loop is loop) or (
-                issubclass(kind, ASGIChannel) and obj.loop is loop):
-            return False
-    return True
 
 
 SERVERS = ("uvicorn", "hypercorn")  # for `serve`: tether's ASGI face, under two servers
@@ -196,7 +194,7 @@ def test_under_asgi_an_ended_websocket_leaves_no_reference_cycle(serve, collecto
     connection_garbage()  # what the server's start (or an earlier test's end) left: not the case's
     for _ in range(ROUNDS):
         CASES[case](server.port)
-    wait_until(lambda: none_alive(server.loop), timeout=10)
+    freed(server)
     assert connection_garbage() == []
 
 

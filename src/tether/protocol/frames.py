@@ -298,7 +298,7 @@ class FrameParser:
         assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
         data = self.inflater.decompress_final(payload, self.max_message_size)
         if len(data) > self.max_message_size:
-            self._inflated_too_big(data, self.max_message_size, _utf8_decoder("strict") if opcode == OP_TEXT else None)
+            self._inflated_too_big(data, _utf8_decoder("strict") if opcode == OP_TEXT else None)
         if opcode == OP_BINARY:
             return (OP_BINARY, data)
         try:
@@ -356,20 +356,19 @@ class FrameParser:
         if self._compressed:
             assert self.inflater is not None  # a compressed message needs one (_check_reserved_bits)
             piece = self.inflater.decompress(piece, self.max_message_size)  # it counts the message's size
-            room = self.max_message_size - len(self._message)
-            if len(piece) > room:
-                self._inflated_too_big(piece, room, self._decoder)
+            if len(self._message) + len(piece) > self.max_message_size:
+                self._inflated_too_big(piece, self._decoder)
         if self._decoder is not None:
             _validate(self._decoder, piece, False)
         self._message += piece
 
-    def _inflated_too_big(self, piece: bytes, room: int, decoder: codecs.IncrementalDecoder | None) -> NoReturn:
-        """The message inflated past max_message_size with `piece`, of which `room` bytes fit:
-        1009, unless a text message's UTF-8 fails within them first (1007). The message's
-        first fault decides, wherever the stream was cut (the inflater returns every byte up
-        to one past the limit)."""
+    def _inflated_too_big(self, piece: bytes, decoder: codecs.IncrementalDecoder | None) -> NoReturn:
+        """The open message (`_message`, empty for a message in one frame) inflated past
+        max_message_size with `piece`: 1009, unless a text message's UTF-8 fails within the
+        limit first (1007). The message's first fault decides, wherever the stream was cut
+        (the inflater returns every byte up to one past the limit)."""
         if decoder is not None:
-            _validate(decoder, piece[:room], False)
+            _validate(decoder, piece[:self.max_message_size - len(self._message)], False)
         raise message_too_big(self.max_message_size)
 
     def _end_message(self, events: list[FrameEvent]) -> None:
@@ -378,9 +377,8 @@ class FrameParser:
         if self._compressed:
             assert self.inflater is not None
             tail = self.inflater.end_message(self.max_message_size)
-            room = self.max_message_size - len(message)
-            if len(tail) > room:
-                self._inflated_too_big(tail, room, self._decoder)
+            if len(message) + len(tail) > self.max_message_size:
+                self._inflated_too_big(tail, self._decoder)
             if tail:
                 if self._decoder is not None:
                     _validate(self._decoder, tail, False)

@@ -127,15 +127,11 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     def _drop_parser(self) -> None:
         """End of the connection's HTTP life (it closed, or became a WebSocket): drop the
-        parser and what it parsed. The parser holds this protocol's bound methods, a reference
-        cycle that only the collector's full passes free: kept, the headers of every refused
-        head (about 1 MiB of objects for 64 KiB of short lines) would pile up until one."""
+        parser. It holds this protocol's bound methods, a reference cycle that only the
+        collector's full passes free: kept, the protocol and what it parsed (a refused head's
+        headers: about 1 MiB of objects for 64 KiB of short lines) would pile up until one."""
         if hasattr(self, "parser"):
             del self.parser
-        self._url = b""
-        self._headers = []
-        self._body = []
-        self._queue.clear()
 
     def eof_received(self) -> bool | None:
         """The client ended its sending side (a half-close, as `nc -N` does): the requests
