@@ -592,6 +592,11 @@ def test_the_command_connection_killed_the_node_comes_back_whole(redis_server, s
     b.post("/do/publish", room=f"room-{t}", text="to the new room")
     member.expect("to the new room", timeout=5)
     assert len(a.warnings(LOST)) == 1 and BACK.search(a.log())
+    # The publish that found the connection dead was lost before the node knew Redis was gone:
+    # the outage's count includes it all the same.
+    for node in (a, b):
+        lost = node.status()["lost"]
+        assert [int(m.group(1)) for m in BACK.finditer(node.log())] == [lost] and lost >= 1
 
 
 # -- 9. a node killed -------------------------------------------------------------------------------------------

@@ -176,7 +176,6 @@ class RedisBackplane(Backplane):
         if was_up:
             self.outages += 1
             self._down_since = time.monotonic()
-            self._outage_lost = 0
             logger.warning("tether backplane: Redis lost (%s); local delivery goes on, cluster messages "
                            "are counted as lost until it is back", why)
         else:
@@ -197,6 +196,7 @@ class RedisBackplane(Backplane):
             logger.warning("tether backplane: Redis is back after %.1f s; %d cluster message(s) were lost "
                            "during the outage", time.monotonic() - self._down_since, self._outage_lost)
             self._down_since = None
+        self._outage_lost = 0  # what was lost before this point is reported (or preceded the first start)
 
     # -- the subscriber ------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -294,7 +294,7 @@ class RedisBackplane(Backplane):
         if not self._pub_up or len(self._queue) >= _MAX_PENDING:
             if is_message:
                 self.lost += 1
-                self._outage_lost += 1
+                self._outage_lost += not self._pub_up  # a full queue while up is no outage's loss
             if result is not None and not result.done():
                 result.set_exception(ConnectionError("the backplane is down"))
             return
