@@ -35,6 +35,8 @@ import random
 import reprlib
 from types import ModuleType
 
+from pieces import cut  # fuzz/ is on sys.path: run.py and the tests put it there
+
 from tether.protocol import (
     OP_BINARY,
     OP_CLOSE,
@@ -55,7 +57,6 @@ from tether.protocol import (
 SIZES = (1 << 20, 1, 16, 125, 126, 1024, 65535, 65536)
 FRAME_BUDGETS = (None, 1, 2, 3, 8, 64, 1024, None)  # None: the parser's default
 ERROR_CODES = {1002, 1007, 1009}  # what a client's bytes can be refused with
-MAX_PIECES = 128
 MAX_PROGRAM = 70_000  # bytes of frames a program may make: past 64 KiB (64-bit lengths), no more
 MAX_LEN = 8192  # libFuzzer's -max_len for this target
 
@@ -116,22 +117,6 @@ def feed(parser: FrameParser, data: bytes, events: list[object]) -> None:
             return
         events.extend(parser.feed(b""))
     raise AssertionError("the parser's backlog does not shrink: feed(b'') makes no progress")
-
-
-def cut(stream: bytes, seed: int) -> list[bytes]:
-    """`stream` in pieces whose sizes come from `seed` (seed 0: one byte at a time), at
-    most MAX_PIECES or so (pieces grow with the stream: each one is a feed to pay for)."""
-    if seed == 0 and len(stream) <= MAX_PIECES:
-        return [stream[i:i + 1] for i in range(len(stream))]
-    rng = random.Random(seed)
-    top = max(1 << (seed % 12), 2 * len(stream) // MAX_PIECES)
-    pieces = []
-    pos = 0
-    while pos < len(stream):
-        size = rng.randint(1, top)
-        pieces.append(stream[pos:pos + size])
-        pos += size
-    return pieces
 
 
 def normalize(event: object) -> tuple[int, object]:

@@ -21,15 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from typing import Any
+
+from pieces import cut  # fuzz/ is on sys.path: run.py and the tests put it there
 
 from tether import App, TetherError
 from tether.http import Response, StreamingResponse
 from tether.server.serve import ServerState
 
-MAX_PIECES = 128
 MAX_LEN = 4096  # libFuzzer's -max_len for this target
 HIGH_WATER = 16 * 1024  # a client that does not read pauses the server past this many bytes
 SETTLE_TURNS = 500  # loop turns one settle may take: a server still busy after that is a finding
@@ -267,22 +267,6 @@ class Harness:
         if out:
             assert out[:9] in (b"HTTP/1.1 ", b"HTTP/1.0 ") and out[9:12].isdigit() and out[12:13] == b" ", \
                 f"the server wrote something other than an HTTP response: {out[:80]!r}"
-
-
-def cut(stream: bytes, seed: int) -> list[bytes]:
-    """`stream` in pieces whose sizes come from `seed` (seed 0: one byte at a time), at
-    most MAX_PIECES or so (pieces grow with the stream: each one is a feed to pay for)."""
-    if seed == 0 and len(stream) <= MAX_PIECES:
-        return [stream[i:i + 1] for i in range(len(stream))]
-    rng = random.Random(seed)
-    top = max(1 << (seed % 12), 2 * len(stream) // MAX_PIECES)
-    pieces = []
-    pos = 0
-    while pos < len(stream):
-        size = rng.randint(1, top)
-        pieces.append(stream[pos:pos + size])
-        pos += size
-    return pieces
 
 
 _current: list[Harness] = []  # the module's harness, once made

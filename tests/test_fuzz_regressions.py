@@ -25,7 +25,10 @@ FUZZ = pathlib.Path(__file__).resolve().parents[1] / "fuzz"
 
 
 def load(name: str) -> ModuleType:
-    """fuzz/NAME.py as a module (fuzz/ is not a package: atheris runs its files as scripts)."""
+    """fuzz/NAME.py as a module (fuzz/ is not a package: atheris runs its files as scripts,
+    with fuzz/ on sys.path for what they share)."""
+    if str(FUZZ) not in sys.path:
+        sys.path.append(str(FUZZ))
     spec = importlib.util.spec_from_file_location(f"tether_fuzz_{name}", FUZZ / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -64,6 +67,7 @@ def test_frames_on_the_pure_python_unmasking():
     script = textwrap.dedent(f"""
         import importlib.util, json, sys, traceback
         from tether.protocol import masking
+        sys.path.append({str(FUZZ)!r})
         spec = importlib.util.spec_from_file_location("fuzz_frames", {str(FUZZ / "fuzz_frames.py")!r})
         target = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(target)
