@@ -5,7 +5,8 @@
 #   bench/callgrind_ab.sh [NEW_VENV] [BASE_VENV]
 #
 # Defaults: $VENVS/tether (this checkout, editable) and $VENVS/tether-base (made by
-# bench/ab.sh). Each mode runs at two sizes; the difference divided by the extra messages
+# bench/ab.sh). Each mode (bench/hotpath.py: WebSocket echo and broadcast, HTTP GET one
+# and eight per read) runs at two sizes; the difference divided by the extra messages
 # removes start-up from the count.
 set -euo pipefail
 VENVS="${VENVS:-/tmp/bench-venvs}"
@@ -18,7 +19,7 @@ count() {  # venv mode n -> instructions
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf "%-6s %-14s %16s %16s %8s\n" mode unit new base new/base
-for spec in "echo 8000 24000 message" "bc 800 2400 broadcast(200)"; do
+for spec in "echo 8000 24000 message" "bc 800 2400 broadcast(200)" "get 1000 3000 request" "get8 1000 3000 request"; do
   set -- $spec
   mode=$1 small=$2 large=$3 unit=$4
   n1=$(count "$NEW" "$mode" "$small"); n2=$(count "$NEW" "$mode" "$large")

@@ -2,6 +2,8 @@
 
     python bench/hotpath.py echo N     # one connection echoes N 64-byte messages, 8 per read
     python bench/hotpath.py bc N       # one sender's N messages broadcast to 200 connections
+    python bench/hotpath.py get N      # N keep-alive GET requests on one connection, one per read
+    python bench/hotpath.py get8 N     # the same, 8 pipelined requests per read
 
 Bytes go through the real HttpProtocol (upgrade) and the WebSocket channel, with a transport
 that only counts what is written: no socket, no syscall, so `valgrind --tool=callgrind`
@@ -28,7 +30,34 @@ class T(asyncio.Transport):
     def abort(self): self.closing = True
     def get_extra_info(self, name, default=None): return ("127.0.0.1", 1) if name == "peername" else default
 
+class HT(T):
+    """Counts the responses too."""
+    def __init__(self): super().__init__(); self.responses = 0
+    def write(self, data): self.out += len(data); self.responses += data.count(b"HTTP/1.1 200 ")
+
+async def http(n, batch):
+    app = App()
+
+    @app.route("/hello")
+    async def hello(request):  # async: answered on the loop (a sync one would go to a thread)
+        return "hello"
+
+    loop = asyncio.get_running_loop()
+    await app.startup()
+    state = ServerState(app, loop)
+    t = HT(); p = HttpProtocol(state); t.proto = p; p.connection_made(t)
+    chunk = b"GET /hello HTTP/1.1\r\nHost: x\r\nUser-Agent: hotpath\r\nAccept: */*\r\n\r\n" * batch
+    t0 = time.perf_counter()
+    for i in range(n // batch):
+        p.data_received(chunk)
+        for _ in range(3): await asyncio.sleep(0)
+    dt = time.perf_counter() - t0
+    assert t.responses == n // batch * batch and not t.closing, (t.responses, t.closing)
+    print(f"get {dt / n * 1e6:.3f} us/request  out={t.out}")
+
 async def main(n, batch, mode):
+    if mode in ("get", "get8"):
+        return await http(n, 8 if mode == "get8" else 1)
     app = App(allowed_origins=["*"])
     if mode == "echo":
         @app.websocket("/echo")

@@ -1,7 +1,7 @@
 """HTTP/1.1 on an asyncio transport: keep-alive, pipelining, and the hand-over to WebSocket.
 
 Requests are parsed by httptools, answered one at a time in arrival order, and bounded:
-a request's head by `max_header_size` (431; every byte of it: see `_next_piece`), bodies by
+a request's head by `max_header_size` (431; every byte of it: see `tether.server.heads`), bodies by
 `max_body_size` (413), a request by `handshake_timeout` from its first byte (or the
 connection's start) to its end, whatever arrives meanwhile, and an idle keep-alive
 connection by `keepalive_timeout`. A response counts against the send bound: the next
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
@@ -35,6 +34,7 @@ from ..protocol import HandshakeError, header_tokens, is_upgrade_request, valida
 from .channel import NativeChannel
 from .compression import open_channel
 from .flow import WriteFlowControl
+from .heads import HeadMeter
 from .wire import http_response
 
 if TYPE_CHECKING:
@@ -46,12 +46,6 @@ access_log = logging.getLogger("tether.access")
 logger = logging.getLogger("tether")
 
 _MAX_PIPELINED = 16
-_HEAD_END = b"\r\n\r\n"
-_BLANK_LINES = re.compile(rb"[\r\n]+")  # before a request: skipped by the parser, part of its head
-_CR_LF = b"\r\n"
-# A head has at least these bytes besides its URL and header lines: "GET " + " HTTP/1.1\r\n"
-# and the blank line that ends it.
-_MIN_HEAD_FRAME = 17
 
 
 class _RequestError(Exception):
@@ -79,20 +73,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
         self._body_size = 0
-        # Where the parser is, for measuring heads (see `_next_piece`): in a head (or between
-        # requests, where the next byte starts one), its size so far and its last bytes.
-        self._head_open = True
-        self._in_message = False
-        self._head_limit = self.settings.max_header_size
-        self._head_size = 0
-        self._head_tail = b""
-        # What the parser reported of the head (URL, names, values, the shortest punctuation):
-        # at most its size. Refused past `_seen_limit`.
-        self._head_seen = 0
-        self._seen_limit = self.settings.max_header_size - _MIN_HEAD_FRAME
-        self._body_total: int | None = None  # once read from the head; -1: chunked, unknown
-        self._last_body = 0  # the body size of the last complete request
-        self._head_may_begin: int | None = None  # see `_count_open_head`
+        self._head = HeadMeter(self.settings.max_header_size)
         self._error: _RequestError | None = None
         self._queue: deque[tuple[Request, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -164,22 +145,21 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     # -- parsing --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        head = self._head
         view: memoryview | None = None  # the pieces of a read that is cut are fed without copies
         pos = 0
         end = len(data)
         try:
-            while pos < end and self._error is None:
-                stop = self._next_piece(data, pos, end)
+            while pos < end and self._error is None and not head.over:
+                stop = head.next_piece(data, pos, end, self._body_size)
                 if stop == pos:
-                    break  # the head would pass max_header_size: refused
-                after = self._head_may_begin
+                    break  # over the limit: the parser sees none of the excess
                 if pos == 0 and stop == end:  # the whole read: the usual case
                     self.parser.feed_data(data)
                 else:
                     view = view or memoryview(data)
                     self.parser.feed_data(view[pos:stop])
-                if after is not None and self._head_open and self._in_message:
-                    self._count_open_head(data, stop, after)
+                head.piece_fed(data, stop)
                 pos = stop
         except httptools.HttpParserUpgrade as exc:
             if self._upgrade is not None:
@@ -187,6 +167,8 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self._error is None:
                 self._error = _RequestError(400, f"malformed HTTP request: {exc}")
+        if head.over:
+            self._head_over()
         if self._error is not None or self._upgrade is not None:
             # Nothing more is read; it is answered once the responses before it are written.
             assert self.transport is not None
@@ -194,79 +176,6 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             self._cancel_timer()
             if self._task is None:
                 self._answered_all()
-
-    def _next_piece(self, data: bytes, pos: int, end: int) -> int:
-        """Where the next piece of `data[pos:end]` to feed the parser ends, so that every
-        request head is measured, and set `_head_may_begin` (see `_count_open_head`).
-
-        A request's head is every byte from the end of the previous request (or the
-        connection's start), blank lines included, to the end of its header block, across
-        reads. Past `max_header_size` it is refused with 431 before the parser sees the
-        excess (returns `pos` and sets the error). A piece ends where the next head begins
-        (after a Content-Length body, or a head with none), or at the end of the read when
-        no other head can end in it: then a head that begins in the piece is still open at
-        its end and counted there. The one estimate: a head that begins where a chunked body
-        ends, in the same read, is held to the limit by what the parser reports of it
-        (`_head_seen`), which bounds what is stored.
-        """
-        self._head_may_begin = None
-        if not self._head_open:  # a body
-            total = self._body_total
-            if total is None:
-                total = self._body_total = self._body_length()
-            if total < 0:
-                self._head_may_begin = -1
-                return end
-            return min(end, pos + total - self._body_size)
-        room = self._head_limit - self._head_size
-        ended = False
-        if not self._in_message and data[pos] in _CR_LF:
-            match = _BLANK_LINES.match(data, pos)
-            assert match is not None
-            stop = match.end()
-        else:
-            # The parser is strict: after a request line, the first blank line ends the head.
-            tail = self._head_tail
-            found = (tail + data[:3]).find(_HEAD_END) if tail else -1
-            if found >= 0:  # one split across reads ends in this read's first bytes
-                stop = found + 4 - len(tail)
-            else:
-                found = data.find(_HEAD_END, pos, pos + room)
-                stop = found + 4
-            ended = found >= 0
-            if not ended:  # the head goes on in the next read
-                stop = end
-                self._head_tail = (self._head_tail + data[max(pos, end - 3):end])[-3:]
-        if stop - pos > room or (stop - pos == room and not ended):
-            self._head_over()  # over the limit, or at it and not ended
-            return pos
-        self._head_size += stop - pos
-        if ended and stop < end and data.find(_HEAD_END, stop, end) < 0:
-            self._head_may_begin = stop
-            return end
-        return stop
-
-    def _count_open_head(self, data: bytes, stop: int, after: int) -> None:
-        """A request head began inside the piece that ended at `stop`, and goes on in the next
-        read: count what it has so far. `after` is where the head before it ended (this
-        head begins past that head's body: it has a Content-Length or none, since a chunked
-        body ends with a blank line), or -1 after a chunked body, which does not say where
-        it ended: then count what the parser reported of it (a little less, never more)."""
-        self._head_size = stop - after - self._last_body if after >= 0 else self._head_seen
-        self._head_tail = data[max(0, stop - 3):stop]
-        if self._head_size >= self._head_limit:
-            self._head_over()
-
-    def _body_length(self) -> int:
-        """The body's length by the head just parsed (whose framing headers the parser has
-        checked: digits, no conflicts), -1 for a chunked one."""
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower == "transfer-encoding":
-                return -1
-            if lower == "content-length":
-                return int(value)
-        return 0
 
     def _head_over(self) -> None:
         """Refuse the request whose head passes max_header_size."""
@@ -277,31 +186,26 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         # A request gets handshake_timeout from its first byte to its end; more data does not
         # extend it (a client trickling bytes must not hold the connection forever).
         self._set_timer(self.settings.handshake_timeout)
-        self._in_message = True
-        self._head_seen = 0
+        self._head.message_begun()
         self._url = b""
         self._headers = []
-        self._body_total = None
         self._body = []
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
-        self._head_seen += len(url)
-        if self._head_seen > self._seen_limit:
-            self._head_over()
-        else:
+        if self._head.seen(len(url)):
             self._url += url
+        else:
+            self._head_over()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_seen += len(name) + len(value) + 3  # "name:value\r\n" at the least
-        if self._head_seen > self._seen_limit:
-            self._head_over()
-        else:
+        if self._head.seen(len(name) + len(value) + 3):  # "name:value\r\n" at the least
             self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        else:
+            self._head_over()
 
     def on_headers_complete(self) -> None:
-        self._head_open = False
-        self._head_tail = b""
+        self._head.head_ended(self._headers)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -312,10 +216,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._head_open = True
-        self._in_message = False
-        self._head_size = 0
-        self._last_body = self._body_size
+        self._head.message_ended(self._body_size)
         if self._error is not None:
             return
         raw_path, _, query = self._url.decode("latin-1").partition("?")
