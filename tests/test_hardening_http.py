@@ -8,13 +8,14 @@ cut the bytes at every offset.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from typing import Any
 
 import pytest
 
-from tether import App, Response
+from tether import App, Request, Response
 from tether.protocol import OP_TEXT, FrameParser, encode_frame
 from tether.server.http11 import HttpProtocol
 from tether.server.serve import ServerState, new_event_loop
@@ -93,6 +94,48 @@ def test_pipelined_responses_a_client_does_not_read_are_not_all_buffered(serve_n
 
 
 # -- 6: a request followed by a half-close is still answered ------------------------------------
+def test_requests_pipelined_in_one_read_wait_sixteen_at_most():
+    """Thousands of tiny requests in one read, behind a handler that does not answer yet: at
+    most 16 wait as requests (the rest of the read waits as bytes), and all are answered in
+    order once the handler goes on."""
+    app = App()
+    go = asyncio.Event()
+
+    @app.get("/n/{i}")
+    async def n(i: int):
+        await go.wait()
+        return str(i)
+
+    def requests_alive() -> int:
+        gc.collect()
+        return sum(type(o) is Request for o in gc.get_objects())
+
+    count = 4000
+    reads = b"".join(get(f"/n/{i}") for i in range(count))
+    loop = new_event_loop()
+    try:
+        transport = _Transport()
+        protocol = ServerState(app, loop).new_connection()
+        protocol.connection_made(transport)
+        before = requests_alive()
+        protocol.data_received(reads)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        waiting = requests_alive() - before
+        assert waiting <= 16 + 2, f"{waiting} requests held for one read of {len(reads)} bytes"
+        go.set()
+
+        async def answered() -> None:
+            while bytes(transport.out).count(b"HTTP/1.1 200") < count:
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(asyncio.wait_for(answered(), 30))
+        bodies = [part.partition(b"\r\n\r\n")[2] for part in bytes(transport.out).split(b"HTTP/1.1 200 OK")[1:]]
+        assert bodies == [str(i).encode() for i in range(count)]
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+
+
 def half_close_app(**settings: Any) -> App:
     app = App(**settings)
 
@@ -190,6 +233,59 @@ def test_an_upgrade_pipelined_behind_a_get_waits_for_its_response_and_keeps_no_h
             time.sleep(0.05)
 
 
+def test_nothing_pipelined_after_an_upgrade_is_answered_before_it(serve_native):
+    """An upgrade without `Connection: Upgrade` (httptools parses on past it; tether refuses
+    it 400): the requests behind it in the same write are not answered first, and a second
+    upgrade does not replace it."""
+    server = serve_native(ok_app())
+    no_connection = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(no_connection + get("/x") + upgrade_request("/ws") + get("/x"))
+        out = read_to_eof(sock)
+    assert out.startswith(b"HTTP/1.1 400") and b"Connection: Upgrade" in out, out[:200]
+    assert out.count(b"HTTP/1.1 ") == 1, out
+
+
+def test_requests_pipelined_behind_an_upgrade_to_another_protocol_are_answered(serve_native):
+    """`Upgrade: h2c` is not tether's: the request is answered as plain HTTP, and so are the
+    ones written with it."""
+    server = serve_native(ok_app())
+    h2c = b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(h2c + h2c + get("/x"))
+        head, body, rest = read_response(sock)
+        for _ in range(2):
+            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+            head, body, rest = read_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+
+
+def test_a_request_still_arriving_behind_a_slow_one_keeps_its_own_deadline(serve_native):
+    """When the responses in progress are written, the keep-alive timer is not armed over
+    a request that has begun: it has handshake_timeout from its first byte."""
+    app = App(keepalive_timeout=0.3, handshake_timeout=10)
+
+    @app.get("/slow")
+    async def slow():
+        await asyncio.sleep(0.1)
+        return "slow"
+
+    @app.post("/echo")
+    async def echo(request):
+        return await request.body()
+
+    server = serve_native(app)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(get("/slow") + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+        head, body, rest = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"slow"
+        time.sleep(1.0)  # past keepalive_timeout after /slow was answered, well within handshake_timeout
+        sock.sendall(b"llo")
+        head, body, _ = read_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
+
+
 # -- 9: max_header_size counts the whole head --------------------------------------------------
 def exchange(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -238,6 +334,14 @@ def head_of(size: int, path: str = "/x", extra: bytes = b"") -> bytes:
     return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
 
 
+def test_malformed_heads_past_the_limit_are_400_not_431(serve_native):
+    """The parser sees the head up to the limit before the 431: what is malformed there
+    (bare LF line ends, refused by the parser) is answered as malformed."""
+    server = serve_native(ok_app(max_header_size=1000))
+    assert exchange(server.port, b"GET /x HTTP/1.1\nHost: a\n\n" * 60).startswith(b"HTTP/1.1 400")
+    assert exchange(server.port, b"GET /x HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000).startswith(b"HTTP/1.1 431")
+
+
 def test_a_head_of_exactly_max_header_size_passes_and_one_byte_more_is_431(serve_native):
     server = serve_native(ok_app(max_header_size=2000))
     assert exchange(server.port, head_of(2000)).startswith(b"HTTP/1.1 200")
@@ -266,6 +370,17 @@ class _Transport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         pass
+
+
+def fed_in_two_reads(app: App, loop: asyncio.AbstractEventLoop, stream: bytes,
+                     cut: int) -> tuple[_Transport, HttpProtocol]:
+    """A new connection of `app` that received `stream` in two reads, cut at `cut`."""
+    transport = _Transport()
+    protocol = ServerState(app, loop).new_connection()
+    protocol.connection_made(transport)
+    protocol.data_received(stream[:cut])
+    protocol.data_received(stream[cut:])
+    return transport, protocol
 
 
 def test_the_head_limit_holds_wherever_the_reads_split_pipelined_requests():
@@ -305,11 +420,7 @@ def test_the_head_limit_holds_wherever_the_reads_split_pipelined_requests():
         for tail, refused in ((b"", False), (over, True)):
             whole = stream + tail
             for cut in range(1, len(whole)):
-                transport = _Transport()
-                protocol = ServerState(app, loop).new_connection()
-                protocol.connection_made(transport)
-                protocol.data_received(whole[:cut])
-                protocol.data_received(whole[cut:])
+                transport, protocol = fed_in_two_reads(app, loop, whole, cut)
                 loop.run_until_complete(answered(transport, 4 + refused))
                 out = bytes(transport.out)
                 assert out.count(b"HTTP/1.1 200") == 4, (cut, refused, out)
@@ -318,6 +429,35 @@ def test_the_head_limit_holds_wherever_the_reads_split_pipelined_requests():
                     assert out.count(b"HTTP/1.1 431") == 1, (cut, out)
                     assert out.rindex(b"HTTP/1.1 ") == out.index(b"HTTP/1.1 431"), (cut, out)
                 assert transport.closed == refused, cut
+                protocol.connection_lost(None)
+    finally:
+        loop.close()
+
+
+def test_blank_lines_that_end_a_read_count_toward_the_next_head():
+    """Blank lines before a request are part of its head, also when a read ends inside them
+    (right after the previous request): a head with them 1-3 bytes over the limit is refused
+    wherever the reads are cut."""
+    limit = 300
+    app = App(max_header_size=limit)
+
+    @app.get("/x")
+    async def x():  # async: answered on the loop, in a few turns
+        return "ok"
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    loop = new_event_loop()
+    try:
+        for over in (1, 2, 3):
+            stream = head_of(100) + b"\r\n\r\n" + head_of(limit + over - 4)
+            for cut in range(1, len(stream)):
+                transport, protocol = fed_in_two_reads(app, loop, stream, cut)
+                loop.run_until_complete(settle())
+                out = bytes(transport.out)
+                assert out.count(b"HTTP/1.1 200") == 1 and out.count(b"HTTP/1.1 431") == 1, (over, cut, out)
                 protocol.connection_lost(None)
     finally:
         loop.close()

@@ -8,6 +8,8 @@ abuse; the bounds are far below what the unbounded paths cost and far above nois
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tether import App, WebSocketDisconnect
 from tether.protocol import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 from .apps import echo_app
@@ -162,6 +165,32 @@ def test_defect_3_pings_from_a_client_that_never_reads_end_in_a_close(server_pro
     assert grown < limit + 16 * MIB, f"the server grew {grown / MIB:.1f} MiB of pongs"
 
 
+def test_nothing_the_client_sent_after_the_frame_that_failed_it_reaches_the_handler(serve_native):
+    """RFC 6455 7.1.7: once the server fails the connection (here: pongs past the send bound,
+    all in one read) it processes no more of the peer's data, neither the rest of that read
+    nor the frames past the parser's budget waiting for the next loop turn."""
+    app = App(max_send_buffer=1024)
+    got: list[str] = []
+    codes: list[int] = []
+
+    @app.websocket("/ws")
+    async def handler(websocket):
+        try:
+            while True:
+                got.append(await websocket.receive())
+                await asyncio.sleep(0)  # a little work per message
+        except WebSocketDisconnect as exc:
+            codes.append(exc.code)
+
+    server = serve_native(app)
+    ws = RawWebSocket(server.port, "/ws", timeout=10)
+    ws.send_raw(encode_frame(OP_TEXT, b"before", mask=MASK) + encode_frame(OP_PING, b"p" * 125, mask=MASK) * 20
+                + b"".join(encode_frame(OP_TEXT, b"after %d" % i, mask=MASK) for i in range(600)))
+    assert ws.expect_close()[0] == 1008
+    wait_until(lambda: codes, message="the handler told of the close")
+    assert codes == [1008] and got == ["before"], (codes, got[:3], len(got))
+
+
 # -- 5: a flood of frames that produce no message ------------------------------------------
 @pytest.mark.parametrize("flood_frame", [
     encode_frame(OP_PONG, b"", mask=MASK),
@@ -244,6 +273,34 @@ def test_defect_7_any_bytes_from_the_peer_count_as_liveness(serve_native):
         assert (kind, value) == (OP_TEXT, str(i)), "closed although the client kept talking"
         i += 1
         time.sleep(0.05)
+
+
+def test_keepalive_closes_a_client_that_reads_nothing_while_its_handler_waits_to_send(serve_native):
+    """The handler waits in send() for a client that reads nothing, so its messages pile up
+    unread (max_queue) and the server stops reading: that stall is the client's (the server
+    cannot write to it), and keepalive closes it as it would a silent client."""
+    app = App(ping_interval=0.2, ping_timeout=0.3, close_timeout=0.5, max_queue=2)
+    ended = threading.Event()
+
+    @app.websocket("/echo")
+    async def echo(websocket):
+        try:
+            async for message in websocket:
+                await websocket.send(message)
+        finally:
+            ended.set()
+
+    server = serve_native(app)
+    ws = RawWebSocket(server.port, "/echo", sock=small_rcvbuf_socket(4096, timeout=2))
+    message = encode_frame(OP_BINARY, b"x" * 100_000, mask=MASK)
+    started = time.monotonic()
+    with contextlib.suppress(OSError):  # blocked (the server stopped reading), or reset
+        while not ended.is_set() and time.monotonic() - started < 30:
+            ws.send_raw(message)
+    # Echoes fill the client's window and the server's buffers, then the handler waits in
+    # send(): a ping, no answer within ping_timeout, 1011, and the close gives up after
+    # close_timeout. Before, the ping was re-armed for as long as the server was not reading.
+    assert ended.wait(10), "the handler still waits on a client that reads nothing"
 
 
 def test_a_silent_client_is_still_closed_by_keepalive(serve_native):

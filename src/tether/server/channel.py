@@ -114,6 +114,8 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
                 listener.message_received(value)
             elif kind == OP_PING:
                 self._ping_received(value)
+                if self.transport.is_closing():
+                    return  # it failed the connection: nothing more of the peer's is processed
             elif kind == OP_PONG:
                 self._peer_alive()
             elif kind == OP_CLOSE:
@@ -136,8 +138,8 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self.loop.call_soon(self._parse_backlog)
 
     def _parse_backlog(self) -> None:
-        if self._lost or self._held_by_core or not self._backlog:
-            return  # resume_reading() comes back here when the core unblocks
+        if self._lost or self._held_by_core or not self._backlog or self.transport.is_closing():
+            return  # resume_reading() comes back here when the core unblocks (a failed one: never)
         self.data_received(b"")
         if not self._parser.backlog:
             self._backlog = False
@@ -258,9 +260,11 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
     def _pong_timed_out(self) -> None:
         """No byte came within `ping_timeout` of our ping: the peer is gone (1011), unless
         we are the ones not reading (the handler left `max_queue` messages unread, or a
-        backlog waits): then the answer may be sitting unread, so ask again later."""
+        backlog waits) while the peer takes what we write: then the answer may be sitting
+        unread, so ask again later. A peer that takes nothing either (writing is paused) is
+        the one stalling: it is closed like a silent one."""
         self._pong_timer = None
-        if self._held_by_core or self._backlog:
+        if (self._held_by_core or self._backlog) and not self._write_paused:
             self._schedule_ping()
             return
         self.fail(WS_1011_INTERNAL_ERROR, "keepalive ping timeout")

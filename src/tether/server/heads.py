@@ -58,8 +58,8 @@ class HeadMeter:
     def next_piece(self, data: bytes, pos: int, end: int, body_received: int) -> int:
         """Where the next piece of `data[pos:end]` to feed the parser ends (see the module
         doc); `body_received` is what the parser has given of the body in progress. A head
-        that would pass the limit sets `over` and returns `pos`: the parser sees none of the
-        excess."""
+        that would pass the limit sets `over` and ends the piece where the limit is: the
+        parser sees none of the excess, and what it does see may still be malformed (400)."""
         self._may_begin = None
         if not self._head_open:  # a body
             total = self._body_total
@@ -90,7 +90,7 @@ class HeadMeter:
                 self._tail = (self._tail + data[max(pos, end - 3):end])[-3:]
         if stop - pos > room or (stop - pos == room and not ended):
             self.over = True  # over the limit, or at it and not ended
-            return pos
+            return pos + max(room, 0)
         self._size += stop - pos
         if ended and stop < end and data.find(_HEAD_END, stop, end) < 0:
             self._may_begin = stop
@@ -99,15 +99,20 @@ class HeadMeter:
 
     def piece_fed(self, data: bytes, stop: int) -> None:
         """The parser was fed the piece that ended at `stop`. If a request head began inside
-        it and goes on in the next read, count what it has so far: from where the head
-        before it ended, past that head's body (a Content-Length or none, since a chunked
-        body ends with a blank line), or after a chunked body, which does not say where it
-        ended, what the parser reported of it (a little less, never more)."""
+        it and goes on in the next read (its request line, or only the blank lines before
+        it), count what it has so far: from where the head before it ended, past that head's
+        body (a Content-Length or none, since a chunked body ends with a blank line), or
+        after a chunked body, which does not say where it ended, what the parser reported of
+        it (a little less, never more)."""
         after = self._may_begin
-        if after is None or not (self._head_open and self._in_message):
+        if after is None or not self._head_open:
             return
-        self._size = stop - after - self._last_body if after >= 0 else self._seen
-        self._tail = data[max(0, stop - 3):stop]
+        if after >= 0:
+            self._size = stop - after - self._last_body
+        else:
+            self._size = self._seen if self._in_message else 0
+        if self._in_message:  # (blank lines alone need no tail: the next read skips on over them)
+            self._tail = data[max(0, stop - 3):stop]
         if self._size >= self.limit:
             self.over = True
 

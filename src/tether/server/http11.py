@@ -7,13 +7,15 @@ connection's start) to its end, whatever arrives meanwhile, and an idle keep-ali
 connection by `keepalive_timeout`. A response counts against the send bound: the next
 pipelined request is answered only once the transport has drained, so a client that does
 not read makes the server hold about one response (plus the transport's high-water mark)
-and stop reading once `_MAX_PIPELINED` requests wait.
+and stop reading once `_MAX_PIPELINED` requests wait (the rest of a read that brought more
+waits unparsed, as bytes).
 
 What cannot be answered at once waits behind the responses in progress, in order: a refused
 request (its error response, then the close), a WebSocket upgrade (the hand-over to a
 `NativeChannel` happens once the responses before it are written, and no HTTP timer
-survives it), the client's end of sending (a half-close: the requests received are
-answered, then the connection closes).
+survives it; no request after it is answered), the client's end of sending (a half-close:
+the requests received are answered, then the connection closes). An upgrade to another
+protocol (h2c) is answered as plain HTTP.
 """
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._head = HeadMeter(self.settings.max_header_size)
+        self._receiving = False  # a request has begun and is not complete
         self._error: _RequestError | None = None
         self._queue: deque[tuple[Request, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._upgrade: Request | None = None
         self._leftover = b""  # what followed the upgrade request
+        self._unparsed = b""  # the rest of a read, past _MAX_PIPELINED waiting requests
         self._eof = False
         self._websocket: NativeChannel | None = None
         #: The task serving the WebSocket this connection was upgraded to, once it was.
@@ -150,10 +154,10 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         pos = 0
         end = len(data)
         try:
-            while pos < end and self._error is None and not head.over:
+            while pos < end and self._error is None and not head.over and len(self._queue) <= _MAX_PIPELINED:
                 stop = head.next_piece(data, pos, end, self._body_size)
                 if stop == pos:
-                    break  # over the limit: the parser sees none of the excess
+                    break  # over the limit, where it is
                 if pos == 0 and stop == end:  # the whole read: the usual case
                     self.parser.feed_data(data)
                 else:
@@ -162,13 +166,20 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
                 head.piece_fed(data, stop)
                 pos = stop
         except httptools.HttpParserUpgrade as exc:
+            rest = data[pos + exc.args[0]:]
             if self._upgrade is not None:
-                self._leftover = data[pos + exc.args[0]:]
+                self._leftover = rest
+            elif rest:  # an upgrade to another protocol (h2c), answered as plain HTTP: go on after it
+                self._unparsed = rest
+                self.loop.call_soon(self._read_on)
+            pos = end
         except httptools.HttpParserError as exc:
             if self._error is None:
                 self._error = _RequestError(400, f"malformed HTTP request: {exc}")
         if head.over:
             self._head_over()
+        elif pos < end and len(self._queue) > _MAX_PIPELINED and self._error is None and self._upgrade is None:
+            self._unparsed = data[pos:]  # reading is paused: parsed once the queue is half empty
         if self._error is not None or self._upgrade is not None:
             # Nothing more is read; it is answered once the responses before it are written.
             assert self.transport is not None
@@ -186,6 +197,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         # A request gets handshake_timeout from its first byte to its end; more data does not
         # extend it (a client trickling bytes must not hold the connection forever).
         self._set_timer(self.settings.handshake_timeout)
+        self._receiving = True
         self._head.message_begun()
         self._url = b""
         self._headers = []
@@ -217,7 +229,10 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._head.message_ended(self._body_size)
-        if self._error is not None:
+        self._receiving = False
+        if self._error is not None or self._upgrade is not None:
+            # After an upgrade the connection is no longer HTTP's (or it is refused and
+            # closed): what httptools parsed past one it did not see as such goes unanswered.
             return
         raw_path, _, query = self._url.decode("latin-1").partition("?")
         request = Request(
@@ -243,7 +258,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             while self._queue:
                 request, keep_alive = self._queue.popleft()
                 if len(self._queue) == _MAX_PIPELINED // 2 and self._error is None and self._upgrade is None:
-                    transport.resume_reading()
+                    self._read_on()
                 response = await self.server.app.handle_http(request)
                 keep_alive = keep_alive and not self._closing and not (self._eof and not self._queue)
                 try:
@@ -265,6 +280,16 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             self._task = None
         self._answered_all()
 
+    def _read_on(self) -> None:
+        """Go on reading: first the rest of the read that filled the queue, then the socket
+        (unless that rest filled it again)."""
+        unparsed, self._unparsed = self._unparsed, b""
+        if unparsed:
+            self.data_received(unparsed)
+        if len(self._queue) <= _MAX_PIPELINED and self._error is None and self._upgrade is None:
+            assert self.transport is not None
+            self.transport.resume_reading()
+
     def _answered_all(self) -> None:
         """Every response so far is written: go on with what waited behind them."""
         if self._error is not None:
@@ -276,7 +301,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         elif self._eof:
             assert self.transport is not None
             self.transport.close()
-        else:
+        elif not self._receiving:  # one that has begun keeps its handshake_timeout
             self._set_timer(self.settings.keepalive_timeout)
 
     async def _write_response(self, request: Request, response: Response, keep_alive: bool) -> None:
