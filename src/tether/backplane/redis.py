@@ -294,7 +294,8 @@ class RedisBackplane(Backplane):
         if not self._pub_up or len(self._queue) >= _MAX_PENDING:
             if is_message:
                 self.lost += 1
-                self._outage_lost += not self._pub_up  # a full queue while up is no outage's loss
+                if not self._pub_up:  # a full queue while up is no outage's loss
+                    self._outage_lost += 1
             if result is not None and not result.done():
                 result.set_exception(ConnectionError("the backplane is down"))
             return

@@ -31,9 +31,10 @@ _MIN_HEAD_FRAME = 17
 
 class HeadMeter:
     """The size of the request head in progress, on one connection. `over` turns True, and
-    stays, once a head passes `limit` bytes."""
+    stays, once a head passes `limit` bytes; `in_message` is True from a request's first
+    byte to its end."""
 
-    __slots__ = ("limit", "over", "_head_open", "_in_message", "_size", "_tail", "_seen", "_seen_limit",
+    __slots__ = ("limit", "over", "_head_open", "in_message", "_size", "_tail", "_seen", "_seen_limit",
                  "_headers", "_body_total", "_last_body", "_may_begin")
 
     def __init__(self, limit: int) -> None:
@@ -42,7 +43,7 @@ class HeadMeter:
         # Where the parser is: in a head (or between requests, where the next byte starts
         # one), or in a message at all; the open head's size so far and its last bytes.
         self._head_open = True
-        self._in_message = False
+        self.in_message = False
         self._size = 0
         self._tail = b""
         # What the parser reported of the head (URL, names, values, the shortest
@@ -71,7 +72,7 @@ class HeadMeter:
             return min(end, pos + total - body_received)
         room = self.limit - self._size
         ended = False
-        if not self._in_message and data[pos] in _CR_LF:
+        if not self.in_message and data[pos] in _CR_LF:
             match = _BLANK_LINES.match(data, pos)
             assert match is not None
             stop = match.end()
@@ -90,7 +91,7 @@ class HeadMeter:
                 self._tail = (self._tail + data[max(pos, end - 3):end])[-3:]
         if stop - pos > room or (stop - pos == room and not ended):
             self.over = True  # over the limit, or at it and not ended
-            return pos + max(room, 0)
+            return pos + room
         self._size += stop - pos
         if ended and stop < end and data.find(_HEAD_END, stop, end) < 0:
             self._may_begin = stop
@@ -110,8 +111,8 @@ class HeadMeter:
         if after >= 0:
             self._size = stop - after - self._last_body
         else:
-            self._size = self._seen if self._in_message else 0
-        if self._in_message:  # (blank lines alone need no tail: the next read skips on over them)
+            self._size = self._seen if self.in_message else 0
+        if self.in_message:  # (blank lines alone need no tail: the next read skips over them)
             self._tail = data[max(0, stop - 3):stop]
         if self._size >= self.limit:
             self.over = True
@@ -129,7 +130,7 @@ class HeadMeter:
 
     # -- what the parser reports -------------------------------------------------------------
     def message_begun(self) -> None:
-        self._in_message = True
+        self.in_message = True
         self._seen = 0
         self._body_total = None
 
@@ -150,6 +151,6 @@ class HeadMeter:
 
     def message_ended(self, body_size: int) -> None:
         self._head_open = True
-        self._in_message = False
+        self.in_message = False
         self._size = 0
         self._last_body = body_size

@@ -76,7 +76,6 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._head = HeadMeter(self.settings.max_header_size)
-        self._receiving = False  # a request has begun and is not complete
         self._error: _RequestError | None = None
         self._queue: deque[tuple[Request, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -108,6 +107,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         if self._websocket is not None:
             self._websocket.connection_lost(exc)
         self._release_drain()
+        self._unparsed = b""  # nothing more is parsed (a `_read_on` still scheduled finds nothing)
         self._drop_parser()
 
     def _drop_parser(self) -> None:
@@ -170,6 +170,8 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             if self._upgrade is not None:
                 self._leftover = rest
             elif rest:  # an upgrade to another protocol (h2c), answered as plain HTTP: go on after it
+                assert self.transport is not None
+                self.transport.pause_reading()  # the socket's next bytes come after these
                 self._unparsed = rest
                 self.loop.call_soon(self._read_on)
             pos = end
@@ -197,7 +199,6 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         # A request gets handshake_timeout from its first byte to its end; more data does not
         # extend it (a client trickling bytes must not hold the connection forever).
         self._set_timer(self.settings.handshake_timeout)
-        self._receiving = True
         self._head.message_begun()
         self._url = b""
         self._headers = []
@@ -229,7 +230,6 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._head.message_ended(self._body_size)
-        self._receiving = False
         if self._error is not None or self._upgrade is not None:
             # After an upgrade the connection is no longer HTTP's (or it is refused and
             # closed): what httptools parsed past one it did not see as such goes unanswered.
@@ -301,7 +301,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         elif self._eof:
             assert self.transport is not None
             self.transport.close()
-        elif not self._receiving:  # one that has begun keeps its handshake_timeout
+        elif not self._head.in_message:  # one that has begun keeps its handshake_timeout
             self._set_timer(self.settings.keepalive_timeout)
 
     async def _write_response(self, request: Request, response: Response, keep_alive: bool) -> None:
