@@ -32,7 +32,8 @@ def test_a_valid_upgrade_returns_the_key():
     ({"sec-websocket-key": "not base64!"}, 400, "16 bytes"),
     ({"sec-websocket-key": "c2hvcnQ="}, 400, "16 bytes"),
     ({"sec-websocket-version": "8"}, 426, "13"),
-    ({"sec-websocket-version": None}, 426, "13"),
+    ({"sec-websocket-version": None}, 400, "Sec-WebSocket-Version"),
+    ({"sec-websocket-version": None, "sec-websocket-key": None}, 400, "Sec-WebSocket-Version"),
 ])
 def test_malformed_upgrades_are_refused_with_a_status_naming_the_rule(change, status, words):
     headers = dict(GOOD)

@@ -98,6 +98,9 @@ def test_a_handler_exception_closes_with_1011_and_is_logged(serve_native, caplog
     (b"GET /echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 400, b"Host"),
     (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 426, b"WebSocket"),
+    # An upgrade with neither version nor key is malformed (400), not another version (426).
+    (b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 400,
+     b"Sec-WebSocket-Version"),
     (b"NONSENSE\r\n\r\n", 400, b"malformed"),
 ])
 def test_handshake_refusals_carry_a_precise_status(serve_native, request_bytes, status, needle):

@@ -45,8 +45,9 @@ def is_upgrade_request(headers: Mapping[str, str]) -> bool:
 def validate_upgrade(method: str, headers: Mapping[str, str]) -> str:
     """Check an upgrade request against RFC 6455 4.2.1 and return its Sec-WebSocket-Key.
 
-    400 for a malformed request (not GET, no Host, no `Connection: upgrade`, a key that is
-    not 16 base64-encoded bytes); 426 with `Sec-WebSocket-Version: 13` for another version.
+    400 for a malformed request (not GET, no Host, no `Connection: upgrade`, no
+    `Sec-WebSocket-Version`, a key that is not 16 base64-encoded bytes); 426 with
+    `Sec-WebSocket-Version: 13` for a version other than 13 (RFC 6455 4.2.2).
     """
     if method != "GET":
         raise HandshakeError(400, f"WebSocket upgrade must use GET, not {method}")
@@ -55,6 +56,8 @@ def validate_upgrade(method: str, headers: Mapping[str, str]) -> str:
     if "upgrade" not in (token.lower() for token in header_tokens(headers.get("connection"))):
         raise HandshakeError(400, "WebSocket upgrade without 'Connection: Upgrade'")
     version = headers.get("sec-websocket-version")
+    if version is None:  # a required field missing: malformed (4.2.1 item 6), not another version
+        raise HandshakeError(400, "WebSocket upgrade without a Sec-WebSocket-Version header")
     if version != "13":
         raise HandshakeError(
             426, f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13",
