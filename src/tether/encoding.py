@@ -2,11 +2,20 @@
 
 `send(data)` and every delivery encode with `encode_message`: `str` -> text, bytes-like ->
 binary, anything else -> JSON text. HTTP answers dicts and lists with the same JSON.
+
+Besides what `json` encodes itself, the JSON rule takes: a mapping (anything `dict()` takes as
+one: `dict`-likes, the request's `QueryParams` and `Headers`, which give each name's value as
+`params[name]` does) as an object; a dataclass instance as the object of its fields; a pydantic
+model as its `model_dump(mode="json")`; a set or frozenset as an array; `datetime`, `date` and
+`time` as ISO 8601 text; a `UUID` as its text. Anything else is a TypeError naming its type.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
+import uuid
 from typing import Any
 
 from .protocol import OP_BINARY, OP_TEXT
@@ -17,9 +26,28 @@ __all__ = ["Data", "JSONText", "compact_json", "jsonify", "encode_message", "is_
 Data = str | bytes
 
 
+def _jsonable(obj: Any) -> Any:
+    """What `json` cannot encode itself, as something it can (the module doc's list)."""
+    if hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
+        return dict(obj)  # what dict() does with a mapping: keys(), then obj[key]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if callable(getattr(obj, "model_dump", None)):  # a pydantic (v2) model
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable (send str, bytes, or "
+                    "JSON-able data: dict, list, str, int, float, bool, None, a mapping, a dataclass, a set)")
+
+
 def compact_json(obj: Any) -> str:
-    """`obj` as compact JSON text (no spaces; non-ASCII characters kept as they are)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """`obj` as compact JSON text (no spaces; non-ASCII characters kept as they are), with the
+    module doc's additions to what `json` encodes."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
 
 
 class JSONText(str):
