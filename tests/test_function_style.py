@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -166,6 +167,99 @@ def test_accepting_a_subprotocol_the_client_did_not_offer_sends_none_and_warns(s
     with connect(server.ws_url("/manual"), subprotocols=["x"]) as ws:
         assert ws.subprotocol is None and ws.recv() == "None"
     assert any("never-offered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_handler_that_accepts_itself_gets_its_subprotocol_and_headers(serve):
+    """FastAPI's habit: `await websocket.accept(subprotocol=..., headers=...)` first thing.
+    The 101 carries what it asks for, and on_connect's greeting still comes first."""
+    app = App()
+
+    @app.websocket("/wamp", subprotocols=["chat"])
+    async def wamp(websocket):
+        await websocket.accept(subprotocol="wamp", headers=[("X-Accepted-By", "handler")])
+        await websocket.send_text(f"{websocket.subprotocol} {await websocket.receive_text()}")
+
+    @wamp.on_connect
+    def greet(websocket):
+        return "welcome"
+
+    server = serve(app)
+    with connect(server.ws_url("/wamp"), subprotocols=["chat", "wamp"]) as ws:
+        assert ws.subprotocol == "wamp"
+        assert ws.response.headers["X-Accepted-By"] == "handler"
+        assert ws.recv(timeout=5) == "welcome"
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "wamp hi"
+
+
+def test_a_handler_that_accepts_itself_is_accepted_by_its_first_receive_or_refused_if_it_never_does(serve):
+    app = App()
+
+    @app.websocket("/maybe", subprotocols=["chat"])
+    async def maybe(websocket, accept: bool = False):
+        if accept:
+            await websocket.accept()
+        elif websocket.query_params.get("refuse"):
+            return  # never accepted: refused
+        text = await websocket.receive_text()
+        await websocket.send_text(f"{websocket.subprotocol}: {text}")
+
+    server = serve(app)
+    with connect(server.ws_url("/maybe"), subprotocols=["chat"]) as ws:  # a receive before accept() accepts
+        assert ws.subprotocol == "chat"
+        ws.send("a")
+        assert ws.recv(timeout=5) == "chat: a"
+    with connect(server.ws_url("/maybe?accept=1"), subprotocols=["chat"]) as ws:  # accept() alone: the route's
+        assert ws.subprotocol == "chat"
+        ws.send("b")
+        assert ws.recv(timeout=5) == "chat: b"
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.ws_url("/maybe?refuse=1"))
+    assert info.value.response.status_code == 403
+
+
+def test_an_accept_that_comes_too_late_to_matter_is_logged(serve, caplog):
+    """A handler that leaves accept() to a helper is accepted before it runs: what the
+    helper's accept() asks for cannot reach the 101, and a warning says so."""
+    app = App()
+
+    async def setup(websocket):
+        await websocket.accept(subprotocol="wamp")
+
+    @app.websocket("/late")
+    async def late(websocket):
+        await setup(websocket)
+        await websocket.send_text(str(websocket.subprotocol))
+
+    server = serve(app)
+    with connect(server.ws_url("/late"), subprotocols=["wamp"]) as ws:
+        assert ws.recv(timeout=5) == "None"
+    assert any("already accepted" in r.getMessage() and "wamp" in r.getMessage() for r in caplog.records)
+
+
+def test_starlettes_json_modes_and_the_scope_mapping(serve):
+    app = App()
+
+    @app.websocket("/starlette")
+    async def starlette(websocket):
+        got = await websocket.receive_json(mode="binary")
+        await websocket.send_json({"got": got, "path": websocket["path"], "type": websocket["type"],
+                                   "subprotocols": websocket["subprotocols"], "keys": len(websocket) == len(list(websocket))},
+                                  mode="binary")
+        try:
+            await websocket.receive_json(mode="text")
+        except TypeError as exc:
+            await websocket.send_json({"error": str(exc)})
+
+    server = serve(app)
+    with connect(server.ws_url("/starlette"), subprotocols=["x"]) as ws:
+        ws.send(b'{"n": 1}')
+        reply = ws.recv(timeout=5)
+        assert isinstance(reply, bytes)
+        assert json.loads(reply) == {"got": {"n": 1}, "path": "/starlette", "type": "websocket",
+                                     "subprotocols": ["x"], "keys": True}
+        ws.send(b"[]")
+        assert "receive_text() got a binary message" in json.loads(ws.recv(timeout=5))["error"]
 
 
 # -- receiving ------------------------------------------------------------------------------

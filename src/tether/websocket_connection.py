@@ -18,7 +18,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, ConnectionState
@@ -90,6 +90,8 @@ class WebSocket(HTTPConnection):
         # idle connection counts).
         self._close_callbacks: list[Callable[[], Awaitable[Any]]] | None = None
         self._disconnect_callbacks: list[Callable[[], Any]] | None = None
+        # (subprotocol, then) while the handshake is left to the handler (accept_on_first_use).
+        self._deferred_accept: tuple[str | None, Callable[[], Awaitable[None]] | None] | None = None
 
     # -- request data -------------------------------------------------------------------
     @property
@@ -105,6 +107,19 @@ class WebSocket(HTTPConnection):
                 "path_params": self.path_params,
             }
         return self._scope
+
+    # Starlette's connections are read-only mappings of their scope: `websocket["path"]`.
+    def __getitem__(self, key: str) -> Any:
+        return self.scope[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scope)
+
+    def __len__(self) -> int:
+        return len(self.scope)
+
+    def __bool__(self) -> bool:
+        return True  # a connection is truthy without building its scope (`__len__` would)
 
     @property
     def connection_state(self) -> ConnectionState:
@@ -133,25 +148,44 @@ class WebSocket(HTTPConnection):
 
     # -- handshake ----------------------------------------------------------------------
     async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Complete the handshake. A subprotocol the client did not offer is dropped with a
-        warning. On a connection that is already accepted it does nothing; on one that is
-        closed it raises WebSocketDisconnect."""
+        """Complete the handshake, with `subprotocol` and extra response `headers`. A
+        subprotocol the client did not offer is dropped with a warning. On a connection that
+        is already accepted it does nothing (a subprotocol or headers it asks for are ignored
+        with a warning); on one that is closed it raises WebSocketDisconnect."""
         state = self.channel.state
         if state is CLOSED:
             raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
                                       "the connection was closed or refused before accept()")
-        if state is not CONNECTING:
-            return  # already accepted: a no-op, as FastAPI code calls it first thing
+        headers = list(headers)
+        if state is not CONNECTING:  # a no-op, as FastAPI code calls it first thing
+            if (subprotocol is not None and subprotocol != self.subprotocol) or headers:
+                logger.warning("WebSocket %s: accept(subprotocol=%r, headers=%r) on a connection that was already "
+                               "accepted (with subprotocol %r): ignored", self.path, subprotocol, headers,
+                               self.subprotocol)
+            return
+        deferred, self._deferred_accept = self._deferred_accept, None
+        if deferred is not None and subprotocol is None:
+            subprotocol = deferred[0]
         if subprotocol is not None and subprotocol not in self.offered_subprotocols:
             logger.warning("WebSocket %s: subprotocol %r was not offered by the client (offered: %s); "
                            "accepting without one", self.path, subprotocol, self.offered_subprotocols or "none")
             subprotocol = None
         self.subprotocol = subprotocol
-        self.channel.accept(subprotocol, list(headers))
+        self.channel.accept(subprotocol, headers)
         self.opened_at = time.monotonic()
         count_handshake(self.app, 101)
         access_log.info("%s 101%s", self.log_name, f" ({subprotocol})" if subprotocol else "")
         self.hub.register(self)
+        if deferred is not None and deferred[1] is not None:
+            await deferred[1]()
+
+    def accept_on_first_use(self, subprotocol: str | None,
+                            then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Leave the handshake to the handler: its own `accept()` completes it (its arguments
+        win; without a subprotocol, `subprotocol` is used), and a send or receive before that
+        accepts with `subprotocol`. Either way `await then()` runs right after the handshake,
+        before anything else is sent. A handler that never accepts is refused (403)."""
+        self._deferred_accept = (subprotocol, then)
 
     async def reject(self, status: int = 403, body: str | bytes = "", headers: Iterable[tuple[str, str]] = ()) -> None:
         """Refuse the handshake with an HTTP response; the handler never sees the connection open."""
@@ -180,6 +214,9 @@ class WebSocket(HTTPConnection):
         state = self.channel.state
         if state is not OPEN or self._closing:
             if state is CONNECTING:
+                if self._deferred_accept is not None:
+                    await self.accept()
+                    return await self.receive()
                 raise InvalidState("receive() before accept()")
             raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
         waiter: asyncio.Future[Data]  # create_future() gives a Future[Any]; a declaration costs nothing
@@ -208,9 +245,18 @@ class WebSocket(HTTPConnection):
                             f"use {other}() or receive() to accept {kind} messages")
         return message
 
-    async def receive_json(self) -> Any:
-        """The next message (text or UTF-8 binary) decoded as JSON; ValueError if it is not JSON."""
-        message = await self.receive()
+    async def receive_json(self, mode: Literal["text", "binary"] | None = None) -> Any:
+        """The next message decoded as JSON; ValueError if it is not JSON. Text or UTF-8
+        binary by default; `mode="text"` or `"binary"` (Starlette's) also requires that kind
+        of message (TypeError otherwise)."""
+        if mode == "text":
+            message: Data = await self.receive_text()
+        elif mode == "binary":
+            message = await self.receive_bytes()
+        elif mode is None:
+            message = await self.receive()
+        else:
+            raise ValueError(f'receive_json(mode=...) takes "text" or "binary", not {mode!r}')
         try:
             return json.loads(message)
         except ValueError as exc:
@@ -253,9 +299,17 @@ class WebSocket(HTTPConnection):
                                    f"(code {self.close_code}) and then sent on it")
             raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
 
-    async def _send(self, opcode: int, payload: bytes) -> None:
+    async def _open_for_use(self) -> None:
+        """Before a send on a connection that is not open: complete a handshake left to the
+        handler (`accept_on_first_use`), else raise what `_check_open` says."""
+        if self._deferred_accept is not None and self.channel.state is CONNECTING:
+            await self.accept()
         self._check_open()
+
+    async def _send(self, opcode: int, payload: bytes) -> None:
         channel = self.channel
+        if channel.state is not OPEN:
+            await self._open_for_use()
         channel.send_message(opcode, payload)
         waiting = channel.drain()
         if waiting is not None:
@@ -273,9 +327,12 @@ class WebSocket(HTTPConnection):
             raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
         await self._send(OP_BINARY, bytes(data))
 
-    async def send_json(self, data: Any) -> None:
-        """Send `data` as compact JSON in a text message."""
-        await self._send(OP_TEXT, compact_json(data).encode("utf-8"))
+    async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
+        """Send `data` as compact JSON in a text message (`mode="binary"`, Starlette's: in a
+        binary one)."""
+        if mode != "text" and mode != "binary":
+            raise ValueError(f'send_json(mode=...) takes "text" or "binary", not {mode!r}')
+        await self._send(OP_TEXT if mode == "text" else OP_BINARY, compact_json(data).encode("utf-8"))
 
     async def send(self, data: Any) -> None:
         """Send str as text, bytes-like as binary, anything else as JSON text."""

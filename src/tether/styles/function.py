@@ -5,11 +5,18 @@ filled from the path and query string (a missing or bad one refuses the handshak
 raised as ParamError for the core to answer). `on_connect`'s return value is sent as the
 first message; `on_close` becomes the connection's close callback, whose return value the
 core sends before the close frame when the server closes.
+
+The connection is accepted before the handler runs (Robyn's way), with the route's
+subprotocol. A handler whose code calls `accept` itself (FastAPI's habit: `await
+websocket.accept(subprotocol=..., headers=...)`) accepts it there instead, with what it asks
+for; a send or receive before that accepts with the route's subprotocol, and a handler that
+returns without either is refused (403). `on_connect` runs right after the handshake either way.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -33,6 +40,7 @@ class FunctionEndpoint:
         self.path = path
         self.subprotocols = list(subprotocols)
         self.handler = Resolver(func, path, skip=1)
+        self.accepts_itself = _calls_accept(func)
         self.connect: Resolver | None = None
         self.close: Resolver | None = None
         functools.update_wrapper(self, func)
@@ -52,9 +60,25 @@ class FunctionEndpoint:
         kwargs = self.handler.resolve(params, query)
         connect_kwargs = self.connect.resolve(params, query) if self.connect else {}
         close_kwargs = self.close.resolve(params, query) if self.close else {}
-        await websocket.accept(select_subprotocol(websocket.offered_subprotocols, self.subprotocols))
+        opened = functools.partial(self._opened, websocket, connect_kwargs, close_kwargs)
+        subprotocol = select_subprotocol(websocket.offered_subprotocols, self.subprotocols)
+        if self.accepts_itself:
+            websocket.accept_on_first_use(subprotocol, opened)
+        else:
+            await websocket.accept(subprotocol)
+            await opened()
+        await self.handler.call(websocket, **kwargs)
+
+    async def _opened(self, websocket: WebSocket, connect_kwargs: dict[str, Any],
+                      close_kwargs: dict[str, Any]) -> None:
+        """Right after the handshake: register on_close, send on_connect's reply."""
         if self.close is not None:
             websocket.on_close(functools.partial(self.close.call, websocket, **close_kwargs))
         if self.connect is not None:
             await send_reply(websocket, await self.connect.call(websocket, **connect_kwargs))
-        await self.handler.call(websocket, **kwargs)
+
+
+def _calls_accept(func: Callable[..., Any]) -> bool:
+    """Whether the handler's own code names `accept` (as in `await websocket.accept(...)`)."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    return code is not None and "accept" in code.co_names
