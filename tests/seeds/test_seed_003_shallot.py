@@ -156,6 +156,59 @@ def test_a_bare_async_generator_registers_too_and_misuse_is_named(serve):
         with pytest.raises(ConnectionClosed) as info:
             ws.recv()
         assert info.value.rcvd.code == 1011
-    with pytest.raises(TypeError, match="async generator function"):
+    with pytest.raises(TypeError, match="needs an async function"):
         websocket(lambda scope, receiver: None)
     time.sleep(0.05)
+
+
+# -- Shallot's own tutorial (docs/source/tutorial.rst, "Websockets"), beyond the page ------------
+def test_a_handler_that_only_receives_is_a_handler(serve):
+    """The tutorial's first example and its fan-in pattern: no `yield`, only `async for`."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    @websocket
+    async def print_client_messages(request, receiver):
+        async for message in receiver:
+            seen.append(message)
+        done.set()
+
+    app = App()
+    app.websocket("/fan-in")(print_client_messages)
+    server = serve(app)
+    with connect(server.ws_url("/fan-in")) as ws:
+        ws.send("one")
+        ws.send("two")
+    assert done.wait(5) and seen == ["one", "two"]
+
+
+def test_path_parameters_follow_the_receiver_in_path_order(serve):
+    """The tutorial's `named_echo_server(request, receiver, name)` on "/named/{name}"."""
+
+    @websocket
+    async def named_echo_server(request, receiver, name):
+        async for message in receiver:
+            yield ws_send(f"@{name}: {message}")
+
+    @websocket
+    async def two(request, receiver, first, second):
+        yield ws_send(f"{first}/{second}")
+
+    app = App()
+    app.websocket("/named/{name}")(named_echo_server)
+    app.websocket("/two/{a}/{b:int}")(two)
+    server = serve(app)
+    with connect(server.ws_url("/named/alice")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "@alice: hi"
+    with connect(server.ws_url("/two/x/7")) as ws:
+        assert ws.recv(timeout=5) == "x/7"
+
+
+def test_a_handler_that_cannot_take_the_path_parameters_is_refused_at_registration():
+    @websocket
+    async def no_room(scope, receiver):
+        yield ws_send("never")
+
+    with pytest.raises(TypeError, match=r"route '/rooms/\{room\}': .*no_room must take \(scope, receiver, room\)"):
+        App().websocket("/rooms/{room}")(no_room)

@@ -8,27 +8,34 @@
                 yield ws_close(1001)                     # closes now; nothing after it is sent
 
 `scope` is the handshake as an ASGI-style dict (`connection.scope`). What the generator yields
-is sent; when it ends the socket closes with 1000. `on_connect(scope)` returns `ws_accept()`
-(optionally with a subprotocol) or `ws_close()` (HTTP 403). `on_disconnect(scope)` runs only
-when the client closed or vanished, `on_close(scope)` on every close, after it.
+is sent; when it ends the socket closes with 1000. A handler that only receives may be a
+plain `async def` without `yield` (Shallot's fan-in: `async for m in receiver: print(m)`);
+the socket closes with 1000 when it returns. The route's path parameters follow `receiver`
+as positional arguments, in the order of the path (`/named/{name}` -> `handler(scope,
+receiver, name)`), as Shallot passes them; a handler that cannot take them is refused when
+the route is registered. `on_connect(scope)` returns `ws_accept()` (optionally with a
+subprotocol) or `ws_close()` (HTTP 403). `on_disconnect(scope)` runs only when the client
+closed or vanished, `on_close(scope)` on every close, after it.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable
-from typing import Any, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, cast, overload
 
 from ..encoding import Data
 from ..params import call_maybe_async
+from ..patterns import parameters
 from ..protocol.codes import WS_1000_NORMAL_CLOSURE
 from ..websocket_connection import WebSocket
 
 __all__ = ["websocket", "ws_send", "ws_close", "ws_accept", "GeneratorEndpoint"]
 
-#: The handler: `async def handler(scope, receiver)` yielding `ws_send(...)` / `ws_close(...)` dicts.
-Handler = Callable[[dict[str, Any], AsyncIterator[Data]], AsyncIterator[dict[str, Any]]]
+#: The handler: `async def handler(scope, receiver, *path_params)` yielding `ws_send(...)` /
+#: `ws_close(...)` dicts, or a coroutine function that only receives.
+Handler = Callable[..., AsyncIterator[dict[str, Any]] | Awaitable[None]]
 #: `on_connect(scope)`, `on_disconnect(scope)`, `on_close(scope)`: sync or async.
 Callback = Callable[[dict[str, Any]], Any]
 
@@ -58,14 +65,25 @@ class GeneratorEndpoint:
 
     def __init__(self, handler: Handler, on_connect: Callback | None = None,
                  on_disconnect: Callback | None = None, on_close: Callback | None = None) -> None:
-        if not inspect.isasyncgenfunction(handler):
-            raise TypeError(f"@websocket needs an async generator function (async def ... yield), "
-                            f"got {getattr(handler, '__qualname__', handler)!r}")
+        if not (inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler)):
+            raise TypeError(f"@websocket needs an async function (async def, with yield to send or without "
+                            f"to only receive), got {getattr(handler, '__qualname__', handler)!r}")
         self.handler = handler
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_close = on_close
         functools.update_wrapper(self, handler)
+
+    def check_route(self, path: str) -> None:
+        """TypeError, naming the route, when the handler cannot take the route's path
+        parameters after (scope, receiver)."""
+        names = [name for name, _ in parameters(path)]
+        try:
+            inspect.signature(self.handler).bind(None, None, *names)
+        except TypeError as exc:
+            raise TypeError(f"WebSocket route {path!r}: {self.handler.__qualname__} must take (scope, receiver"
+                            f"{''.join(', ' + name for name in names)}): the path parameters follow receiver, in "
+                            f"the order of the path ({exc})") from None
 
     async def __call__(self, connection: WebSocket) -> None:
         scope = connection.scope
@@ -82,7 +100,11 @@ class GeneratorEndpoint:
             subprotocol = decision.get("subprotocol")
         await connection.accept(subprotocol)
         connection.on_close(functools.partial(self._closed, connection))
-        messages = self.handler(scope, aiter(connection))
+        handled = self.handler(scope, aiter(connection), *connection.path_params.values())
+        if inspect.isawaitable(handled):  # a handler that only receives
+            await handled
+            return
+        messages = cast("AsyncGenerator[dict[str, Any], None]", handled)
         try:
             async for event in messages:
                 kind = event.get("type") if isinstance(event, dict) else None
