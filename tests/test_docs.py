@@ -28,8 +28,8 @@ def closed_with(ws) -> int:
     return info.value.rcvd.code
 
 
-def test_five_examples():
-    assert len(BLOCKS) == 5
+def test_five_styles_and_the_starlette_habits():
+    assert len(BLOCKS) == 6
 
 
 def test_function_style(serve):
@@ -40,8 +40,17 @@ def test_function_style(serve):
         assert json.loads(ws.recv()) == {"name": "laps", "count": 11, "last": "go"}
 
 
-def test_event_style(serve):
+def test_starlette_habits_in_the_function_style(serve):
     server = serve(load(1))
+    with connect(server.ws_url("/wamp"), subprotocols=["wamp"]) as ws:
+        assert ws.subprotocol == "wamp" and ws.response.headers["X-Session"] == "new"
+        ws.send(b'{"q": 1}')
+        reply = ws.recv(timeout=5)
+        assert isinstance(reply, bytes) and json.loads(reply) == {"echo": {"q": 1}, "path": "/wamp"}
+
+
+def test_event_style(serve):
+    server = serve(load(2))
     with connect(server.ws_url("/shout")) as one, connect(server.ws_url("/shout")) as two:
         assert one.recv() == "stay calm" and two.recv() == "stay calm"
         one.send("hello")
@@ -51,7 +60,7 @@ def test_event_style(serve):
 
 
 def test_class_style(serve):
-    app = load(2)
+    app = load(3)
     server = serve(app)
     with pytest.raises(InvalidStatus) as info:
         connect(server.ws_url("/ws/tickets/7/"))
@@ -71,7 +80,8 @@ def test_class_style(serve):
 
 
 def test_generator_style(serve):
-    server = serve(load(3))
+    app = load(4)
+    server = serve(app)
     with pytest.raises(InvalidStatus) as info:
         connect(server.ws_url("/reverse"))
     assert info.value.response.status_code == 403
@@ -81,10 +91,17 @@ def test_generator_style(serve):
         assert ws.recv() == "desserts"
         ws.send("stop")
         assert closed_with(ws) == 1000
+    with connect(server.ws_url("/notes/kitchen")) as ws:
+        ws.send("milk")
+        ws.send("eggs")
+    deadline = time.monotonic() + 5
+    while len(app.state.notes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.state.notes == ["kitchen: milk", "kitchen: eggs"]
 
 
 def test_microdot_style(serve):
-    app = load(4)
+    app = load(5)
     server = serve(app)
     with connect(server.ws_url("/typing/lobby?user=ann")) as ws:
         ws.send("hello")

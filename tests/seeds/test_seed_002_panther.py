@@ -7,6 +7,7 @@ Redis across workers (the page's item 8) belongs to the backplane and is not tes
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -177,3 +178,48 @@ def test_class_registered_with_the_decorator_and_bad_classes_are_refused():
 def test_status_codes():
     assert status.WS_1000_NORMAL_CLOSURE == 1000 and status.WS_1014_BAD_GATEWAY == 1014
     assert status.HTTP_200_OK == 200 and status.HTTP_404_NOT_FOUND == 404
+
+
+# -- beyond the page: what Panther's users also write ---------------------------------------------
+def test_send_takes_the_query_params_and_headers_objects(serve):
+    """The page says `data` "can have any type": the request's own mappings included (they
+    were a 1011 "not JSON serializable")."""
+
+    class Mirror(GenericWebsocket):
+        async def receive(self, data: str | bytes):
+            await self.send(self.query_params)
+            await self.send(data=self.headers)
+
+    app = App()
+    app.websocket("/mirror")(Mirror)
+    server = serve(app)
+    with connect(server.ws_url("/mirror?a=1&b=two"), additional_headers={"X-Token": "t"}) as ws:
+        ws.send("go")
+        assert json.loads(ws.recv(timeout=5)) == {"a": "1", "b": "two"}
+        assert json.loads(ws.recv(timeout=5))["x-token"] == "t"
+
+
+@pytest.mark.parametrize("attributes", [{"auth": True}, {"permissions": [object]},
+                                        {"auth": True, "permissions": [object]}])
+def test_auth_and_permissions_are_refused_at_registration_not_ignored(attributes):
+    """A class meant to refuse unauthenticated users must not silently let them in."""
+    secured = type("Secured", (GenericWebsocket,), attributes)
+    for register in (lambda: App().websocket("/secure")(secured), lambda: App(urls={"/secure": secured})):
+        with pytest.raises(TypeError, match=r"route '/secure': Secured sets .*(auth|permissions).* connect\(\)"):
+            register()
+
+
+def test_auth_false_and_empty_permissions_are_fine(serve):
+    class Open(GenericWebsocket):
+        auth = False
+        permissions: list = []
+
+        async def receive(self, data: str | bytes):
+            await self.send(data)
+
+    app = App()
+    app.websocket("/open")(Open)
+    server = serve(app)
+    with connect(server.ws_url("/open")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"

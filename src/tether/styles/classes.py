@@ -11,6 +11,12 @@
 message goes to `receive(data)`, and `disconnect(code, reason)` runs once the connection has
 closed. `send_message_to_websocket` and `close_websocket_connection` reach a connection by id
 from anywhere in the process.
+
+Panther's `auth` and `permissions` class attributes need Panther's authentication backend
+(its settings, user model and token parsing), which tether does not have. A security
+attribute must never be ignored quietly, so a class that sets either (`auth = True`, a
+non-empty `permissions`) is refused when it is registered, with a TypeError saying what to do
+instead: check the credentials in `connect()` and return without `accept()` (HTTP 403).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class ClassEndpoint:
     style = "class"  # shown by `tether routes`
 
     def __init__(self, cls: type[GenericWebsocket], path: str) -> None:
+        _refuse_panther_security(cls, path)
         self.cls = cls
         self.connect = Resolver(cls.connect, path, skip=1)  # `self` is not a request parameter
 
@@ -95,6 +102,18 @@ class ClassEndpoint:
                 await handler.disconnect(WS_1011_INTERNAL_ERROR, "")
             else:
                 await handler.disconnect(connection.close_code or WS_1000_NORMAL_CLOSURE, connection.close_reason)
+
+
+def _refuse_panther_security(cls: type[GenericWebsocket], path: str) -> None:
+    """TypeError for a class whose `auth` or `permissions` would otherwise be ignored."""
+    unsupported = [f"{name} = {getattr(cls, name)!r}" for name in ("auth", "permissions")
+                   if getattr(cls, name, None)]
+    if unsupported:
+        raise TypeError(
+            f"WebSocket route {path!r}: {cls.__qualname__} sets {' and '.join(unsupported)}, Panther's "
+            "authentication, which tether does not implement (it would be ignored and let everyone in). "
+            "Remove it and check the credentials in connect(): return without self.accept() to refuse "
+            "the connection (HTTP 403). See docs/styles.md.")
 
 
 async def send_message_to_websocket(connection_id: str, data: Any) -> bool:
