@@ -48,6 +48,12 @@ class WebSocket(HTTPConnection):
     Created in the CONNECTING state; a handler style calls `accept()` (or `reject()`).
     """
 
+    # (subprotocol, then) while the handshake is left to the handler (`accept_on_first_use`).
+    # A class-level default, set on the instance only when used: it is read on cold paths
+    # alone, and one more instance attribute (a 30th, with `_query_params`) cost about 650
+    # instructions per echoed message (callgrind, bench/hotpath.py echo).
+    _deferred_accept: tuple[str | None, Callable[[], Awaitable[None]] | None] | None = None
+
     def __init__(self, channel: Channel, hub: Hub, *, path: str, query_string: str = "",
                  headers: Headers | None = None, client: tuple[str, int] | None = None,
                  path_params: dict[str, Any] | None = None, subprotocols: Iterable[str] = (),
@@ -90,8 +96,6 @@ class WebSocket(HTTPConnection):
         # idle connection counts).
         self._close_callbacks: list[Callable[[], Awaitable[Any]]] | None = None
         self._disconnect_callbacks: list[Callable[[], Any]] | None = None
-        # (subprotocol, then) while the handshake is left to the handler (accept_on_first_use).
-        self._deferred_accept: tuple[str | None, Callable[[], Awaitable[None]] | None] | None = None
 
     # -- request data -------------------------------------------------------------------
     @property
@@ -108,18 +112,13 @@ class WebSocket(HTTPConnection):
             }
         return self._scope
 
-    # Starlette's connections are read-only mappings of their scope: `websocket["path"]`.
+    # Read as its scope, as Starlette's connections are: `websocket["path"]`, `list(websocket)`.
+    # No `__len__`: it would make every truth test of a connection build the scope.
     def __getitem__(self, key: str) -> Any:
         return self.scope[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.scope)
-
-    def __len__(self) -> int:
-        return len(self.scope)
-
-    def __bool__(self) -> bool:
-        return True  # a connection is truthy without building its scope (`__len__` would)
 
     @property
     def connection_state(self) -> ConnectionState:
@@ -163,9 +162,11 @@ class WebSocket(HTTPConnection):
                                "accepted (with subprotocol %r): ignored", self.path, subprotocol, headers,
                                self.subprotocol)
             return
-        deferred, self._deferred_accept = self._deferred_accept, None
-        if deferred is not None and subprotocol is None:
-            subprotocol = deferred[0]
+        deferred = self._deferred_accept
+        if deferred is not None:
+            del self._deferred_accept  # back to the class default, not a 30th instance attribute
+            if subprotocol is None:
+                subprotocol = deferred[0]
         if subprotocol is not None and subprotocol not in self.offered_subprotocols:
             logger.warning("WebSocket %s: subprotocol %r was not offered by the client (offered: %s); "
                            "accepting without one", self.path, subprotocol, self.offered_subprotocols or "none")
