@@ -192,6 +192,20 @@ def test_a_handler_that_accepts_itself_gets_its_subprotocol_and_headers(serve):
         assert ws.recv(timeout=5) == "wamp hi"
 
 
+def test_accept_takes_header_pairs_as_bytes_as_starlette_code_writes_them(serve):
+    """`accept(headers=[(b"name", b"value")])` (the ASGI form) failed the handshake under ASGI."""
+    app = App()
+
+    @app.websocket("/bytes")
+    async def handler(websocket):
+        await websocket.accept(headers=[(b"additional", b"header")])
+        await websocket.send_text("ok")
+
+    server = serve(app)
+    with connect(server.ws_url("/bytes")) as ws:
+        assert ws.response.headers["additional"] == "header" and ws.recv(timeout=5) == "ok"
+
+
 def test_a_handler_that_accepts_itself_is_accepted_by_its_first_receive_or_refused_if_it_never_does(serve):
     app = App()
 

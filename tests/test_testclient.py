@@ -75,6 +75,11 @@ def test_websocket_session_send_receive_all_types():
             assert ws.receive_bytes() == b"\x00"
             ws.send_json({"k": [1]})
             assert ws.receive_json() == {"k": [1]}
+            ws.send_json({"b": 2}, mode="binary")  # Starlette's TestClient modes
+            assert ws.receive_json(mode="binary") == {"b": 2}
+            ws.send_json([3])
+            with pytest.raises(TypeError, match="expected a binary message"):
+                ws.receive_json(mode="binary")
 
 
 def test_several_sessions_see_a_broadcast():

@@ -156,6 +156,11 @@ class ASGIChannel(ChannelBase):
             elif message["type"] == "websocket.disconnect":
                 self.ended(message.get("code", WS_1005_NO_STATUS_RCVD), message.get("reason") or "")
                 return
+            else:  # the server broke the ASGI protocol: end here rather than spin on it
+                reason = f"the ASGI server sent {message['type']!r} where a receive or a disconnect belongs"
+                logger.warning("tether: %s; the connection is treated as gone", reason)
+                self.ended(WS_1006_ABNORMAL_CLOSURE, reason)
+                return
 
     async def finish(self) -> None:
         """Wait until everything queued has been handed to the server."""

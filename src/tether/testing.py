@@ -522,8 +522,16 @@ class WebSocketTestSession:
             raise TypeError(f"expected a binary message, got text {message!r}")
         return message
 
-    def receive_json(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        return jsonlib.loads(self.receive(timeout))
+    def receive_json(self, mode: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """The next message decoded as JSON: text or binary, or only the kind `mode` names
+        ("text" or "binary", Starlette's TestClient argument; TypeError for the other kind)."""
+        if mode is None:
+            return jsonlib.loads(self.receive(timeout))
+        if mode == "text":
+            return jsonlib.loads(self.receive_text(timeout))
+        if mode == "binary":
+            return jsonlib.loads(self.receive_bytes(timeout))
+        raise ValueError(f'receive_json(mode=...) takes "text" or "binary", not {mode!r}')
 
     # -- closing --------------------------------------------------------------------------
     def close(self, code: int = 1000, reason: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -42,6 +42,10 @@ _Message = TypeVar("_Message", str, bytes)
 _T = TypeVar("_T")
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
 class WebSocket(HTTPConnection):
     """One WebSocket connection, as handlers see it.
 
@@ -146,8 +150,10 @@ class WebSocket(HTTPConnection):
         return f"<WebSocket {self.id} {self.path} {self.channel.state.name.lower()}>"
 
     # -- handshake ----------------------------------------------------------------------
-    async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Complete the handshake, with `subprotocol` and extra response `headers`. A
+    async def accept(self, subprotocol: str | None = None,
+                     headers: Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]] = ()) -> None:
+        """Complete the handshake, with `subprotocol` and extra response `headers` (str or,
+        as ASGI and Starlette write them, bytes pairs). A
         subprotocol the client did not offer is dropped with a warning. On a connection that
         is already accepted it does nothing (a subprotocol or headers it asks for are ignored
         with a warning); on one that is closed it raises WebSocketDisconnect."""
@@ -155,7 +161,7 @@ class WebSocket(HTTPConnection):
         if state is CLOSED:
             raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
                                       "the connection was closed or refused before accept()")
-        headers = list(headers)
+        headers = [(_text(name), _text(value)) for name, value in headers]  # bytes pairs: the ASGI form
         if state is not CONNECTING:  # a no-op, as FastAPI code calls it first thing
             if (subprotocol is not None and subprotocol != self.subprotocol) or headers:
                 logger.warning("WebSocket %s: accept(subprotocol=%r, headers=%r) on a connection that was already "

@@ -209,10 +209,14 @@ def test_auth_and_permissions_are_refused_at_registration_not_ignored(attributes
             register()
 
 
-def test_auth_false_and_empty_permissions_are_fine(serve):
+def test_auth_false_and_empty_permissions_are_fine_and_user_is_none(serve):
     class Open(GenericWebsocket):
         auth = False
         permissions: list = []
+
+        async def connect(self):
+            await self.accept()
+            await self.send(str(self.user))  # Panther's test_without_auth: None without authentication
 
         async def receive(self, data: str | bytes):
             await self.send(data)
@@ -221,5 +225,6 @@ def test_auth_false_and_empty_permissions_are_fine(serve):
     app.websocket("/open")(Open)
     server = serve(app)
     with connect(server.ws_url("/open")) as ws:
+        assert ws.recv(timeout=5) == "None"
         ws.send("hi")
         assert ws.recv(timeout=5) == "hi"

@@ -182,6 +182,35 @@ def test_a_handler_that_only_receives_is_a_handler(serve):
     assert done.wait(5) and seen == ["one", "two"]
 
 
+def test_what_a_handler_without_yield_returns_is_sent(serve):
+    """Shallot's test_ws_handler_can_be_non_generators: the returned message is sent, then
+    the socket closes (1000); returning None sends nothing."""
+
+    @websocket
+    async def first_only(scope, receiver):
+        async for message in receiver:
+            return ws_send(f"first: {message}")
+
+    @websocket
+    async def nothing(scope, receiver):
+        pass
+
+    app = App()
+    app.websocket("/first")(first_only)
+    app.websocket("/nothing")(nothing)
+    server = serve(app)
+    with connect(server.ws_url("/first")) as ws:
+        ws.send("a")
+        assert ws.recv(timeout=5) == "first: a"
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd.code == 1000
+    with connect(server.ws_url("/nothing")) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd.code == 1000
+
+
 def test_path_parameters_follow_the_receiver_in_path_order(serve):
     """The tutorial's `named_echo_server(request, receiver, name)` on "/named/{name}"."""
 

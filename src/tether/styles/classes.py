@@ -39,6 +39,10 @@ __all__ = ["GenericWebsocket", "ClassEndpoint", "send_message_to_websocket", "cl
 class GenericWebsocket(ConnectionView):
     """Subclass it and override `connect`, `receive` and (optionally) `disconnect`."""
 
+    #: Panther's authenticated user: always None, as tether runs no Panther authentication
+    #: (a class asking for it is refused; see the module doc).
+    user: Any = None
+
     def __init__(self, connection: WebSocket) -> None:
         self.connection = connection
 

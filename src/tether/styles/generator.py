@@ -10,7 +10,8 @@
 `scope` is the handshake as an ASGI-style dict (`connection.scope`). What the generator yields
 is sent; when it ends the socket closes with 1000. A handler that only receives may be a
 plain `async def` without `yield` (Shallot's fan-in: `async for m in receiver: print(m)`);
-the socket closes with 1000 when it returns. The route's path parameters follow `receiver`
+what it returns (`ws_send(...)`, `ws_close(...)`), if not None, is sent, then the socket
+closes with 1000. The route's path parameters follow `receiver`
 as positional arguments, in the order of the path (`/named/{name}` -> `handler(scope,
 receiver, name)`), as Shallot passes them; a handler that cannot take them is refused when
 the route is registered. `on_connect(scope)` returns `ws_accept()` (optionally with a
@@ -101,25 +102,33 @@ class GeneratorEndpoint:
         await connection.accept(subprotocol)
         connection.on_close(functools.partial(self._closed, connection))
         handled = self.handler(scope, aiter(connection), *connection.path_params.values())
-        if inspect.isawaitable(handled):  # a handler that only receives
-            await handled
+        if inspect.isawaitable(handled):  # a handler without yield: what it returns, if anything, is sent
+            last = await handled
+            if last is not None:
+                await self._perform(connection, last, "returned")
             return
         messages = cast("AsyncGenerator[dict[str, Any], None]", handled)
         try:
             async for event in messages:
-                kind = event.get("type") if isinstance(event, dict) else None
-                if kind == "websocket.send" and event.get("bytes") is not None:
-                    await connection.send_bytes(event["bytes"])
-                elif kind == "websocket.send" and event.get("text") is not None:
-                    await connection.send_text(event["text"])
-                elif kind == "websocket.close":
-                    await connection.close(event.get("code", WS_1000_NORMAL_CLOSURE), event.get("reason", ""))
+                if await self._perform(connection, event, "yielded"):
                     return
-                else:
-                    raise TypeError(f"{self.handler.__qualname__} yielded {event!r}; yield ws_send(...), "
-                                    "ws_close(...) or a websocket.send / websocket.close dict")
         finally:
             await messages.aclose()
+
+    async def _perform(self, connection: WebSocket, event: Any, how: str) -> bool:
+        """Send or close as the handler's `event` says; True once it closed the connection."""
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "websocket.send" and event.get("bytes") is not None:
+            await connection.send_bytes(event["bytes"])
+        elif kind == "websocket.send" and event.get("text") is not None:
+            await connection.send_text(event["text"])
+        elif kind == "websocket.close":
+            await connection.close(event.get("code", WS_1000_NORMAL_CLOSURE), event.get("reason", ""))
+            return True
+        else:
+            raise TypeError(f"{self.handler.__qualname__} {how} {event!r}; yield ws_send(...), "
+                            "ws_close(...) or a websocket.send / websocket.close dict")
+        return False
 
     async def _closed(self, connection: WebSocket) -> None:
         """The close callback: on_disconnect (client side only), then on_close; sends nothing."""
