@@ -573,3 +573,23 @@ def test_an_exception_no_call_re_raised_is_raised_from_the_clients_close():
     with pytest.raises(LookupError, match="went away"):
         client.close()
     client.close()  # once
+
+
+def test_an_absolute_url_names_the_host_and_port_the_app_sees():
+    """As Starlette's TestClient: `ws://example.com:123/path` arrives with that Host."""
+    app = App()
+
+    @app.websocket("/where")
+    async def where(websocket):
+        await websocket.send_json({"host": websocket.url.hostname, "port": websocket.url.port})
+
+    @app.get("/where")
+    async def where_http(request):
+        return {"host": request.headers["host"]}
+
+    with TestClient(app) as client:
+        with client.websocket_connect("ws://example.com:123/where") as ws:
+            assert ws.receive_json() == {"host": "example.com", "port": 123}
+        with client.websocket_connect("/where") as ws:
+            assert ws.receive_json() == {"host": "testserver", "port": None}
+        assert client.get("http://example.org/where").json() == {"host": "example.org"}

@@ -357,6 +357,11 @@ def _encode_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:
         return text.encode("utf-8")
 
 
+def _host(url: str, default: str) -> str:
+    """The Host header for `url`: an absolute URL's host and port, else the client's base URL's."""
+    return urlsplit(url).netloc or default if "://" in url else default
+
+
 def _target(url: str, params: Any = None) -> str:
     """The request target for `url` (a path, or an absolute URL whose path is used)."""
     if "://" in url:
@@ -726,7 +731,7 @@ class TestClient:
                 cookies: dict[str, str] | None = None) -> TestResponse:
         """Send one request (on a new connection) and return the complete response."""
         method = method.upper()
-        defaults = [("host", self.host), ("user-agent", "tether-testclient")]
+        defaults = [("host", _host(url, self.host)), ("user-agent", "tether-testclient")]
         body = b""
         if json is not None:
             body = jsonlib.dumps(json).encode("utf-8")
@@ -780,7 +785,7 @@ class TestClient:
         """Open a session; raise WebSocketRejected (with the HTTP status) if the app refuses it
         (or the handler's exception, if it raised before accepting and raise_server_exceptions)."""
         key = base64.b64encode(os.urandom(16)).decode("ascii")
-        defaults = [("host", self.host), ("upgrade", "websocket"), ("connection", "Upgrade"),
+        defaults = [("host", _host(url, self.host)), ("upgrade", "websocket"), ("connection", "Upgrade"),
                     ("sec-websocket-version", "13"), ("sec-websocket-key", key)]
         if subprotocols:
             defaults.append(("sec-websocket-protocol", ", ".join(subprotocols)))

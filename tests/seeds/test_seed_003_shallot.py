@@ -190,6 +190,7 @@ def test_what_a_handler_without_yield_returns_is_sent(serve):
     async def first_only(scope, receiver):
         async for message in receiver:
             return ws_send(f"first: {message}")
+        return None
 
     @websocket
     async def nothing(scope, receiver):
