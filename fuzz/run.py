@@ -52,7 +52,12 @@ def main(argv: list[str]) -> None:
         os.environ.pop("TETHER_PURE_PYTHON", None)
     assert not any(m == "tether" or m.startswith("tether.") for m in sys.modules), "tether imported too early"
 
-    import atheris
+    try:
+        import atheris
+    except ModuleNotFoundError as exc:
+        if exc.name != "atheris":
+            raise
+        sys.exit("fuzz: the fuzz targets need the atheris package: pip install 'tether[fuzz]'")
 
     # Refusals are logged at WARNING: answers, not findings (an ERROR is one), and not worth
     # a log record per input.

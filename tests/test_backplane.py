@@ -567,6 +567,28 @@ def test_a_deaf_subscriber_is_noticed_and_delivery_resumes_after_client_pause(re
     wait_until(lambda: b.status()["state"] == "up", timeout=2, message="B up again")
 
 
+def test_a_backplane_client_whose_connection_the_server_closed_fails_rather_than_reconnect(redis_server):
+    """redis-py's pool replaces a pooled connection the server closed when the next command
+    takes it (ConnectionPool.ensure_connection), without raising; the backplane's clients
+    refuse that reconnect, so the gap is an error, which the supervisor makes an outage of."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from tether.backplane.redis import RedisBackplane
+
+    async def main() -> None:
+        client = RedisBackplane(bytes(6), redis_server.url)._client()
+        try:
+            assert await client.ping()
+            assert redis_server.execute("CLIENT", "KILL", "TYPE", "normal") == 1  # not the helper's own
+            await asyncio.sleep(0.1)  # the loop sees the end of the stream, as it does on an idle node
+            with pytest.raises(RedisConnectionError):
+                await client.ping()
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_the_command_connection_killed_the_node_comes_back_whole(redis_server, start_node, clients):
     a, b = two_nodes(start_node, redis_server.url)
     t = tag()
@@ -663,6 +685,31 @@ def test_a_hundred_reconnects_leave_redis_connected_clients_flat(redis_server, s
 
 
 # -- 11. unix:// and rediss:// ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("given", "for_redis", "ours"), [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", {}),
+    ("redis://127.0.0.1:6379/0?prefix=app1&heartbeat=0.5&probe=2", "redis://127.0.0.1:6379/0",
+     {"prefix": "app1", "heartbeat": "0.5", "probe": "2"}),
+    ("redis://:s3cret@redis.internal/3?socket_timeout=5&prefix=app1", "redis://:s3cret@redis.internal/3?socket_timeout=5",
+     {"prefix": "app1"}),
+    ("rediss://user:p%40ss@10.0.0.5:6380/2?ssl_ca_certs=/etc/ca.pem&heartbeat=1",
+     "rediss://user:p%40ss@10.0.0.5:6380/2?ssl_ca_certs=/etc/ca.pem", {"heartbeat": "1"}),
+    ("unix:///run/redis/redis.sock", "unix:///run/redis/redis.sock", {}),
+    ("unix:///run/redis/redis.sock?prefix=app1", "unix:///run/redis/redis.sock", {"prefix": "app1"}),
+    ("unix:///run/redis/redis.sock?db=3&probe=0.5&password=pw", "unix:///run/redis/redis.sock?db=3&password=pw",
+     {"probe": "0.5"}),
+    ("unix://user:pw@/run/redis/redis.sock?db=3", "unix://user:pw@/run/redis/redis.sock?db=3", {}),
+])
+def test_the_url_for_redis_py_is_the_given_one_without_tethers_options(given, for_redis, ours):
+    """tether's own query options are taken out; the rest reaches redis-py as written (the
+    `//` of unix:///path, user:password@, the db path, redis-py's options and their encoding)."""
+    from redis.asyncio.connection import parse_url
+
+    from tether.backplane.redis import _split_url
+
+    assert _split_url(given) == (for_redis, ours)
+    assert parse_url(for_redis)  # redis-py takes it (8.x refuses unix:/path, the form urlunsplit gives)
+
+
 def broadcast_crosses(a: Node, b: Node, open_client: Callable[[Node, str], Client]) -> None:
     t = tag()
     remote = open_client(b, f"/fn/{t}")
@@ -731,8 +778,9 @@ def test_the_command_refuses_an_unknown_backplane_scheme(tmp_path):
     shutil.copy(APP_FILE, tmp_path / "cluster_app.py")
     result = subprocess.run([sys.executable, "-m", "tether", "run", "cluster_app:app", "--port", str(reserve_port()),
                              "--backplane", "ftp://x"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0
-    assert "unknown scheme 'ftp'" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "tether: backplane 'ftp://x': unknown scheme 'ftp' (use redis://, rediss://, unix:// or memory://)"]
 
 
 def test_a_redis_that_is_not_there_yet_local_traffic_goes_on_and_the_node_joins_once_it_starts(

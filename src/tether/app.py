@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from .asgi import serve_asgi
+from .backplane import configured_url as backplane_url
 from .backplane import from_url as backplane_from_url
 from .channel import Channel
 from .config import Settings
@@ -157,12 +158,12 @@ class App(Router):
 
     async def startup(self) -> None:
         """Bind the hub to the running loop, connect its backplane (the `backplane` setting,
-        else `TETHER_BACKPLANE`), add the metrics and health endpoints the settings ask for, then
+        else `TETHER_BACKPLANE`; MissingExtra, before any connection, if its package is not
+        installed), add the metrics and health endpoints the settings ask for, then
         run the startup hooks (every road calls this before serving: the native server, the
         ASGI lifespan, the TestClient); `ready` is then True."""
         self.hub.bind(asyncio.get_running_loop())
-        url = self.settings.backplane or os.environ.get("TETHER_BACKPLANE") or None
-        await self.hub.start(backplane_from_url(url, self.hub.node))
+        await self.hub.start(backplane_from_url(backplane_url(self.settings.backplane), self.hub.node))
         if self.settings.metrics_path is not None or self.settings.health_path is not None:
             install_operations(self)  # the endpoints (docs/operations.md)
         for hook in self._startup:

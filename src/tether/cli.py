@@ -6,6 +6,9 @@
 
 The current directory is put on the import path first, as uvicorn does. Every App setting
 is also a flag (`--max-message-size`, `--ping-interval`, `--allowed-origins a,b`, ...).
+A target that does not load, a bad setting, or a feature asked for whose optional package
+is not installed (`tether.exceptions.MissingExtra`) ends the command before anything is
+served: one line on stderr, `tether: ...` (the pip command, for a missing package), status 1.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from dataclasses import fields
 from typing import Any, NoReturn
 
 from . import __version__
+from .backplane import check as check_backplane
+from .backplane import configured_url as backplane_url
 from .config import Settings
+from .exceptions import MissingExtra
 
 __all__ = ["main", "load_app"]
 
@@ -43,6 +49,8 @@ def load_app(target: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
+    except MissingExtra:
+        raise  # the app asks for a feature whose package is not installed: main() says which
     except ImportError as exc:
         raise LoadError(f"could not import module {module_name!r}: {exc}") from exc
     except Exception as exc:  # the module itself fails: SyntaxError, NameError...
@@ -205,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     except LoadError as exc:
         _report_load_error(exc, args.app.partition(":")[0])
         sys.exit(f"tether: {exc}")
+    except MissingExtra as exc:
+        sys.exit(f"tether: {exc}")
     if args.command == "routes":
         _print_routes(app)
         return
@@ -212,7 +222,11 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, field.name)
         if value is not None:
             setattr(app.settings, field.name, value)
-    app.settings.__post_init__()
+    try:  # a bad setting, or a feature whose package is not installed: before serving or forking
+        app.settings.__post_init__()
+        check_backplane(backplane_url(app.settings.backplane))
+    except (MissingExtra, ValueError) as exc:
+        sys.exit(f"tether: {exc}")
     from .server.serve import run
 
     run(app, host=args.host, port=args.port, workers=args.workers, ssl_certfile=args.ssl_certfile,

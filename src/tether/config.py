@@ -6,6 +6,7 @@ import importlib.util
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .exceptions import MissingExtra
 from .protocol.deflate import DeflateOptions
 
 __all__ = ["Settings"]
@@ -44,7 +45,8 @@ class Settings:
       `rediss://...` (TLS), `unix:///path/redis.sock`, or `memory://NAME` (Apps of one
       process; for tests). See docs/scaling.md.
     - `metrics_path`: serve Prometheus metrics at this path (e.g. "/metrics"; None, the
-      default: no metrics, nothing counted). Needs `pip install tether[metrics]`.
+      default: no metrics, nothing counted). Needs `pip install 'tether[metrics]'` (else
+      MissingExtra).
     - `health_path`: serve a readiness check at this path (e.g. "/healthz"): 200 while the
       app serves, 503 once shutdown began. See docs/operations.md.
     - `shutdown_delay`: seconds to go on serving after SIGINT/SIGTERM, with the readiness
@@ -100,6 +102,6 @@ class Settings:
             if path is not None and not (isinstance(path, str) and path.startswith("/")):
                 raise ValueError(f'{name} must be a path starting with "/" (or None), got {path!r}')
         if self.metrics_path is not None and importlib.util.find_spec("prometheus_client") is None:
-            raise ImportError("metrics_path needs the prometheus_client package: pip install tether[metrics]")
+            raise MissingExtra("metrics_path", "prometheus_client", "metrics")
         if float(self.shutdown_delay) < 0:
             raise ValueError(f"shutdown_delay must be >= 0 seconds, got {self.shutdown_delay!r}")

@@ -11,6 +11,9 @@
     ├── HTTPException         raised by a handler: answer with `.status_code` and `.detail`
     ├── ParamError            a handler parameter could not be filled from the request
     │                         (`.name`); answered with HTTP 400; also a `ValueError`
+    ├── MissingExtra          a feature is set up whose optional package is not installed
+    │                         (`.name`, `.extra`): the message says `pip install 'tether[...]'`;
+    │                         also an `ImportError`
     └── WebSocketRejected     (TestClient) the app refused the handshake with `.status_code`
 
 `ProtocolError` and `HandshakeError` are defined in `tether.protocol.errors` (the protocol
@@ -28,7 +31,7 @@ from .protocol.errors import HandshakeError, ProtocolError, TetherError
 
 __all__ = [
     "TetherError", "ProtocolError", "HandshakeError", "WebSocketDisconnect", "InvalidState",
-    "HTTPException", "ParamError", "WebSocketRejected",
+    "HTTPException", "ParamError", "MissingExtra", "WebSocketRejected",
 ]
 
 
@@ -62,6 +65,14 @@ class ParamError(TetherError, ValueError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class MissingExtra(TetherError, ImportError):
+    """`feature` needs the package `name`, which is not installed: the extra `extra` installs it."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(f"{feature} needs the {package} package: pip install 'tether[{extra}]'", name=package)
+        self.extra = extra
 
 
 class WebSocketRejected(TetherError):

@@ -15,16 +15,18 @@ Channels and keys (prefix `tether` by default, `?prefix=` in the URL):
     {prefix}:p:{<room>}    HASH      connection id -> presence info (JSON), every node's members
     {prefix}:pn:<node>     SET       rooms where the node has presence entries (for cleanup)
 
-tether supervises both connections itself (redis-py's own retries are off, so that no gap is
-hidden): on an error, a Redis restart, or a subscriber that went deaf (nothing heard for
-`probe` seconds, then a probe through its own inbox unanswered for as long), the backplane is
-DOWN: it closes the connections, reconnects with jittered backoff capped at 1 s, subscribes
-everything again and writes this node's presence and count again. While DOWN, local delivery
-goes on and cluster messages are dropped and counted (`lost`), never queued without bound,
-never raised into a handler; one WARNING is logged when an outage starts and one with the
-count when it ends. A node heartbeats every `heartbeat` seconds (`?heartbeat=` in the URL,
-default 5); a node silent for 3 heartbeats is dead, and the first survivor to notice removes
-its presence entries and reports them as leaves.
+tether supervises both connections itself, so that no gap is hidden: redis-py's retries are
+off, and so are its reconnects (each client connects once: a connection redis-py would
+replace on its own, as its pool does for one the server closed, fails instead). On an error,
+a Redis restart, a connection closed (CLIENT KILL), or a subscriber that went deaf (nothing
+heard for `probe` seconds, then a probe through its own inbox unanswered for as long), the
+backplane is DOWN: it closes the connections, reconnects with jittered backoff capped at
+1 s, subscribes everything again and writes this node's presence and count again. While DOWN,
+local delivery goes on and cluster messages are dropped and counted (`lost`), never queued
+without bound, never raised into a handler; one WARNING is logged when an outage starts and
+one with the count when it ends. A node heartbeats every `heartbeat` seconds (`?heartbeat=`
+in the URL, default 5); a node silent for 3 heartbeats is dead, and the first survivor to
+notice removes its presence entries and reports them as leaves.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus
+
+import redis.asyncio as redis_asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
@@ -50,26 +58,24 @@ _MAX_BATCH = 1024         # commands per pipeline
 _MAX_PENDING = 100_000    # commands queued while the writer is busy; past it, messages are lost
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 1.0
 _READ_TICK = 0.25         # how often an idle subscriber checks its liveness
-
-
-def _redis() -> Any:
-    try:
-        import redis.asyncio as redis_asyncio
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError("the Redis backplane needs the redis package: pip install 'tether[redis]'") from None
-    return redis_asyncio
+_OPTIONS = ("prefix", "heartbeat", "probe")  # tether's own, in the URL's query string
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """(the URL for redis-py, tether's own options from its query string)."""
-    parts = urlsplit(url)
+    """(the URL for redis-py, tether's own options `prefix`, `heartbeat` and `probe`): they are
+    taken out of the query string, and everything else is passed on as written, so the URL
+    keeps its form (the `//` of unix:///path, which redis-py requires, user:password@, the db
+    path, redis-py's own options and their percent-encoding)."""
+    rest, hash_mark, fragment = url.partition("#")
+    base, _, query = rest.partition("?")
     ours, theirs = {}, []
-    for key, value in parse_qsl(parts.query):
-        if key in ("prefix", "heartbeat", "probe"):
-            ours[key] = value
-        else:
-            theirs.append((key, value))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(theirs), parts.fragment)), ours
+    for field in query.split("&"):
+        key, _, value = field.partition("=")
+        if unquote_plus(key) in _OPTIONS:
+            ours[unquote_plus(key)] = unquote_plus(value)
+        elif field:
+            theirs.append(field)
+    return base + ("?" if theirs else "") + "&".join(theirs) + hash_mark + fragment, ours
 
 
 class _Deaf(Exception):
@@ -136,7 +142,7 @@ class RedisBackplane(Backplane):
                 await run()
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, _Deaf, _redis().RedisError) as exc:  # Redis went away
+            except (OSError, TimeoutError, _Deaf, RedisError) as exc:  # Redis went away
                 self._went_down(name, f"{name}: {type(exc).__name__}: {exc}")
             except Exception as exc:  # a failure of its own: never quiet, and it starts again
                 logger.exception("tether backplane: the %s failed; restarting it", name)
@@ -148,13 +154,23 @@ class RedisBackplane(Backplane):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
 
-    def _client(self) -> Any:
-        redis_asyncio = _redis()
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+    def _client(self) -> redis_asyncio.Redis:
+        """A redis-py client of `url` whose connection connects once. Its retries are off, and a
+        reconnect redis-py would make without raising fails instead: its pool replaces a pooled
+        connection the server closed (CLIENT KILL, a timeout) when the next command takes it,
+        and a pubsub reconnects and subscribes again after an error; either would hide the gap.
+        The failure is a Redis outage, and the supervisor starts over with a new client."""
+        connected = False
+
+        async def connect_once(connection: Any) -> None:
+            nonlocal connected
+            if connected:
+                raise RedisConnectionError("the connection to Redis was lost (closed by the server or the network)")
+            connected = True
+            await connection.on_connect()
 
         options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0,
-                                   "health_check_interval": 0}
+                                   "health_check_interval": 0, "redis_connect_func": connect_once}
         if not self.url.startswith("unix:"):
             options["socket_keepalive"] = True  # TCP only: a half-open connection is found
         return redis_asyncio.Redis.from_url(self.url, **options)
@@ -225,8 +241,8 @@ class RedisBackplane(Backplane):
         while True:
             connection = pubsub.connection
             if connection is not None and not connection.is_connected:
-                # redis-py would reconnect and resubscribe silently on the next read, hiding
-                # the gap: treat it as the outage it is.
+                # Closed under us (a subscribe that failed in another task): the outage it
+                # is, said here rather than by the refused reconnect of the next read.
                 raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
