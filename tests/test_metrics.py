@@ -339,7 +339,7 @@ def test_metrics_without_prometheus_client_installed_is_a_clear_error():
             print(exc)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "pip install tether[metrics]" in out.stdout, out.stderr
+    assert "pip install 'tether[metrics]'" in out.stdout, out.stderr
 
 
 def test_the_settings_are_validated():
