@@ -685,6 +685,19 @@ def test_a_hundred_reconnects_leave_redis_connected_clients_flat(redis_server, s
 
 
 # -- 11. unix:// and rediss:// ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("url, logged", [
+    ("redis://:s3cret@redis.internal/3", "redis://:***@redis.internal/3"),
+    ("rediss://user:p%40ss@10.0.0.5:6380/2?ssl_ca_certs=/x", "rediss://user:***@10.0.0.5:6380/2?ssl_ca_certs=/x"),
+    ("unix:///run/redis.sock?db=3&password=pw&x=1", "unix:///run/redis.sock?db=3&password=***&x=1"),
+    ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+])
+def test_a_password_in_the_url_is_not_logged(url, logged):
+    from tether.backplane.redis import _redacted
+
+    assert _redacted(url) == logged
+
+
 @pytest.mark.parametrize(("given", "for_redis", "ours"), [
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", {}),
     ("redis://127.0.0.1:6379/0?prefix=app1&heartbeat=0.5&probe=2", "redis://127.0.0.1:6379/0",

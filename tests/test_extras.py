@@ -120,6 +120,17 @@ def test_tether_run_with_a_redis_backplane_and_no_redis_package_exits_with_the_p
     assert_one_line(tether_run(["redis"], tmp_path, app, *flags, env=env), f"tether: {REDIS}")
 
 
+def test_app_run_with_a_redis_backplane_and_no_redis_package_exits_with_the_pip_line(tmp_path, redis_server):
+    """`app.run()` in the app's own script, not `tether run`: the same one line, no traceback."""
+    (tmp_path / "main.py").write_text(textwrap.dedent(f"""
+        from tether import App
+        app = App(backplane={redis_server.url!r})
+        app.run(port={reserve_port()})
+    """))
+    result = run_without(["redis"], ["main.py"], tmp_path)
+    assert_one_line(result, f"ERROR: tether: {REDIS}")
+
+
 def test_startup_the_testclient_and_the_asgi_lifespan_raise_missing_extra_at_once(tmp_path, redis_server):
     code = textwrap.dedent(f"""
         import asyncio, time

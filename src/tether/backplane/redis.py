@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -78,6 +79,12 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return base + ("?" if theirs else "") + "&".join(theirs) + hash_mark + fragment, ours
 
 
+def _redacted(url: str) -> str:
+    """`url` fit for a log: a password in it (`user:password@`, `?password=`) is shown as `***`."""
+    url = re.sub(r"(://[^/?#@:]*):[^/?#@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
 class _Deaf(Exception):
     """The subscriber hears nothing, not even its own probe."""
 
@@ -117,7 +124,7 @@ class RedisBackplane(Backplane):
             await asyncio.wait_for(self._up.wait(), timeout=2.0)
         except TimeoutError:
             logger.warning("tether backplane: Redis at %s is not reachable yet; serving with local delivery "
-                           "only and retrying", self.url)
+                           "only and retrying", _redacted(self.url))
 
     async def stop(self) -> None:
         if self._pub_up:  # leave the cluster tidily: our count and heartbeat go now

@@ -28,6 +28,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ..backplane import check as check_backplane
+from ..backplane import configured_url
+from ..exceptions import MissingExtra
 from ..metrics import mark_not_ready, watch_server
 from ..protocol import ACCELERATED
 from ..protocol.codes import WS_1001_GOING_AWAY
@@ -441,7 +444,9 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1
     """Serve `app` until SIGINT/SIGTERM; `workers` > 1 forks processes sharing the port (SO_REUSEPORT).
 
     A server that fails to start (the port is in use, a startup hook raises, the TLS files do
-    not load) logs the traceback and a one-line cause, and exits with status 1.
+    not load) logs the traceback and a one-line cause, and exits with status 1; a backplane
+    whose package is not installed (or an unknown backplane scheme) logs one line, naming the
+    pip command, and exits with status 1 before anything is served.
 
     With `workers` > 1 this process is a master that serves nothing itself. Each worker
     writes one byte on a pipe to the master once `Server.start()` has succeeded (startup
@@ -460,6 +465,11 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1
     """
     if log_level is not None or not logging.getLogger().handlers:
         logging.basicConfig(level=(log_level or "info").upper(), format="%(levelname)s: %(message)s")
+    try:  # a backplane whose package is missing, or an unknown scheme: one line, before serving or forking
+        check_backplane(configured_url(app.settings.backplane))
+    except (MissingExtra, ValueError) as exc:
+        _error(f"tether: {exc}")
+        sys.exit(1)
     try:
         context = _ssl_context(ssl_certfile, ssl_keyfile)
     except (OSError, ssl.SSLError) as exc:
