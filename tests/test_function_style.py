@@ -276,6 +276,45 @@ def test_starlettes_json_modes_and_the_scope_mapping(serve):
         assert "receive_text() got a binary message" in json.loads(ws.recv(timeout=5))["error"]
 
 
+def test_an_exception_handler_gets_the_websocket_handlers_exception(serve, caplog):
+    """As in Starlette: `handler(websocket, exc)` may close with its own code; a handler that
+    leaves the connection open has it closed with 1011; before accept, 500."""
+
+    class Banned(Exception):
+        pass
+
+    class Quiet(Exception):
+        pass
+
+    async def banned(websocket, exc):
+        await websocket.close(code=1008, reason=f"banned: {exc}")
+
+    app = App(exception_handlers={Banned: banned})
+    seen: list[str] = []
+
+    @app.exception_handler(Quiet)
+    def quiet(websocket, exc):
+        seen.append(f"{websocket.path} {exc}")
+
+    @app.websocket("/ws/{what}")
+    async def handler(websocket, what: str):
+        if what == "early":
+            raise Banned("before accept")  # a handler that names accept, never reached: not accepted yet
+        await websocket.accept()
+        raise (Banned if what == "banned" else Quiet)(what)
+
+    server = serve(app)
+    with connect(server.ws_url("/ws/banned")) as ws:
+        assert recv_close(ws) == (1008, "banned: banned")
+    with connect(server.ws_url("/ws/quiet")) as ws:
+        assert recv_close(ws)[0] == 1011
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.ws_url("/ws/early"))
+    assert info.value.response.status_code == 403  # the exception handler refused it (close before accept)
+    assert seen == ["/ws/quiet quiet"]
+    assert not any("WebSocket handler for" in r.getMessage() for r in caplog.records)  # handled: no traceback
+
+
 # -- receiving ------------------------------------------------------------------------------
 def test_receive_variants_and_type_errors(serve):
     app = App()

@@ -4,7 +4,8 @@
 - `await app.serve_websocket(channel, ...)` runs one WebSocket connection from handshake to
   close: route (404), Origin policy (403), then the route's session, whose outcome the App
   turns into the close code: return -> 1000, WebSocketDisconnect -> quiet, exception ->
-  logged and 1011; a session that never accepted -> 403, a ParamError before accept -> 400.
+  the exception handler registered for its class, else logged and 1011; a session that never
+  accepted -> 403, a ParamError before accept -> 400.
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ class App(Router):
 
     `App(__file__)` (the argument is optional) takes the settings of `Settings` as keywords,
     e.g. `App(max_message_size=65536, allowed_origins=["https://example.com"])`.
-    `urls={"path": HandlerOrClass, ...}` registers WebSocket handlers as Panther does.
+    `urls={"path": HandlerOrClass, ...}` registers WebSocket handlers as Panther does, and
+    `exception_handlers={ExcClass: handler, ...}` registers exception handlers as Starlette
+    does (the same as `@app.exception_handler(ExcClass)` on each).
     """
 
-    def __init__(self, file: str | None = None, *, urls: dict[str, Any] | None = None, **settings: Any) -> None:
+    def __init__(self, file: str | None = None, *, urls: dict[str, Any] | None = None,
+                 exception_handlers: dict[type[BaseException], Callable[..., Any]] | None = None,
+                 **settings: Any) -> None:
         super().__init__()
         unknown = set(settings) - set(Settings.names())
         if unknown:
@@ -86,7 +91,7 @@ class App(Router):
         self.state = State()
         self._before: list[tuple[str | None, Callable[..., Any]]] = []
         self._after: list[tuple[str | None, Callable[..., Any]]] = []
-        self._exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
+        self._exception_handlers: dict[type[BaseException], Callable[..., Any]] = dict(exception_handlers or {})
         self._startup: list[Callable[[], Any]] = []
         self._shutdown: list[Callable[[], Any]] = []
         self._mounts: list[tuple[str, ASGIApp]] = []
@@ -220,11 +225,24 @@ class App(Router):
         return _hook_decorator(self._after, func, path)
 
     def exception_handler(self, exc_class: type[BaseException]) -> Callable[[_ErrorHandler], _ErrorHandler]:
-        """Decorator: `handler(request, exc)` turns `exc_class` (and subclasses) into a response."""
+        """Decorator: `handler(request, exc)` turns `exc_class` (and subclasses) into a response.
+
+        A WebSocket handler's exception goes to it too, as in Starlette: `handler(websocket,
+        exc)` (sync or async) may close the connection with a code of its choice, or refuse a
+        handshake not accepted yet; what it leaves open is closed with 1011 (refused with 500
+        before accept). Its return value is not sent."""
         def decorator(func: _ErrorHandler) -> _ErrorHandler:
             self._exception_handlers[exc_class] = func
             return func
         return decorator
+
+    def _exception_handler_for(self, exc: BaseException) -> tuple[type[BaseException], Callable[..., Any]] | None:
+        """(the class it was registered for, the handler) of the nearest class of `exc` that has one."""
+        for exc_class in type(exc).__mro__:
+            handler = self._exception_handlers.get(exc_class)
+            if handler is not None:
+                return exc_class, handler
+        return None
 
     def static(self, prefix: str, directory: str) -> None:
         """Serve the files under `directory` (relative to the app's root) at `prefix/...`; a
@@ -282,14 +300,13 @@ class App(Router):
         return to_response(await route.resolver.call_offloaded(**kwargs))
 
     async def _error_response(self, request: Request, exc: Exception) -> Response:
-        for exc_class in type(exc).__mro__:
-            handler = self._exception_handlers.get(exc_class)
-            if handler is not None:
-                try:
-                    return to_response(await call_offloaded(handler, request, exc))
-                except Exception:
-                    logger.exception("exception handler for %s raised", exc_class.__name__)
-                    break
+        found = self._exception_handler_for(exc)
+        if found is not None:
+            exc_class, handler = found
+            try:
+                return to_response(await call_offloaded(handler, request, exc))
+            except Exception:
+                logger.exception("exception handler for %s raised", exc_class.__name__)
         if isinstance(exc, HTTPException):
             return PlainTextResponse(exc.detail, exc.status_code, exc.headers)
         logger.exception("%s %s raised", request.method, request.path, exc_info=exc)
@@ -336,8 +353,9 @@ class App(Router):
             self._report(exc)
             await ws.close(WS_1011_INTERNAL_ERROR)
         except Exception as exc:
-            logger.exception("WebSocket handler for %s raised", ws.path)
-            self._report(exc)
+            if not await self._websocket_error_handled(ws, exc):
+                logger.exception("WebSocket handler for %s raised", ws.path)
+                self._report(exc)
             if not ws.accepted:
                 await ws.reject(500, "Internal Server Error")
             else:
@@ -347,6 +365,20 @@ class App(Router):
             await ws.reject(403, "the handler did not accept the connection")
         else:
             await ws.close(WS_1000_NORMAL_CLOSURE)
+
+    async def _websocket_error_handled(self, ws: WebSocket, exc: Exception) -> bool:
+        """Give `exc` to the exception handler registered for its class, if any; True when
+        one ran without raising (it may have closed or refused the connection)."""
+        found = self._exception_handler_for(exc)
+        if found is None:
+            return False
+        exc_class, handler = found
+        try:
+            await call_maybe_async(handler, ws, exc)
+        except Exception:
+            logger.exception("exception handler for %s raised", exc_class.__name__)
+            return False
+        return True
 
     # -- errors the App answered for a handler --------------------------------------------------
     def add_error_listener(self, listener: Callable[[BaseException], Any]) -> None:
