@@ -182,7 +182,9 @@ class WebSocket(HTTPConnection):
         self.opened_at = time.monotonic()
         count_handshake(self.app, 101)
         access_log.info("%s 101%s", self.log_name, f" ({subprotocol})" if subprotocol else "")
-        self.hub.register(self)
+        subscribing = self.hub.register(self)
+        if subscribing is not None:  # a cluster node hears the path before the handler runs
+            await subscribing
         if deferred is not None and deferred[1] is not None:
             await deferred[1]()
 
