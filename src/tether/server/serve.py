@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-import selectors
 import signal
 import socket
 import ssl
 import sys
-import time
-import traceback
-from collections import deque
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -40,6 +37,7 @@ from ..watchdog import LoopWatchdog
 from .batcher import WriteBatcher
 from .http11 import HttpProtocol
 from .state import Traffic
+from .supervisor import FAILED, MASTER_SIGNALS, STARTED, Supervisor, report_error, tell_master
 
 if TYPE_CHECKING:
     from ..types import Application as App
@@ -213,57 +211,22 @@ def _serve_one(app: App, host: str, port: int, ssl_context: ssl.SSLContext | Non
         loop.close()
 
 
-# The crash-loop bound of a master: more than max(CRASH_LOOP_DEATHS, workers) deaths of
-# workers that had started serving, within CRASH_LOOP_WINDOW seconds.
-CRASH_LOOP_DEATHS = 5
-CRASH_LOOP_WINDOW = 30.0
-_STARTED, _FAILED = b"R", b"F"  # what a worker writes on its pipe to the master
-_MASTER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-
-
-def _error(message: str, exc: BaseException | None = None) -> None:
-    """Report an error that must be seen: through the `tether` logger, or straight to stderr
-    when the log level or the logging setup would hide it."""
-    if logger.isEnabledFor(logging.ERROR) and logger.hasHandlers():
-        logger.error("%s", message, exc_info=exc)
-    else:
-        print(message, file=sys.stderr)
-        if exc is not None:
-            traceback.print_exception(exc, file=sys.stderr)
-
-
 def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _describe(wait_status: int) -> str:
-    """'exited with status 3' / 'killed by signal SIGKILL' for a status from os.waitpid()."""
-    if os.WIFSIGNALED(wait_status):
-        number = os.WTERMSIG(wait_status)
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = str(number)
-        return f"killed by signal {name}"
-    return f"exited with status {os.waitstatus_to_exitcode(wait_status)}"
-
-
-def _write(fd: int, data: bytes) -> None:
-    with contextlib.suppress(OSError):  # the master is gone: nobody to tell
-        os.write(fd, data)
-
-
 def _worker_main(app: App, host: str, port: int, context: ssl.SSLContext | None, pipe: int,
                  inherited: list[int], mask: set[int | signal.Signals]) -> NoReturn:
-    """A forked worker: serve, tell the master on `pipe` once serving (or why it could not
-    start), and never return (os._exit: the master's stack must not run in the child)."""
+    """A forked worker (`supervisor.WorkerMain`): serve, tell the master on `pipe` once
+    serving (or why it could not start), and never return (os._exit: the master's stack must
+    not run in the child)."""
     code = 1
     try:
         for fd in inherited:  # the master's pipes
             with contextlib.suppress(OSError):
                 os.close(fd)
         signal.set_wakeup_fd(-1)
-        for sig in _MASTER_SIGNALS:  # until the loop takes over SIGINT/SIGTERM: die of them
+        for sig in MASTER_SIGNALS:  # until the loop takes over SIGINT/SIGTERM: die of them
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if not logging.getLogger().handlers:
@@ -273,7 +236,7 @@ def _worker_main(app: App, host: str, port: int, context: ssl.SSLContext | None,
         def on_started() -> None:
             nonlocal started
             started = True
-            _write(pipe, _STARTED)
+            tell_master(pipe, STARTED)
 
         try:
             _serve_one(app, host, port, context, reuse_port=True, on_started=on_started)
@@ -282,161 +245,15 @@ def _worker_main(app: App, host: str, port: int, context: ssl.SSLContext | None,
             code = 0 if started else 130
         except BaseException as exc:
             if started:
-                _error(f"tether worker {os.getpid()} crashed", exc)
+                report_error(f"tether worker {os.getpid()} crashed", exc)
             else:
-                _error(f"tether worker {os.getpid()} failed to start", exc)
-                _write(pipe, _FAILED + _cause(exc).encode("utf-8", "replace"))
+                report_error(f"tether worker {os.getpid()} failed to start", exc)
+                tell_master(pipe, FAILED + _cause(exc).encode("utf-8", "replace"))
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
-
-
-class _Worker:
-    """The master's view of one worker process."""
-
-    def __init__(self, pid: int, pipe: int) -> None:
-        self.pid = pid
-        self.pipe: int | None = pipe
-        self.said = b""  # what it wrote: _STARTED, or _FAILED + the cause
-
-    @property
-    def started(self) -> bool:
-        return self.said[:1] == _STARTED
-
-    @property
-    def failure(self) -> str | None:
-        return self.said[1:].decode("utf-8", "replace") if self.said[:1] == _FAILED else None
-
-
-def _supervise(app: App, host: str, port: int, context: ssl.SSLContext | None, workers: int) -> int:
-    """Fork `workers` workers, keep them running, return the master's exit status (see `run`)."""
-    selector = selectors.DefaultSelector()
-    wake_read, wake_write = os.pipe()  # signals wake the select() up (signal.set_wakeup_fd)
-    os.set_blocking(wake_read, False)
-    os.set_blocking(wake_write, False)
-    selector.register(wake_read, selectors.EVENT_READ)
-    pool: dict[int, _Worker] = {}
-    received: list[int] = []
-    forwarded: set[int] = set()
-    deaths: deque[float] = deque()
-    status = 0
-    stopping = False
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if signum != signal.SIGCHLD:
-            received.append(signum)
-
-    def spawn_worker() -> None:
-        pipe_read, pipe_write = os.pipe()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)  # none lost in the child
-        try:
-            pid = os.fork()
-            if pid == 0:
-                inherited = [pipe_read, wake_read, wake_write]
-                inherited += [w.pipe for w in pool.values() if w.pipe is not None]
-                _worker_main(app, host, port, context, pipe_write, inherited, mask)
-        except BaseException:
-            os.close(pipe_read)
-            raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(pipe_write)  # only the worker holds it: EOF when the worker is gone
-        os.set_blocking(pipe_read, False)
-        pool[pid] = _Worker(pid, pipe_read)
-        selector.register(pipe_read, selectors.EVENT_READ, pid)
-
-    def read(worker: _Worker) -> None:
-        while worker.pipe is not None:
-            try:
-                data = os.read(worker.pipe, 4096)
-            except BlockingIOError:
-                return
-            if data:
-                worker.said += data
-            else:
-                selector.unregister(worker.pipe)
-                os.close(worker.pipe)
-                worker.pipe = None
-
-    def stop_all(signum: int = signal.SIGTERM) -> None:
-        forwarded.add(signum)
-        for pid in pool:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    def buried(worker: _Worker, wait_status: int) -> None:
-        nonlocal status, stopping
-        how = _describe(wait_status)
-        if stopping:
-            killed_by_us = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) in forwarded
-            if os.waitstatus_to_exitcode(wait_status) != 0 and not killed_by_us:
-                if worker.failure:
-                    how += f", having failed during startup: {worker.failure}"
-                logger.warning("tether worker %d %s while the workers were stopping", worker.pid, how)
-                status = status or 1
-        elif not worker.started:
-            _error(f"tether: worker {worker.pid} failed during startup ({how}): "
-                   f"{worker.failure or 'it never started serving'}; stopping all workers")
-            status, stopping = 1, True
-            stop_all()
-        else:
-            now = time.monotonic()
-            deaths.append(now)
-            while deaths and deaths[0] < now - CRASH_LOOP_WINDOW:
-                deaths.popleft()
-            if len(deaths) > max(CRASH_LOOP_DEATHS, workers):
-                _error(f"tether: crash loop: {len(deaths)} worker deaths within {CRASH_LOOP_WINDOW:g} s "
-                       f"(the last: worker {worker.pid} {how}); stopping all workers")
-                status, stopping = 1, True
-                stop_all()
-            else:
-                logger.warning("tether worker %d %s; starting a new worker", worker.pid, how)
-                spawn_worker()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in _MASTER_SIGNALS}
-    previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-    try:
-        for _ in range(workers):
-            spawn_worker()
-        logger.info("tether master (pid %d) running %d workers", os.getpid(), workers)
-        while pool:
-            for key, _ in selector.select(timeout=1.0):
-                if key.fd == wake_read:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(wake_read, 512):
-                            pass
-                elif key.data in pool:
-                    read(pool[key.data])
-            while received:
-                signum = received.pop(0)
-                if not stopping:
-                    logger.info("tether master (pid %d) got %s: stopping the workers", os.getpid(),
-                                signal.Signals(signum).name)
-                stopping = True
-                stop_all(signum)
-            for pid in list(pool):
-                done, wait_status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    worker = pool.pop(pid)
-                    read(worker)  # all it wrote before it died, up to EOF
-                    buried(worker, wait_status)
-        return status
-    finally:
-        if pool:  # leaving on an exception: do not orphan the workers
-            stop_all()
-            for pid in pool:
-                os.waitpid(pid, 0)
-        signal.set_wakeup_fd(previous_wakeup)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for worker in pool.values():
-            if worker.pipe is not None:
-                os.close(worker.pipe)
-        selector.close()
-        os.close(wake_read)
-        os.close(wake_write)
 
 
 def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
@@ -448,32 +265,23 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1
     whose package is not installed (or an unknown backplane scheme) logs one line, naming the
     pip command, and exits with status 1 before anything is served.
 
-    With `workers` > 1 this process is a master that serves nothing itself. Each worker
-    writes one byte on a pipe to the master once `Server.start()` has succeeded (startup
-    hooks run, socket listening); one that fails before that prints its traceback to stderr
-    and writes the cause on the pipe instead. Then, as gunicorn does:
-
-    - a worker that dies before it started serving is not replaced: the master stops every
-      worker (SIGTERM) and exits with status 1, logging the cause;
-    - a worker that dies after it started serving is logged with its exit status or signal
-      and replaced by a new one;
-    - a crash loop, more than max(CRASH_LOOP_DEATHS, workers) such deaths (5, or the number
-      of workers if larger) within CRASH_LOOP_WINDOW (30) seconds, stops every worker and
-      exits with status 1;
-    - SIGINT/SIGTERM are forwarded to the workers; once all have shut down the master
-      returns (exit status 0), or exits with 1 if one exited with an error meanwhile.
+    With `workers` > 1 this process is a master that serves nothing itself
+    (`tether.server.supervisor.Supervisor`: when a worker is replaced, when all are stopped).
+    Each worker tells the master once `Server.start()` has succeeded (startup hooks run,
+    socket listening); one that fails before that prints its traceback to stderr and tells
+    the master the cause instead. A master that stopped its workers for a failure exits 1.
     """
     if log_level is not None or not logging.getLogger().handlers:
         logging.basicConfig(level=(log_level or "info").upper(), format="%(levelname)s: %(message)s")
     try:  # a backplane whose package is missing, or an unknown scheme: one line, before serving or forking
         check_backplane(configured_url(app.settings.backplane))
     except (MissingExtra, ValueError) as exc:
-        _error(f"tether: {exc}")
+        report_error(f"tether: {exc}")
         sys.exit(1)
     try:
         context = _ssl_context(ssl_certfile, ssl_keyfile)
     except (OSError, ssl.SSLError) as exc:
-        _error(f"tether: could not load the TLS certificate or key: {_cause(exc)}")
+        report_error(f"tether: could not load the TLS certificate or key: {_cause(exc)}")
         sys.exit(1)
     if workers > 1:
         if not (app.settings.backplane or os.environ.get("TETHER_BACKPLANE")):
@@ -481,7 +289,7 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1
                            "broadcast reaches only the clients of the worker that sent it and send_to() finds "
                            "only that worker's connections; share one hub with --backplane redis://HOST:6379/0 "
                            "(see docs/scaling.md)", workers)
-        status = _supervise(app, host, port, context, workers)
+        status = Supervisor(functools.partial(_worker_main, app, host, port, context), workers).run()
         if status:
             sys.exit(status)
         return
@@ -496,6 +304,6 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1
     except Exception as exc:
         if started:
             raise
-        _error("tether failed to start", exc)
-        _error(f"tether: could not start serving on {host}:{port}: {_cause(exc)}")
+        report_error("tether failed to start", exc)
+        report_error(f"tether: could not start serving on {host}:{port}: {_cause(exc)}")
         sys.exit(1)
