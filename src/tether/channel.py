@@ -42,7 +42,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from .protocol.codes import WS_1008_POLICY_VIOLATION
 
@@ -108,7 +108,7 @@ class Channel(Protocol):
     def deliver(self, frame: bytes, opcode: int, payload: bytes) -> bool: ...
     def deliver_or_wait(self, frame: bytes, opcode: int, payload: bytes) -> bool | None: ...
     async def deliver_when_drained(self, frame: bytes, opcode: int, payload: bytes) -> bool: ...
-    def set_slow_client(self, slow_client: str, send_timeout: float) -> None: ...
+    def set_slow_client(self, slow_client: Literal["close", "wait"], send_timeout: float) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     def fail(self, code: int, reason: str) -> None: ...
     def pause_reading(self) -> None: ...
@@ -154,7 +154,7 @@ class ChannelBase:
         self.send_timeout = None
         self.state = CONNECTING
 
-    def set_slow_client(self, slow_client: str, send_timeout: float) -> None:
+    def set_slow_client(self, slow_client: Literal["close", "wait"], send_timeout: float) -> None:
         """Apply the `slow_client` and `send_timeout` settings (see the module doc); the core
         does it before the handshake. Any value but "wait" means "close"."""
         if slow_client == "wait":

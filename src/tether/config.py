@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from .exceptions import MissingExtra
 from .protocol.deflate import DeflateOptions
@@ -60,7 +60,7 @@ class Settings:
     ping_timeout: float = 20.0
     allowed_origins: list[str] = field(default_factory=list)
     max_send_buffer: int = 4 << 20
-    slow_client: str = "close"
+    slow_client: Literal["close", "wait"] = "close"
     send_timeout: float = 10.0
     max_queue: int = 32
     shutdown_timeout: float = 10.0

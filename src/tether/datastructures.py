@@ -61,7 +61,8 @@ class Headers:
         return iter(self._lookup())
 
     def __len__(self) -> int:
-        return len(self._items)
+        """How many distinct names (as iteration and `keys()` give them; `items()` has every line)."""
+        return len(self._lookup())
 
     def keys(self) -> list[str]:
         return list(self._lookup())

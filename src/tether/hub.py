@@ -35,8 +35,8 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeAlias, cast
 
 from .backplane import Backplane, NodeState
 from .backplane.envelope import Kind, decode, encode, new_connection_id, new_node_id, node_of
@@ -78,13 +78,31 @@ async def _logged(awaitable: Awaitable[Any], room: str) -> None:
         logger.exception("presence listener for room %r raised", room)
 
 
-def _excluded(exclude: Any) -> set[str]:
-    """Ids to skip: `exclude` is None, one id/connection, or an iterable of them."""
+class Identified(Protocol):
+    """Anything with a connection id: a core `WebSocket`, a style's face on one."""
+
+    @property
+    def id(self) -> str: ...
+
+
+#: Whom a broadcast or publish skips: nobody (None), one connection or its id, or an
+#: iterable of connections and ids.
+Exclude: TypeAlias = str | Identified | Iterable[str | Identified] | None
+
+
+def _id_of(item: str | Identified) -> str:
+    return item if isinstance(item, str) else item.id
+
+
+def _excluded(exclude: Exclude) -> set[str]:
+    """The ids `exclude` names (see `Exclude`)."""
     if exclude is None:
         return set()
-    if isinstance(exclude, str) or hasattr(exclude, "id"):
-        exclude = (exclude,)
-    return {getattr(item, "id", item) for item in exclude}
+    if isinstance(exclude, str):
+        return {exclude}
+    if hasattr(exclude, "id"):  # one connection (a WebSocket is iterable too: its scope's keys)
+        return {cast("Identified", exclude).id}
+    return {_id_of(item) for item in exclude}
 
 
 class Hub:
@@ -301,24 +319,24 @@ class Hub:
         return await self.backplane.count()
 
     # -- delivery -------------------------------------------------------------------------
-    def _deliver(self, targets: dict[str, Member] | None, data: Any, exclude: Any) -> int:
+    def _deliver(self, targets: dict[str, Member] | None, data: Any, exclude: Exclude) -> int:
         if not targets:
             return 0
         opcode, payload = encode_message(data)
         return self._deliver_encoded(targets, opcode, payload, _excluded(exclude))
 
-    def _broadcast_now(self, path: str, data: Any, exclude: Any = None) -> int:
+    def _broadcast_now(self, path: str, data: Any, exclude: Exclude = None) -> int:
         if not self._cluster:
             return self._deliver(self._paths.get(path), data, exclude)
         return self._deliver_cluster(Kind.BROADCAST, "p", path, self._paths.get(path), data, exclude)
 
-    def _publish_now(self, room: str, data: Any, exclude: Any = None) -> int:
+    def _publish_now(self, room: str, data: Any, exclude: Exclude = None) -> int:
         if not self._cluster:
             return self._deliver(self._rooms.get(room), data, exclude)
         return self._deliver_cluster(Kind.PUBLISH, "r", room, self._rooms.get(room), data, exclude)
 
     def _deliver_cluster(self, kind: Kind, channel_kind: str, name: str, targets: dict[str, Member] | None,
-                         data: Any, exclude: Any) -> int:
+                         data: Any, exclude: Exclude) -> int:
         """Local members at once, then one envelope for the other nodes."""
         opcode, payload = encode_message(data)
         skip = _excluded(exclude)
@@ -332,7 +350,7 @@ class Hub:
                                encode(kind, opcode, self.node, payload, exclude=skip))
 
     async def _deliver_waiting(self, kind: Kind, channel_kind: str, name: str, targets: dict[str, Member] | None,
-                               data: Any, exclude: Any) -> int:
+                               data: Any, exclude: Exclude) -> int:
         """An awaited broadcast/publish while members may be waited for ("wait" mode): the
         members at or under their limit get the frame at once, the envelope goes to the other
         nodes, then the call waits for the members over it, all together (each closed with
@@ -437,14 +455,14 @@ class Hub:
             if ws is not None:
                 spawn(ws.close(envelope.code, envelope.payload.decode("utf-8", "replace")))
 
-    async def broadcast(self, path: str, data: Any, exclude: Any = None) -> int:
+    async def broadcast(self, path: str, data: Any, exclude: Exclude = None) -> int:
         """Send `data` to every connection on the concrete `path`; returns how many got it.
         In "wait" mode it waits for slow ones (at most about `send_timeout`, see the module doc)."""
         if not self._waits:
             return self._broadcast_now(path, data, exclude)
         return await self._deliver_waiting(Kind.BROADCAST, "p", path, self._paths.get(path), data, exclude)
 
-    async def publish(self, room: str, data: Any, exclude: Any = None) -> int:
+    async def publish(self, room: str, data: Any, exclude: Exclude = None) -> int:
         """Send `data` to every member of `room`; returns how many got it. In "wait" mode it
         waits for slow ones (at most about `send_timeout`, see the module doc)."""
         if not self._waits:
@@ -495,11 +513,11 @@ class Hub:
         """`send_to` from any thread (returns at once; a missing id is ignored)."""
         self._run_on_loop(self._send_to_now, connection_id, data)
 
-    def broadcast_sync(self, path: str, data: Any, exclude: Any = None) -> None:
+    def broadcast_sync(self, path: str, data: Any, exclude: Exclude = None) -> None:
         """`broadcast` from any thread (returns at once)."""
         self._run_on_loop(self._broadcast_now, path, data, exclude)
 
-    def publish_sync(self, room: str, data: Any, exclude: Any = None) -> None:
+    def publish_sync(self, room: str, data: Any, exclude: Exclude = None) -> None:
         """`publish` from any thread (returns at once)."""
         self._run_on_loop(self._publish_now, room, data, exclude)
 

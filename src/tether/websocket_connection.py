@@ -31,7 +31,7 @@ from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE
 from .tasks import spawn
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .hub import Exclude, Hub
 
 __all__ = ["WebSocket", "WebSocketDisconnect"]
 
@@ -356,7 +356,7 @@ class WebSocket(HTTPConnection):
         opcode, payload = encode_message(data)
         self.channel.deliver(encode_frame(opcode, payload), opcode, payload)
 
-    async def broadcast(self, data: Any, exclude: Any = None) -> int:
+    async def broadcast(self, data: Any, exclude: Exclude = None) -> int:
         """Send to every client connected to this concrete path, this one included unless
         excluded; returns how many got it. In "wait" mode it waits for slow clients, at most
         about `send_timeout` (`Hub.broadcast`)."""

@@ -1,7 +1,7 @@
 """Handler styles: each module adapts one way of writing handlers to the core WebSocket.
 
 Every style produces a *session*: an async callable taking the core connection
-(`tether.websocket.WebSocket`) that accepts or rejects it and then serves it. `adapt`
+(`tether.websocket_connection.WebSocket`) that accepts or rejects it and then serves it. `adapt`
 picks the style from what the user registered, so `@app.websocket(path)` takes any kind.
 """
 
