@@ -121,6 +121,42 @@ def test_the_import_graph_has_no_cycle_type_imports_included() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+# The layers of docs/architecture.md, top first: a module may import its own group and any
+# group of a lower layer, never upward nor sideways. Modules not listed are core.
+LAYERS: list[dict[str, tuple[str, ...]]] = [
+    {"entry": ("tether.cli", "tether.__main__", "tether.testing")},
+    {"assembly": ("tether.app", "tether.routing")},
+    {"faces": ("tether.styles",), "roads": ("tether.server", "tether.asgi")},
+    {"core": ()},
+    {"seam": ("tether.channel",)},
+    {"protocol": ("tether.protocol",)},
+]
+
+
+def _place(module: str) -> tuple[int, str]:
+    """(layer index, 0 at the top; group name) of a module."""
+    for index, groups in enumerate(LAYERS):
+        for group, prefixes in groups.items():
+            if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+                return index, group
+    return next(i for i, groups in enumerate(LAYERS) if "core" in groups), "core"
+
+
+def test_imports_point_down_the_layers() -> None:
+    """The App and its Router (the assembly) may import the faces and the roads; nothing below
+    them does; faces and roads do not import each other; the core imports neither."""
+    upward = []
+    for module, path in _modules().items():
+        if module == "tether":
+            continue  # the package's lazy __init__ names every export
+        layer, group = _place(module)
+        for target in _imports(module, path) - _ancestors(module):
+            target_layer, target_group = _place(target)
+            if target_layer < layer or (target_layer == layer and target_group != group):
+                upward.append(f"{module} ({group}) imports {target} ({target_group})")
+    assert not upward, "imports that do not point down:\n" + "\n".join(sorted(upward))
+
+
 def test_the_protocol_layer_imports_nothing_of_the_framework() -> None:
     for module, path in _modules().items():
         if module.startswith("tether.protocol"):
