@@ -19,7 +19,8 @@ HTTP control endpoints act on THIS node (POST, parameters in the query string): 
 new `threading.Thread`), `/do/burst` (n publishes numbered from `start`, in one go), `/do/stream/start` and
 `/do/stream/stop` (a background task broadcasting `{"seq": i}` every `interval` s);
 GET `/count`, `/presence`, `/presence_log` (every `on_presence` diff this node reported),
-`/status` (the backplane's state, lost, outages; the node and the pid).
+`/status` (the backplane's state, lost, outages; the node and the pid), `/heard?path=P` (returns
+once this node is subscribed to path P).
 """
 
 from __future__ import annotations
@@ -184,6 +185,20 @@ async def presence(room: str):
 @app.get("/presence_log")
 def get_presence_log():
     return list(presence_log)
+
+
+@app.get("/heard")
+async def heard(path: str):
+    """Return once this node hears broadcasts to `path` (its subscription, made when the first
+    client connected, is confirmed), at most 5 s: a broadcast from another node right after a
+    client connected races that subscription (only `join` waits for one). False: no client here."""
+    if not app.hub.ids(path):
+        return {"heard": False}
+    backplane = app.hub.backplane
+    waiting = backplane.subscribe(backplane.channel("p", path))  # the pending one, or None: in force
+    if waiting is not None:
+        await asyncio.wait_for(waiting, 5)
+    return {"heard": True}
 
 
 @app.get("/status")

@@ -189,24 +189,19 @@ class Hub:
         return self._loop
 
     # -- registry (kept by the core WebSocket) ------------------------------------------
-    def register(self, ws: Member) -> Awaitable[None] | None:
-        """Add an accepted connection. With a cluster backplane, returns an awaitable while
-        this node's subscription to the connection's path is still being made
-        (`WebSocket.accept` awaits it, so that no broadcast to the path made once the handler
-        runs is missed on this node), else None."""
+    def register(self, ws: Member) -> None:
+        """Add an accepted connection."""
         self._connections[ws.id] = ws
         if ws.channel.send_timeout is not None:
             self._waits = True
         peers = self._paths.get(ws.path)
         if peers is None:
             peers = self._paths[ws.path] = {}
+            if self._cluster:
+                self.backplane.subscribe(self.backplane.channel("p", ws.path))
         peers[ws.id] = ws
-        if not self._cluster:
-            return None
-        self.backplane.connections_changed(1)
-        # Asked for every connection, not only a path's first: a second one that arrives while
-        # the first one's subscription is still on its way waits for it too.
-        return self.backplane.subscribe(self.backplane.channel("p", ws.path))
+        if self._cluster:
+            self.backplane.connections_changed(1)
 
     def unregister(self, ws: Member) -> None:
         """Remove a connection from the registry and every room (idempotent)."""

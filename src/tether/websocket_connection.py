@@ -182,9 +182,7 @@ class WebSocket(HTTPConnection):
         self.opened_at = time.monotonic()
         count_handshake(self.app, 101)
         access_log.info("%s 101%s", self.log_name, f" ({subprotocol})" if subprotocol else "")
-        subscribing = self.hub.register(self)
-        if subscribing is not None:  # a cluster node hears the path before the handler runs
-            await subscribing
+        self.hub.register(self)
         if deferred is not None and deferred[1] is not None:
             await deferred[1]()
 
