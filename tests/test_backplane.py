@@ -822,3 +822,40 @@ def test_a_redis_that_is_not_there_yet_local_traffic_goes_on_and_the_node_joins_
     a.post("/do/broadcast", path=f"/fn/{t}", text="now the cluster")
     assert remote.recv() == "now the cluster" and local.recv() == "now the cluster"
     wait_until(lambda: b.get("/count")["count"] == 2, message="A's count written once Redis came")
+
+
+def test_every_join_waits_for_the_rooms_subscription_and_one_given_up_cancels_no_other(redis_server):
+    """A second member that joins while the room's subscription is on its way waits for it
+    too (it returned at once, so what was published meanwhile could be missed); the joins
+    share one confirmation, and a join given up (a timeout around it) must not cancel it
+    under the others."""
+    from tether.testing import TestClient
+
+    app = App(backplane=backplane_url(redis_server.url))
+    outcomes: list[tuple[str, str]] = []
+
+    @app.websocket("/join")
+    async def join(websocket, impatient: bool = False):
+        who = "impatient" if impatient else "patient"
+        try:
+            if impatient:
+                await asyncio.wait_for(websocket.join("lobby"), 0.2)
+            else:
+                await websocket.join("lobby")
+        except BaseException as exc:
+            outcomes.append((who, type(exc).__name__))
+            raise
+        outcomes.append((who, "joined"))
+        await websocket.send_text("joined")
+        async for _ in websocket:
+            pass
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_until(lambda: str(app.hub.backplane.state) == "up", timeout=5, message="the backplane up")
+        redis_server.pause(1.0)  # the room's SUBSCRIBE waits: both joins wait on it
+        patient = client.websocket_connect("/join")
+        impatient = client.websocket_connect("/join?impatient=1")
+        assert patient.receive_text(timeout=10) == "joined"
+        assert ("impatient", "TimeoutError") in outcomes and ("patient", "joined") in outcomes
+        patient.close()
+        impatient.close()

@@ -228,11 +228,11 @@ class Hub:
             raise InvalidState(f"connection {ws.id} is not open: it cannot join room {room!r}")
         info_json = compact_json(info)
         members = self._rooms.get(room)
-        waiting = None
         if members is None:
             members = self._rooms[room] = {}
-            if self._cluster:
-                waiting = self.backplane.subscribe(self.backplane.channel("r", room))
+        # Asked at every join, not only a room's first: a second member that joins while the
+        # first one's subscription is on its way waits for it too (None once it is in force).
+        waiting = self.backplane.subscribe(self.backplane.channel("r", room)) if self._cluster else None
         members[ws.id] = ws
         ws.rooms.add(room)
         self._presence.setdefault(room, {})[ws.id] = info_json

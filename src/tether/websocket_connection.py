@@ -367,7 +367,9 @@ class WebSocket(HTTPConnection):
         returns once the node hears the room, so nothing published to it afterwards is missed."""
         waiting = self.hub.join(self, room, info)
         if waiting is not None:
-            await waiting
+            # Shielded: every member joining meanwhile waits on the same confirmation, which a
+            # join given up (cancelled) must not cancel under the others.
+            await asyncio.shield(waiting)
 
     async def leave(self, room: str) -> None:
         """Stop being a member of `room` (nothing happens if it was not one)."""
