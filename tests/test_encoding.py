@@ -38,6 +38,40 @@ def test_compact_json_takes_the_usual_python_values(data, text):
     assert encode_message(data) == (OP_TEXT, text.encode())
 
 
+def test_the_additions_are_made_one_level_at_a_time():
+    """A dataclass is not deep-copied (a lock in it failed to pickle), a cycle through one is
+    json's own ValueError (it was a RecursionError), and something with a `keys` that is not
+    a method is not taken for a mapping."""
+    import threading
+
+    @dataclasses.dataclass
+    class Node:
+        name: str
+        parent: object = None
+
+    node = Node("a")
+    node.parent = node
+    with pytest.raises(ValueError, match="Circular reference"):
+        compact_json(node)
+
+    @dataclasses.dataclass
+    class Holder:
+        lock: object
+
+    with pytest.raises(TypeError, match="Object of type lock is not JSON serializable"):
+        compact_json(Holder(threading.Lock()))
+
+    class Keyed:
+        keys = ["k"]
+
+        def __getitem__(self, key):
+            return key
+
+    with pytest.raises(TypeError, match="Object of type Keyed is not JSON serializable"):
+        compact_json(Keyed())
+    assert compact_json(Point(1, [Point(2, [])])) == '{"x":1,"tags":[{"x":2,"tags":[]}]}'
+
+
 def test_what_json_cannot_take_is_a_type_error_naming_the_type():
     with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
         compact_json({"x": object()})

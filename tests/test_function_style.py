@@ -315,6 +315,101 @@ def test_an_exception_handler_gets_the_websocket_handlers_exception(serve, caplo
     assert not any("WebSocket handler for" in r.getMessage() for r in caplog.records)  # handled: no traceback
 
 
+def test_a_handler_that_names_accept_may_join_and_broadcast_first(serve):
+    """Naming `accept` (a domain object's `offer.accept()` counts) leaves the handshake to the
+    handler: join() and broadcast() complete it as a send does (join raised InvalidState,
+    broadcast skipped the sender); send_nowait(), which cannot wait, says what to do."""
+    app = App()
+
+    class Offer:
+        def accept(self):
+            return "taken"
+
+    @app.websocket("/shop/{how}")
+    async def shop(websocket, how: str):
+        if how == "join":
+            await websocket.join("buyers")
+            await websocket.send_text(f"joined {Offer().accept()}")
+        elif how == "broadcast":
+            await websocket.send_text(f"reached {await websocket.broadcast('news')}")
+        else:
+            try:
+                websocket.send_nowait("early")
+            except RuntimeError as exc:
+                await websocket.send_text(str(exc))
+
+    server = serve(app)
+    with connect(server.ws_url("/shop/join")) as ws:
+        assert ws.recv(timeout=5) == "joined taken"
+    with connect(server.ws_url("/shop/broadcast")) as ws:
+        assert ws.recv(timeout=5) == "news" and ws.recv(timeout=5) == "reached 1"
+    with connect(server.ws_url("/shop/nowait")) as ws:
+        assert "await websocket.accept() first" in ws.recv(timeout=5)
+
+
+def test_an_accept_in_a_nested_function_of_the_handler_counts(serve):
+    app = App()
+
+    @app.websocket("/nested")
+    async def nested(websocket):
+        async def open_with(subprotocol):
+            await websocket.accept(subprotocol=subprotocol)
+
+        await open_with("wamp")
+        await websocket.send_text(str(websocket.subprotocol))
+
+    server = serve(app)
+    with connect(server.ws_url("/nested"), subprotocols=["wamp"]) as ws:
+        assert ws.subprotocol == "wamp" and ws.recv(timeout=5) == "wamp"
+
+
+def test_accept_refuses_a_header_that_would_split_the_101(serve):
+    app = App()
+
+    @app.websocket("/split")
+    async def split(websocket, session: str):
+        await websocket.accept(headers=[("X-Session", session)])
+
+    server = serve(app)
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.ws_url("/split?session=abc%0d%0aSet-Cookie:%20admin=1"))
+    assert info.value.response.status_code == 500 and "Set-Cookie" not in info.value.response.headers
+
+
+def test_a_catch_all_exception_handler_is_for_http_and_a_sync_one_runs_in_the_thread_pool(serve, caplog):
+    """As in Starlette, a handler for `Exception` itself does not see WebSocket errors: they
+    are logged and closed 1011. A sync handler for a narrower class runs off the loop."""
+
+    class Narrow(Exception):
+        pass
+
+    app = App()
+    threads: dict[str, str] = {}
+
+    @app.exception_handler(Exception)
+    def catch_all(request, exc):
+        threads["catch_all"] = "called"
+        return "oops"
+
+    @app.exception_handler(Narrow)
+    def narrow(websocket, exc):
+        threads["handler"] = threading.current_thread().name
+
+    @app.websocket("/fail/{kind}")
+    async def fail(websocket, kind: str):
+        threads["loop"] = threading.current_thread().name
+        raise (Narrow if kind == "narrow" else ZeroDivisionError)(kind)
+
+    server = serve(app)
+    with connect(server.ws_url("/fail/zero")) as ws:
+        assert recv_close(ws)[0] == 1011
+    assert "catch_all" not in threads
+    assert any("WebSocket handler for /fail/zero raised" in r.getMessage() for r in caplog.records)
+    with connect(server.ws_url("/fail/narrow")) as ws:
+        assert recv_close(ws)[0] == 1011
+    assert threads["handler"] != threads["loop"]
+
+
 # -- receiving ------------------------------------------------------------------------------
 def test_receive_variants_and_type_errors(serve):
     app = App()

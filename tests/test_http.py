@@ -368,3 +368,28 @@ def test_a_stream_that_fails_midway_ends_that_response_only(serve, caplog):
 
     assert asyncio.run(scenario()) == b"still serving"
     assert any("the data source went away" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_a_header_holding_cr_or_lf_is_never_written_so_the_response_cannot_be_split(serve_native, caplog):
+    """A header value taken from the request (here the query string) with CR LF in it would
+    end the head and make the rest a header of the attacker's choosing."""
+    import socket
+    from urllib.parse import quote
+
+    app = App()
+
+    @app.get("/greet")
+    def greet(name: str):
+        return Response("hi", headers={"X-Name": name})
+
+    server = serve_native(app)
+    target = "/greet?name=" + quote("x\r\nSet-Cookie: admin=1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert b"Set-Cookie" not in received and b"admin=1" not in received
+    assert any("holds a CR, LF or NUL" in (r.exc_text or r.getMessage()) for r in caplog.records)
+    status, _, body = fetch(server.url("/greet?name=plain"))
+    assert (status, body) == (200, b"hi")  # the server goes on

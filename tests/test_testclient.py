@@ -80,6 +80,8 @@ def test_websocket_session_send_receive_all_types():
             ws.send_json([3])
             with pytest.raises(TypeError, match="expected a binary message"):
                 ws.receive_json(mode="binary")
+            ws.send_json({"t": 4})
+            assert ws.receive_json(5) == {"t": 4}  # the timeout stays the first argument
 
 
 def test_several_sessions_see_a_broadcast():

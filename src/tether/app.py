@@ -228,17 +228,23 @@ class App(Router):
         """Decorator: `handler(request, exc)` turns `exc_class` (and subclasses) into a response.
 
         A WebSocket handler's exception goes to it too, as in Starlette: `handler(websocket,
-        exc)` (sync or async) may close the connection with a code of its choice, or refuse a
-        handshake not accepted yet; what it leaves open is closed with 1011 (refused with 500
-        before accept). Its return value is not sent."""
+        exc)` may close the connection with a code of its choice, or refuse a handshake not
+        accepted yet; what it leaves open is closed with 1011 (refused with 500 before accept).
+        Its return value is not sent. A handler registered for `Exception` itself (a catch-all
+        for HTTP 500s) is not given WebSocket errors, as Starlette does not: they are logged.
+        A sync handler runs in the thread pool, as for HTTP."""
         def decorator(func: _ErrorHandler) -> _ErrorHandler:
             self._exception_handlers[exc_class] = func
             return func
         return decorator
 
-    def _exception_handler_for(self, exc: BaseException) -> tuple[type[BaseException], Callable[..., Any]] | None:
-        """(the class it was registered for, the handler) of the nearest class of `exc` that has one."""
+    def _exception_handler_for(self, exc: BaseException, *, catch_all: bool = True
+                               ) -> tuple[type[BaseException], Callable[..., Any]] | None:
+        """(the class it was registered for, the handler) of the nearest class of `exc` that has
+        one; with `catch_all=False`, not one registered for `Exception` or `BaseException`."""
         for exc_class in type(exc).__mro__:
+            if not catch_all and exc_class in (Exception, BaseException):
+                break
             handler = self._exception_handlers.get(exc_class)
             if handler is not None:
                 return exc_class, handler
@@ -369,12 +375,14 @@ class App(Router):
     async def _websocket_error_handled(self, ws: WebSocket, exc: Exception) -> bool:
         """Give `exc` to the exception handler registered for its class, if any; True when
         one ran without raising (it may have closed or refused the connection)."""
-        found = self._exception_handler_for(exc)
+        found = self._exception_handler_for(exc, catch_all=False)
         if found is None:
             return False
         exc_class, handler = found
         try:
-            await call_maybe_async(handler, ws, exc)
+            await call_offloaded(handler, ws, exc)
+        except WebSocketDisconnect:
+            pass  # it sent to a client that had gone: handled all the same
         except Exception:
             logger.exception("exception handler for %s raised", exc_class.__name__)
             return False

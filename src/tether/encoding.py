@@ -27,11 +27,17 @@ Data = str | bytes
 
 
 def _jsonable(obj: Any) -> Any:
-    """What `json` cannot encode itself, as something it can (the module doc's list)."""
-    if hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
-        return dict(obj)  # what dict() does with a mapping: keys(), then obj[key]
+    """What `json` cannot encode itself, as something it can (the module doc's list), one
+    level at a time: json calls this again for what the result holds (and so keeps its own
+    check for circular references)."""
+    if callable(getattr(obj, "keys", None)) and hasattr(obj, "__getitem__"):
+        try:
+            return dict(obj)  # what dict() does with a mapping: keys(), then obj[key]
+        except Exception as exc:
+            raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable: reading it as "
+                            f"a mapping failed ({type(exc).__name__}: {exc})") from None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
+        return {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}
     if callable(getattr(obj, "model_dump", None)):  # a pydantic (v2) model
         return obj.model_dump(mode="json")
     if isinstance(obj, (set, frozenset)):

@@ -75,6 +75,9 @@ class Route:
     converters: dict[str, Callable[[str], Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check = getattr(self.endpoint, "check_route", None) if self.kind == "websocket" else None
+        if check is not None:  # a session that takes the route's parameters its own way (Shallot's)
+            check(self.path)
         self.path = normalize_path(self.path)
         self.regex, self.converters = compile_path(self.path)
 

@@ -527,7 +527,7 @@ class WebSocketTestSession:
             raise TypeError(f"expected a binary message, got text {message!r}")
         return message
 
-    def receive_json(self, mode: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    def receive_json(self, timeout: float = DEFAULT_TIMEOUT, *, mode: str | None = None) -> Any:
         """The next message decoded as JSON: text or binary, or only the kind `mode` names
         ("text" or "binary", Starlette's TestClient argument; TypeError for the other kind)."""
         if mode is None:

@@ -162,6 +162,10 @@ class WebSocket(HTTPConnection):
             raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
                                       "the connection was closed or refused before accept()")
         headers = [(_text(name), _text(value)) for name, value in headers]  # bytes pairs: the ASGI form
+        for name, value in headers:
+            if any(c in name + value for c in "\r\n\0"):
+                raise ValueError(f"accept(headers=...): {(name, value)!r} holds a CR, LF or NUL (it would split "
+                                 "the 101 response)")
         if state is not CONNECTING:  # a no-op, as FastAPI code calls it first thing
             if (subprotocol is not None and subprotocol != self.subprotocol) or headers:
                 logger.warning("WebSocket %s: accept(subprotocol=%r, headers=%r) on a connection that was already "
@@ -299,6 +303,9 @@ class WebSocket(HTTPConnection):
         state = self.channel.state
         if state is not OPEN:
             if state is CONNECTING:
+                if self._deferred_accept is not None:
+                    raise InvalidState("send_nowait() before accept(): this handler's code calls accept, so the "
+                                       "handshake is left to it; await websocket.accept() first")
                 raise InvalidState("send before accept(): the handshake is not complete")
             closer = self._closed_by_task() if self._closed_by_task is not None else None
             if closer is not None and closer is asyncio.current_task():
@@ -309,9 +316,13 @@ class WebSocket(HTTPConnection):
     async def _open_for_use(self) -> None:
         """Before a send on a connection that is not open: complete a handshake left to the
         handler (`accept_on_first_use`), else raise what `_check_open` says."""
+        await self._accept_if_deferred()
+        self._check_open()
+
+    async def _accept_if_deferred(self) -> None:
+        """Complete a handshake left to the handler (`accept_on_first_use`) and not done yet."""
         if self._deferred_accept is not None and self.channel.state is CONNECTING:
             await self.accept()
-        self._check_open()
 
     async def _send(self, opcode: int, payload: bytes) -> None:
         channel = self.channel
@@ -358,6 +369,7 @@ class WebSocket(HTTPConnection):
         """Send to every client connected to this concrete path, this one included unless
         excluded; returns how many got it. In "wait" mode it waits for slow clients, at most
         about `send_timeout` (`Hub.broadcast`)."""
+        await self._accept_if_deferred()  # the sender is included: it has to be registered
         return await self.hub.broadcast(self.path, data, exclude=exclude)
 
     # -- rooms --------------------------------------------------------------------------
@@ -365,6 +377,7 @@ class WebSocket(HTTPConnection):
         """Become a member of `room` (left automatically when the connection closes), with
         `info` (any JSON-able value) as this member's presence. With a cluster backplane it
         returns once the node hears the room, so nothing published to it afterwards is missed."""
+        await self._accept_if_deferred()
         waiting = self.hub.join(self, room, info)
         if waiting is not None:
             # Shielded: every member joining meanwhile waits on the same confirmation, which a

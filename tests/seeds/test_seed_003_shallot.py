@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tether import App, websocket, ws_accept, ws_close, ws_send
+from tether import App, Router, websocket, ws_accept, ws_close, ws_send
 
 SERVERS = ("native", "uvicorn", "hypercorn", "granian")  # every road in
 
@@ -196,9 +196,14 @@ def test_what_a_handler_without_yield_returns_is_sent(serve):
     async def nothing(scope, receiver):
         pass
 
+    @websocket
+    async def counter(scope, receiver):
+        return 2
+
     app = App()
     app.websocket("/first")(first_only)
     app.websocket("/nothing")(nothing)
+    app.websocket("/counter")(counter)
     server = serve(app)
     with connect(server.ws_url("/first")) as ws:
         ws.send("a")
@@ -210,6 +215,10 @@ def test_what_a_handler_without_yield_returns_is_sent(serve):
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)
         assert info.value.rcvd.code == 1000
+    with connect(server.ws_url("/counter")) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd.code == 1011  # TypeError: "counter returned 2; return None, ws_send(...)..."
 
 
 def test_path_parameters_follow_the_receiver_in_path_order(serve):
@@ -242,3 +251,11 @@ def test_a_handler_that_cannot_take_the_path_parameters_is_refused_at_registrati
 
     with pytest.raises(TypeError, match=r"route '/rooms/\{room\}': .*no_room must take \(scope, receiver, room\)"):
         App().websocket("/rooms/{room}")(no_room)
+    with pytest.raises(TypeError, match=r"route '/rooms/\{room\}': .*no_room must take"):
+        App().add_websocket_route("/rooms/{room}", no_room)  # added as a session
+    with pytest.raises(TypeError, match=r"route '/rooms/\{room\}': .*no_room must take"):
+        App().route("/rooms/{room}")(no_room)  # Microdot's way of registering a session
+    router = Router()
+    router.websocket("/echo")(no_room)  # fine on its own route
+    with pytest.raises(TypeError, match=r"route '/in/\{room\}/echo': .*no_room must take"):
+        App().include_router(router, prefix="/in/{room}")  # a prefix with a parameter adds one

@@ -8,10 +8,16 @@ __all__ = ["http_response"]
 
 
 def http_response(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
-    """Serialize an HTTP/1.1 response head (and body)."""
+    """Serialize an HTTP/1.1 response head (and body). ValueError, naming the header, when a
+    header name or value holds a CR, LF or NUL: written as it is, it would end the head early
+    and let what follows pose as headers or a body of its own (response splitting)."""
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
     lines = [f"HTTP/1.1 {status} {reason}"] + [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    head = "\r\n".join(lines)
+    if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1 or "\0" in head:
+        bad = next((name, value) for name, value in headers if any(c in name + value for c in "\r\n\0"))
+        raise ValueError(f"response header {bad!r} holds a CR, LF or NUL (it would split the response)")
+    return (head + "\r\n\r\n").encode("latin-1") + body

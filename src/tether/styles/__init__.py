@@ -33,9 +33,6 @@ def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Session:
     from .function import FunctionEndpoint
     from .generator import GeneratorEndpoint
 
-    if isinstance(handler, GeneratorEndpoint):
-        handler.check_route(path)  # its path parameters are passed by position
-        return handler
     if getattr(handler, "is_tether_session", False):  # already adapted (@websocket, @with_websocket...)
         return cast("Session", handler)  # the mark is what makes a session: it is one
     if isinstance(handler, type):
@@ -45,9 +42,7 @@ def adapt(handler: Any, path: str, subprotocols: Iterable[str] = ()) -> Session:
         raise TypeError(f"WebSocket route {path!r}: class {handler.__qualname__} is not a GenericWebsocket "
                         f"subclass; write `class {name}(GenericWebsocket)` or register a function")
     if inspect.isasyncgenfunction(handler):
-        endpoint = GeneratorEndpoint(handler)
-        endpoint.check_route(path)
-        return endpoint
+        return GeneratorEndpoint(handler)
     if not callable(handler):
         raise TypeError(f"WebSocket route {path!r}: expected a handler function or class, got {handler!r}")
     return FunctionEndpoint(handler, path, subprotocols)

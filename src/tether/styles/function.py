@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -79,6 +80,12 @@ class FunctionEndpoint:
 
 
 def _calls_accept(func: Callable[..., Any]) -> bool:
-    """Whether the handler's own code names `accept` (as in `await websocket.accept(...)`)."""
+    """Whether the handler's own code, its nested functions included, names `accept` (as in
+    `await websocket.accept(...)`)."""
     code = getattr(inspect.unwrap(func), "__code__", None)
-    return code is not None and "accept" in code.co_names
+    return code is not None and _names_accept(code)
+
+
+def _names_accept(code: types.CodeType) -> bool:
+    return "accept" in code.co_names or any(
+        _names_accept(const) for const in code.co_consts if isinstance(const, types.CodeType))

@@ -77,7 +77,8 @@ class GeneratorEndpoint:
 
     def check_route(self, path: str) -> None:
         """TypeError, naming the route, when the handler cannot take the route's path
-        parameters after (scope, receiver)."""
+        parameters after (scope, receiver); the router calls it for every route made of this
+        endpoint (registered, added as a session, included under a prefix)."""
         names = [name for name, _ in parameters(path)]
         try:
             inspect.signature(self.handler).bind(None, None, *names)
@@ -126,8 +127,9 @@ class GeneratorEndpoint:
             await connection.close(event.get("code", WS_1000_NORMAL_CLOSURE), event.get("reason", ""))
             return True
         else:
-            raise TypeError(f"{self.handler.__qualname__} {how} {event!r}; yield ws_send(...), "
-                            "ws_close(...) or a websocket.send / websocket.close dict")
+            verb = "yield" if how == "yielded" else "return None,"
+            raise TypeError(f"{self.handler.__qualname__} {how} {event!r}; {verb} ws_send(...), ws_close(...) "
+                            "or a websocket.send / websocket.close dict")
         return False
 
     async def _closed(self, connection: WebSocket) -> None:
