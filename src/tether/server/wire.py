@@ -16,8 +16,8 @@ def http_response(status: int, headers: list[tuple[str, str]], body: bytes = b""
     except ValueError:
         reason = "Unknown"
     lines = [f"HTTP/1.1 {status} {reason}"] + [f"{name}: {value}" for name, value in headers]
-    head = "\r\n".join(lines)
-    if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1 or "\0" in head:
+    flat = "".join(lines)  # three memchr scans of this cost less than counting separators
+    if "\r" in flat or "\n" in flat or "\0" in flat:
         bad = next((name, value) for name, value in headers if any(c in name + value for c in "\r\n\0"))
         raise ValueError(f"response header {bad!r} holds a CR, LF or NUL (it would split the response)")
-    return (head + "\r\n\r\n").encode("latin-1") + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
