@@ -213,6 +213,10 @@ def test_a_slow_client_close_is_counted_and_a_full_send_buffer_is_seen(serve_nat
         while True:                                   # its own sends wait for the client
             await websocket.send_bytes(b"y" * 65536)
 
+    @app.websocket("/policy")
+    async def policy(websocket):  # an app's own 1008, whose reason merely sounds like one
+        await websocket.close(1008, "send buffer quota of your plan exceeded")
+
     server = serve_native(app)
     raw = RawWebSocket(server.port, "/flood")
     code, reason = raw.expect_close()
@@ -220,6 +224,12 @@ def test_a_slow_client_close_is_counted_and_a_full_send_buffer_is_seen(serve_nat
     assert code == 1008 and "send buffer" in reason
     eventually(lambda: scrape(server).value("tether_websocket_slow_client_closes_total"), 1)
     assert scrape(server).value("tether_websocket_closes_total", code="1008", by="client") == 1
+    # Counted by the kind the channel gives its failure, not by the reason's words.
+    raw = RawWebSocket(server.port, "/policy")
+    assert raw.expect_close() == (1008, "send buffer quota of your plan exceeded")
+    raw.close()
+    eventually(lambda: scrape(server).value("tether_websocket_closes_total", code="1008", by="server"), 1)
+    assert scrape(server).value("tether_websocket_slow_client_closes_total") == 1
     # A client that never reads: once every kernel buffer between them is full, the rest waits
     # in the server's own buffer, which the scrape sees (whatever those kernel sizes are).
     holder = RawWebSocket(server.port, "/stuck", sock=small_rcvbuf_socket())

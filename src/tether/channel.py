@@ -46,7 +46,7 @@ from typing import Literal, Protocol
 
 from .protocol.codes import WS_1008_POLICY_VIOLATION
 
-__all__ = ["ConnectionState", "ConnectionListener", "Channel", "ChannelBase",
+__all__ = ["ConnectionState", "CloseKind", "ConnectionListener", "Channel", "ChannelBase",
            "CONNECTING", "OPEN", "CLOSING", "CLOSED", "WAIT_MODE_CAP"]
 
 logger = logging.getLogger("tether")
@@ -61,6 +61,13 @@ WAIT_MODE_CAP = 2
 # An awaited delivery over the limit that the road offers no drain wait for (its buffer is
 # under the road's own high-water mark, above a smaller max_send_buffer) looks again this often.
 _RECHECK = 0.01
+
+
+class CloseKind(enum.StrEnum):
+    """Why a road ended a connection, as a type (metrics count these, never a reason's words)."""
+
+    OTHER = "other"              #: the peer closed or vanished, a protocol error, a timeout...
+    SLOW_CLIENT = "slow_client"  #: failed (1008) for not reading what it is sent
 
 
 class ConnectionState(enum.IntEnum):
@@ -83,10 +90,10 @@ class ConnectionListener(Protocol):
     def message_received(self, message: str | bytes) -> None:
         """A complete message arrived: str for text, bytes for binary."""
 
-    def disconnected(self, code: int, reason: str) -> None:
+    def disconnected(self, code: int, reason: str, kind: CloseKind = CloseKind.OTHER) -> None:
         """The connection can no longer send: the peer closed (`code` from its close frame),
-        vanished (1006), or the road failed it (its close code). May be called more than
-        once; only the first call counts."""
+        vanished (1006), or the road failed it (its close code, and `kind`). May be called
+        more than once; only the first call counts."""
 
 
 class Channel(Protocol):
@@ -110,7 +117,7 @@ class Channel(Protocol):
     async def deliver_when_drained(self, frame: bytes, opcode: int, payload: bytes) -> bool: ...
     def set_slow_client(self, slow_client: Literal["close", "wait"], send_timeout: float) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
-    def fail(self, code: int, reason: str) -> None: ...
+    def fail(self, code: int, reason: str, kind: CloseKind = CloseKind.OTHER) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def drain(self) -> Awaitable[None] | None: ...
@@ -128,7 +135,7 @@ class _Departed:
     def message_received(self, message: str | bytes) -> None:
         pass
 
-    def disconnected(self, code: int, reason: str) -> None:
+    def disconnected(self, code: int, reason: str, kind: CloseKind = CloseKind.OTHER) -> None:
         pass
 
 
@@ -230,7 +237,7 @@ class ChannelBase:
 
     def _not_reading(self, why: str) -> bool:
         """Fail a client that does not take what it is sent (1008); False: nothing queued."""
-        self.fail(WS_1008_POLICY_VIOLATION, f"{why}: the client is not reading")
+        self.fail(WS_1008_POLICY_VIOLATION, f"{why}: the client is not reading", CloseKind.SLOW_CLIENT)
         return False
 
     async def _wait_drained(self, timeout: float) -> None:
@@ -250,14 +257,14 @@ class ChannelBase:
         self.state = CLOSING
         self.write_close(code, reason, wait_for_peer=True)
 
-    def fail(self, code: int, reason: str) -> None:
+    def fail(self, code: int, reason: str, kind: CloseKind = CloseKind.OTHER) -> None:
         """Fail the connection (RFC 6455 7.1.7): send a close with `code` without waiting
-        for the peer's answer, and tell the core it is over."""
+        for the peer's answer, and tell the core it is over (and why, as `kind`)."""
         logger.info("WebSocket %s closed with %d: %s", self.listener.path, code, reason)
         if self.state is OPEN:
             self.state = CLOSING
             self.write_close(code, reason, wait_for_peer=False)
-        self.listener.disconnected(code, reason)
+        self.listener.disconnected(code, reason, kind)
 
     def ended(self, code: int, reason: str) -> None:
         """The road learned that the connection is over (the peer closed, or it is gone)."""

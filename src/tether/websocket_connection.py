@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, ConnectionState
+from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, CloseKind, ConnectionState
 from .datastructures import Headers, HTTPConnection, State
 from .encoding import Data, compact_json, encode_message, is_reply
 from .exceptions import InvalidState, WebSocketDisconnect
@@ -431,7 +431,7 @@ class WebSocket(HTTPConnection):
         await self._run_close_callbacks(send_result=True)
         if self.channel.state is OPEN:
             self.close_code, self.close_reason = code, reason
-            count_close(self.app, code, reason, "server")
+            count_close(self.app, code, "server")
             task = asyncio.current_task()
             self._closed_by_task = weakref.ref(task) if task is not None else None
             self.channel.close(code, reason)
@@ -450,7 +450,7 @@ class WebSocket(HTTPConnection):
             self._reading_paused = True
             self.channel.pause_reading()
 
-    def disconnected(self, code: int, reason: str = "") -> None:
+    def disconnected(self, code: int, reason: str = "", kind: CloseKind = CloseKind.OTHER) -> None:
         """The peer closed, vanished or broke the protocol: leave the registry, wake a
         pending receive, call the disconnect callbacks, then run the close callbacks."""
         if self.close_code is not None:
@@ -458,7 +458,7 @@ class WebSocket(HTTPConnection):
         self.close_code, self.close_reason = code, reason
         self.closed_by = self.closed_by or "client"
         if self.opened_at is not None:  # not a client that left during the handshake
-            count_close(self.app, code, reason, self.closed_by)
+            count_close(self.app, code, self.closed_by, kind)
         self.hub.unregister(self)
         self._wake(WebSocketDisconnect(code, reason))
         for callback in list(self._disconnect_callbacks or ()):

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..channel import CloseKind
 from ..http import PlainTextResponse, Request, Response
 
 __all__ = ["Metrics", "ServerView", "install", "count_handshake", "count_close", "watch_server",
-           "mark_not_ready", "SLOW_CLIENT_REASON"]
+           "mark_not_ready"]
 
-#: A 1008 close whose reason contains this is a slow client's: tether's send-buffer rule
-#: (tether.channel) closed it because the client did not read.
-SLOW_CLIENT_REASON = "send buffer"
 
 
 class ServerView(Protocol):
@@ -60,11 +58,12 @@ class Metrics:
         """A handshake ended with HTTP `status`: 101 (accepted) or a refusal."""
         self.handshakes[status] = self.handshakes.get(status, 0) + 1
 
-    def closed(self, code: int, reason: str, by: str) -> None:
-        """An accepted connection closed with `code`; `by` is "server" or "client"."""
+    def closed(self, code: int, by: str, kind: CloseKind = CloseKind.OTHER) -> None:
+        """An accepted connection closed with `code`; `by` is "server" or "client"; `kind`
+        says why a road failed it (`CloseKind.SLOW_CLIENT`: it did not read)."""
         key = (code, by)
         self.closes[key] = self.closes.get(key, 0) + 1
-        if code == 1008 and SLOW_CLIENT_REASON in reason:
+        if kind is CloseKind.SLOW_CLIENT:
             self.slow_client_closes += 1
 
 
@@ -76,11 +75,11 @@ def count_handshake(app: Any, status: int) -> None:
         metrics.handshake(status)
 
 
-def count_close(app: Any, code: int, reason: str, by: str | None) -> None:
+def count_close(app: Any, code: int, by: str | None, kind: CloseKind = CloseKind.OTHER) -> None:
     """Count the close of an accepted connection of `app` (if it has metrics on)."""
     metrics = getattr(app, "metrics", None)
     if metrics is not None:
-        metrics.closed(code, reason, by or "client")
+        metrics.closed(code, by or "client", kind)
 
 
 def watch_server(app: Any, server: ServerView, watchdog: Any = None) -> None:

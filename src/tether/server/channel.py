@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..channel import CLOSED, CLOSING, OPEN, ChannelBase
+from ..channel import CLOSED, CLOSING, OPEN, ChannelBase, CloseKind
 from ..protocol import (
     OP_BINARY,
     OP_CLOSE,
@@ -153,7 +153,8 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
             return
         if self.buffered_bytes() > self.deliver_limit:
             self.fail(WS_1008_POLICY_VIOLATION,
-                      f"send buffer over {self.deliver_limit} bytes: the client sends pings and does not read")
+                      f"send buffer over {self.deliver_limit} bytes: the client sends pings and does not read",
+                      CloseKind.SLOW_CLIENT)
             return
         self.write_frame(encode_frame(OP_PONG, payload), OP_PONG, payload)
 
