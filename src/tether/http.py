@@ -25,7 +25,7 @@ from .exceptions import HTTPException
 __all__ = [
     "Request", "Response", "JSONResponse", "HTMLResponse", "html", "PlainTextResponse",
     "RedirectResponse", "StreamingResponse", "FileResponse", "EventSourceResponse",
-    "HTTPException", "to_response", "body_allowed",
+    "HTTPException", "to_response", "body_allowed", "splitting_header",
 ]
 
 
@@ -260,6 +260,12 @@ def body_allowed(method: str, status: int) -> bool:
     """Whether a response to `method` with `status` carries a body: never for HEAD, 204
     or 304 (RFC 9110 6.4.1); every road sends only the head then."""
     return method != "HEAD" and status != 204 and status != 304
+
+
+def splitting_header(headers: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """The first (name, value) holding a CR, LF or NUL, else None: written as it is, it would
+    end the head early and let what follows pose as headers or a body (response splitting)."""
+    return next(((name, value) for name, value in headers if any(c in name + value for c in "\r\n\0")), None)
 
 
 def to_response(value: Any) -> Response:

@@ -25,6 +25,7 @@ from .channel import CLOSED, CLOSING, CONNECTING, OPEN, Channel, CloseKind, Conn
 from .datastructures import Headers, HTTPConnection, State
 from .encoding import Data, compact_json, encode_message, is_reply
 from .exceptions import InvalidState, WebSocketDisconnect
+from .http import splitting_header
 from .metrics import count_close, count_handshake
 from .protocol import OP_BINARY, OP_TEXT, encode_frame
 from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE
@@ -162,10 +163,9 @@ class WebSocket(HTTPConnection):
             raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
                                       "the connection was closed or refused before accept()")
         headers = [(_text(name), _text(value)) for name, value in headers]  # bytes pairs: the ASGI form
-        for name, value in headers:
-            if any(c in name + value for c in "\r\n\0"):
-                raise ValueError(f"accept(headers=...): {(name, value)!r} holds a CR, LF or NUL (it would split "
-                                 "the 101 response)")
+        unsafe = splitting_header(headers)
+        if unsafe is not None:
+            raise ValueError(f"accept(headers=...): {unsafe!r} holds a CR, LF or NUL (it would split the 101 response)")
         if state is not CONNECTING:  # a no-op, as FastAPI code calls it first thing
             if (subprotocol is not None and subprotocol != self.subprotocol) or headers:
                 logger.warning("WebSocket %s: accept(subprotocol=%r, headers=%r) on a connection that was already "
@@ -313,12 +313,6 @@ class WebSocket(HTTPConnection):
                                    f"(code {self.close_code}) and then sent on it")
             raise WebSocketDisconnect(self.close_code or WS_1000_NORMAL_CLOSURE, self.close_reason)
 
-    async def _open_for_use(self) -> None:
-        """Before a send on a connection that is not open: complete a handshake left to the
-        handler (`accept_on_first_use`), else raise what `_check_open` says."""
-        await self._accept_if_deferred()
-        self._check_open()
-
     async def _accept_if_deferred(self) -> None:
         """Complete a handshake left to the handler (`accept_on_first_use`) and not done yet."""
         if self._deferred_accept is not None and self.channel.state is CONNECTING:
@@ -326,8 +320,9 @@ class WebSocket(HTTPConnection):
 
     async def _send(self, opcode: int, payload: bytes) -> None:
         channel = self.channel
-        if channel.state is not OPEN:
-            await self._open_for_use()
+        if channel.state is not OPEN:  # a handshake left to the handler, else what _check_open says
+            await self._accept_if_deferred()
+            self._check_open()
         channel.send_message(opcode, payload)
         waiting = channel.drain()
         if waiting is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from ..http import splitting_header
+
 __all__ = ["http_response"]
 
 
@@ -18,6 +20,6 @@ def http_response(status: int, headers: list[tuple[str, str]], body: bytes = b""
     lines = [f"HTTP/1.1 {status} {reason}"] + [f"{name}: {value}" for name, value in headers]
     flat = "".join(lines)  # three memchr scans of this cost less than counting separators
     if "\r" in flat or "\n" in flat or "\0" in flat:
-        bad = next((name, value) for name, value in headers if any(c in name + value for c in "\r\n\0"))
-        raise ValueError(f"response header {bad!r} holds a CR, LF or NUL (it would split the response)")
+        raise ValueError(f"response header {splitting_header(headers)!r} holds a CR, LF or NUL (it would split "
+                         "the response)")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

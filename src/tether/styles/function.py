@@ -9,8 +9,8 @@ core sends before the close frame when the server closes.
 The connection is accepted before the handler runs (Robyn's way), with the route's
 subprotocol. A handler whose code calls `accept` itself (FastAPI's habit: `await
 websocket.accept(subprotocol=..., headers=...)`) accepts it there instead, with what it asks
-for; a send or receive before that accepts with the route's subprotocol, and a handler that
-returns without either is refused (403). `on_connect` runs right after the handshake either way.
+for; a send, receive, join or broadcast before that accepts with the route's subprotocol,
+and a handler that returns without either is refused (403). `on_connect` runs right after the handshake either way.
 """
 
 from __future__ import annotations
