@@ -1,4 +1,6 @@
-"""The `tether` command and graceful shutdown, as real processes."""
+"""The `tether` command (`tether.cli`) as real processes: `tether run` (what it serves and
+logs, HTTP requests and WebSocket handshakes alike; its flags, --reload, --workers) and its
+graceful shutdown, `tether routes`, `--version` and the defaults `--help` shows."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from .netutil import reserve_port, wait_until
@@ -102,6 +105,49 @@ def test_run_serves_the_app_from_the_current_directory_and_logs(project):
     assert process.returncode == 0
     assert f"tether serving on http://127.0.0.1:{port}" in output
     assert '"GET / HTTP/1.1" 200' in output
+
+
+LOGGED_APP = '''
+from tether import App
+
+app = App()
+
+@app.websocket("/rooms/{room}")
+async def room(websocket, room: str, page: int):
+    await websocket.send_text(f"{room} {page}")
+    async for message in websocket:
+        pass
+'''
+
+
+def test_every_websocket_handshake_is_in_the_access_log(tmp_path):
+    """101 at INFO with the query string, a refusal at WARNING with its status and reason,
+    and the close with its code, side and duration: what a browser's 1006 never tells."""
+    (tmp_path / "myapp.py").write_text(textwrap.dedent(LOGGED_APP))
+    proc, port = start(tmp_path, "--log-level", "info")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("serving on" in line for line in lines), timeout=20, message="server start")
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/rooms/lobby?page=abc", open_timeout=5)
+        assert refused.value.response.status_code == 400
+        with pytest.raises(InvalidStatus):
+            connect(f"ws://127.0.0.1:{port}/nowhere", open_timeout=5)
+        with connect(f"ws://127.0.0.1:{port}/rooms/lobby?page=2", open_timeout=5) as ws:
+            assert ws.recv(timeout=5) == "lobby 2"
+        wait_until(lambda: any("closed 1000" in line for line in lines), timeout=10, message="close line")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        reader.join(5)
+    log = "".join(lines)
+    assert 'WARNING: 127.0.0.1:' in log
+    assert '"WebSocket /rooms/lobby?page=abc" refused 400: query parameter \'page\' must be int' in log
+    assert '"WebSocket /nowhere" refused 404: no WebSocket route for /nowhere' in log
+    assert 'INFO: 127.0.0.1:' in log and '"WebSocket /rooms/lobby?page=2" 101' in log
+    assert '"WebSocket /rooms/lobby?page=2" closed 1000 by the client after ' in log
 
 
 def test_sigterm_sends_1001_after_on_close_and_exits_0(project):

@@ -1,4 +1,5 @@
-"""SPEC 1a, the function style, through real clients over real sockets."""
+"""SPEC 1a, the function style (`tether.styles.function`), through real clients over real
+sockets; FastAPI's habits also through the in-process TestClient."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tether import App, WebSocketDisconnect
+from tether.testing import TestClient
 
 
 def recv_close(ws) -> tuple[int, str]:
@@ -274,6 +276,47 @@ def test_starlettes_json_modes_and_the_scope_mapping(serve):
                                      "subprotocols": ["x"], "keys": True}
         ws.send(b"[]")
         assert "receive_text() got a binary message" in json.loads(ws.recv(timeout=5))["error"]
+
+
+def starlette_habits_app() -> App:
+    app = App()
+
+    @app.websocket("/fastapi")
+    async def fastapi_style(websocket):
+        await websocket.accept()                       # FastAPI code starts with this
+        await websocket.accept()                       # and a second call is harmless
+        await websocket.send_json({"url": str(websocket.url), "path": websocket.url.path,
+                                   "scheme": websocket.url.scheme, "app": websocket.app is app})
+        async for text in websocket.iter_text():
+            await websocket.send_text(text.upper())
+
+    @app.websocket("/bytes")
+    async def bytes_style(websocket):
+        async for data in websocket.iter_bytes():
+            await websocket.send_bytes(data[::-1])
+
+    @app.websocket("/json")
+    async def json_style(websocket):
+        async for value in websocket.iter_json():
+            await websocket.send_json({"got": value})
+
+    return app
+
+
+def test_fastapi_habits_work():
+    app = starlette_habits_app()
+    with TestClient(app) as client:
+        with client.websocket_connect("/fastapi?x=1") as ws:
+            assert ws.receive_json() == {"url": "ws://testserver/fastapi?x=1", "path": "/fastapi",
+                                         "scheme": "ws", "app": True}
+            ws.send_text("shout")
+            assert ws.receive_text() == "SHOUT"
+        with client.websocket_connect("/bytes") as ws:
+            ws.send_bytes(b"abc")
+            assert ws.receive_bytes() == b"cba"
+        with client.websocket_connect("/json") as ws:
+            ws.send_json([1, 2])
+            assert ws.receive_json() == {"got": [1, 2]}
 
 
 def test_an_exception_handler_gets_the_websocket_handlers_exception(serve, caplog):

@@ -1,4 +1,6 @@
-"""Typed parameter resolution shared by HTTP and WebSocket handlers (no I/O)."""
+"""Typed parameter resolution shared by HTTP and WebSocket handlers (`tether.params`), with
+no socket: coercion, precedence, errors, and the check, when a route is registered, that
+its path parameters reach the handler (one test connects through the in-process TestClient)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from typing import Literal, Optional
 
 import pytest
 
+from tether import App
 from tether.datastructures import Headers, QueryParams, parse_cookies
 from tether.params import ParamError, Resolver, coerce
 from tether.routing import compile_path
+from tether.testing import TestClient
 
 
 class Color(enum.Enum):
@@ -54,6 +58,30 @@ def test_resolver_errors_name_the_parameter():
         resolver.resolve({}, QueryParams("page=abc&token=t"))
     with pytest.raises(ParamError, match="missing required query parameter 'token'"):
         resolver.resolve({}, QueryParams("page=1"))
+
+
+@pytest.mark.parametrize("register", ["websocket", "get"])
+def test_a_path_parameter_no_handler_parameter_receives_is_refused_at_registration(register):
+    app = App()
+    with pytest.raises(TypeError, match=r"route '/typo/\{rom\}': path parameter 'rom' .* requires 'room'"):
+        if register == "websocket":
+            @app.websocket("/typo/{rom}")
+            async def ws_handler(websocket, room: str): ...
+        else:
+            @app.get("/typo/{rom}")
+            def http_handler(room: str): ...
+
+
+def test_handlers_that_read_path_params_themselves_still_register():
+    app = App()
+
+    @app.websocket("/rooms/{room}")
+    async def room(websocket, page: int = 1):
+        await websocket.accept()
+        await websocket.send_text(websocket.path_params["room"])
+
+    with TestClient(app) as client, client.websocket_connect("/rooms/blue") as ws:
+        assert ws.receive_text() == "blue"
 
 
 def test_path_compilation_syntaxes_and_trailing_slash():

@@ -1,7 +1,9 @@
-"""The fuzz targets of fuzz/ as plain tests: every seed (fuzz/corpus/TARGET) and every saved
+"""The fuzz targets of fuzz/ (fuzz_frames.py, fuzz_handshake.py, fuzz_http.py) as plain
+tests: every seed (fuzz/corpus/TARGET, as fuzz/make_seeds.py writes them) and every saved
 finding (fuzz/crashers/TARGET) must pass its target's check, the frame parser's on both
-unmasking paths; and each check must fail when the code under it misbehaves, so a passing
-corpus means something. `make fuzz` runs the same checks under atheris (fuzz/README.md)."""
+unmasking paths; the seeds must reach every documented outcome; and each check must fail
+when the code under it misbehaves, so a passing corpus means something. `make fuzz` runs
+the same checks under atheris (fuzz/README.md)."""
 
 from __future__ import annotations
 

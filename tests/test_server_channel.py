@@ -1,9 +1,14 @@
-"""Issue 11's WebSocket defects, each probed from outside over real sockets: a single client
-must not grow the server's memory without bound, nor stall the other connections, and
-keepalive must not kill a healthy client the server itself stopped reading.
+"""The native WebSocket channel (`tether.server.channel`, and the frame parser it feeds)
+against clients that abuse it, probed from outside over real sockets: a single client must
+not grow the server's memory without bound, nor stall the other connections; nothing it
+sent after the frame that failed its connection reaches the handler; keepalive must not
+kill a healthy client the server itself stopped reading, and still closes one that reads
+nothing or says nothing. (`test_defect_N` is issue 11's numbering of the defects, by
+which docs/operations.md names these tests and server/channel.py cites defect 5.)
 
 Memory is the server process's RSS (a `tether run` subprocess), read before and after the
-abuse; the bounds are far below what the unbounded paths cost and far above noise.
+abuse; the bounds are far below what the unbounded paths cost and far above noise. The
+other tests serve the App in this process (`serve_native`).
 """
 
 from __future__ import annotations
