@@ -9,7 +9,8 @@
     ("close", code, reason, wait_for_peer)
     ("pause",) / ("resume",)
 
-The test plays the client: `channel.ended(code, reason)` (the peer closed or vanished),
+The test plays the client: `channel.ended(code, reason)` (the peer closed or vanished; the
+channel's state machine records it and the channel tells the core),
 `ws.message_received(message)`; and the road's buffer: `channel.buffered` (what
 `buffered_bytes()` answers, for the 1008 rule) and `channel.drain_future` (what `drain()`
 returns: None, or a future the test resolves).
@@ -26,6 +27,7 @@ from typing import Any
 from tether.channel import ChannelBase
 from tether.hub import Hub
 from tether.protocol import OP_TEXT
+from tether.protocol.connection import Connection, Side
 from tether.websocket_connection import WebSocket
 
 __all__ = ["RecordingChannel", "async_test", "open_connection", "settle"]
@@ -35,7 +37,7 @@ class RecordingChannel(ChannelBase):
     """A channel whose road is a list of events (see the module doc)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, *, max_send_buffer: int = 1 << 20) -> None:
-        super().__init__(loop or asyncio.get_running_loop(), max_send_buffer)
+        super().__init__(loop or asyncio.get_running_loop(), max_send_buffer, Connection(Side.SERVER))
         self.events: list[tuple[Any, ...]] = []
         self.frames: list[bytes] = []  # the ready frames handed to write_frame (deliveries)
         self.buffered = 0  # what buffered_bytes() answers
@@ -60,7 +62,7 @@ class RecordingChannel(ChannelBase):
         self.frames.append(frame)
         self._record("message", opcode, payload)
 
-    def write_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+    def write_close(self, frame: bytes, code: int, reason: str, wait_for_peer: bool) -> None:
         self._record("close", code, reason, wait_for_peer)
 
     def buffered_bytes(self) -> int:

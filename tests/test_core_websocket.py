@@ -1,7 +1,8 @@
 """The core connection (`tether.WebSocketConnection`) driven through a recording channel:
 no socket, no server. The test plays the road: it calls `channel.ended(...)`,
-`ws.message_received(...)`, `ws.disconnected(...)` and reads what the core asked the road
-to do (`channel.events`, see tests/recording.py)."""
+`channel.fail(...)`, `ws.message_received(...)` and reads what the core asked the road to do
+(`channel.events`, see tests/recording.py). The last tests run a send after a close through
+an App and the TestClient."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import logging
 import pytest
 
 import tether
-from tether import ConnectionState, Hub, InvalidState, WebSocketConnection, WebSocketDisconnect
+from tether import App, ConnectionState, Hub, InvalidState, WebSocketConnection, WebSocketDisconnect
 from tether.protocol import OP_BINARY, OP_TEXT, encode_frame
+from tether.testing import TestClient
 
+from .netutil import wait_until
 from .recording import RecordingChannel, async_test, open_connection, settle
 
 CONNECTING, OPEN, CLOSING, CLOSED = ConnectionState
@@ -107,21 +110,17 @@ async def test_a_second_close_while_the_first_awaits_its_callback_does_nothing()
     assert channel.events == [("message", OP_TEXT, b"last"), ("close", 1000, "", True)]
 
 
-@pytest.mark.parametrize("how", ["channel.ended", "ws.disconnected"])
 @async_test
-async def test_client_close_runs_close_callbacks_once_without_sending_their_reply(how: str) -> None:
+async def test_client_close_runs_close_callbacks_once_without_sending_their_reply() -> None:
     ws, channel = await open_connection(new_hub())
     runs = counting_close_callback(ws, reply="never sent")
-    if how == "channel.ended":
-        channel.ended(1000, "")
-    else:  # the road reports the end without having changed the state first
-        ws.disconnected(1000, "")
+    channel.ended(1000, "")
     await settle()
     assert runs == [1]
     assert channel.events == []
     assert ws.close_code == 1000 and ws.closed_by == "client"
     assert ws.closed
-    with pytest.raises(WebSocketDisconnect) as info:  # even if the road's state still says OPEN
+    with pytest.raises(WebSocketDisconnect) as info:
         await ws.receive()
     assert info.value.code == 1000
 
@@ -170,13 +169,13 @@ async def test_close_after_the_peer_closed_does_nothing_and_callbacks_ran_once()
 
 
 @async_test
-async def test_disconnected_twice_runs_callbacks_once_and_keeps_the_first_code() -> None:
+async def test_the_end_reported_three_times_runs_callbacks_once_and_keeps_the_first_code() -> None:
     ws, channel = await open_connection(new_hub())
     runs = counting_close_callback(ws)
     disconnects: list[int] = []
     ws.on_disconnect(lambda: disconnects.append(1))
     channel.ended(1001, "first")
-    ws.disconnected(1006, "second")
+    channel.fail(1006, "second")
     channel.ended(1000, "third")
     await settle()
     assert runs == [1] and disconnects == [1]
@@ -413,7 +412,12 @@ async def test_own_sends_are_not_subject_to_the_1008_rule() -> None:
 async def test_deliver_to_a_connection_that_is_not_open_writes_nothing_and_returns_false(state: ConnectionState) -> None:
     channel = RecordingChannel()
     WebSocketConnection(channel, new_hub(), path="/p")
-    channel.state = state
+    if state is not CONNECTING:  # the state machine's own steps: accept, then close (and the answer)
+        channel.protocol.accept()
+        channel.protocol.close(1000, "")
+        if state is CLOSED:
+            channel.protocol.close_received(1000, "")
+    assert channel.state is state
     channel.buffered = 10**9  # not open wins over the 1008 rule: no close is written
     assert channel.deliver(encode_frame(OP_TEXT, b"x"), OP_TEXT, b"x") is False
     assert channel.events == []
@@ -732,3 +736,46 @@ async def test_the_channel_accepts_or_refuses_only_while_connecting() -> None:
     opened.accept(None, [])
     opened.reject(403, b"", [])
     assert opened.events == [("accept", "chat", [])] and opened.state is OPEN
+
+
+# -- a send after a close, through an App and the TestClient ------------------------------------
+def test_sending_after_ones_own_close_is_a_clear_error():
+    app = App()
+    seen = []
+
+    @app.websocket("/closer")
+    async def closer(websocket):
+        await websocket.close(4000, "done")
+        try:
+            await websocket.send_text("too late")
+        except Exception as exc:  # noqa: BLE001 - the test records what the handler saw
+            seen.append(exc)
+
+    with TestClient(app) as client, client.websocket_connect("/closer") as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4000
+    wait_until(lambda: seen, timeout=5, message="the handler's send")
+    assert isinstance(seen[0], InvalidState)
+    assert "send after close()" in str(seen[0])
+
+
+def test_a_send_after_the_client_left_is_still_a_disconnect():
+    app = App()
+    seen = []
+
+    @app.websocket("/leaver")
+    async def leaver(websocket):
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect:
+            pass
+        try:
+            await websocket.send_text("anyone?")
+        except Exception as exc:  # noqa: BLE001
+            seen.append(exc)
+
+    with TestClient(app) as client, client.websocket_connect("/leaver") as ws:
+        ws.close(1000)
+    wait_until(lambda: seen, timeout=5, message="the handler's send")
+    assert type(seen[0]) is WebSocketDisconnect

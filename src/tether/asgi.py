@@ -24,6 +24,7 @@ from .http import Request, Response, body_allowed
 from .mount import raw_headers, strip_prefix
 from .protocol import OP_TEXT, message_too_big
 from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1005_NO_STATUS_RCVD, WS_1006_ABNORMAL_CLOSURE
+from .protocol.connection import Connection, Side
 from .types import Application, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ class ASGIChannel(ChannelBase):
     """A core WebSocket's channel over ASGI (a `tether.channel.Channel`)."""
 
     def __init__(self, send: Send, settings: Settings, http_response: bool) -> None:
-        super().__init__(asyncio.get_running_loop(), settings.max_send_buffer)
+        # The state machine without a frame parser: the ASGI server frames and parses.
+        super().__init__(asyncio.get_running_loop(), settings.max_send_buffer, Connection(Side.SERVER))
         self._max_message_size = settings.max_message_size
         self._send = send
         self._http_response = http_response
@@ -116,7 +118,7 @@ class ASGIChannel(ChannelBase):
     def buffered_bytes(self) -> int:
         return self._queued
 
-    def write_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+    def write_close(self, frame: bytes, code: int, reason: str, wait_for_peer: bool) -> None:
         """Queue the close (the ASGI server plays the close handshake) and stop reading."""
         self._put({"type": "websocket.close", "code": code, "reason": reason})
         # Some servers (granian) hold a close back while a receive() is pending.

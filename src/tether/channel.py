@@ -8,10 +8,12 @@ Two interfaces, named by the direction of the call (as picows names `WSTransport
 - `ConnectionListener`: what the road calls on the core (`message_received`,
   `disconnected`). The core `WebSocket` is one.
 
-`ChannelBase` holds the policy every road obeys, written once: the connection state
-(`ConnectionState`, with an explicit CLOSING), the refusal response, the slow-client rule
-(below) and failing a connection. A road subclasses it and implements only how bytes
-or ASGI messages move: `write_accept`, `write_refusal`, `send_message`, `write_frame`,
+`ChannelBase` holds the policy every road obeys, written once: the refusal response, the
+slow-client rule (below), failing a connection and telling the core, once, that it is over.
+The connection's state, who ended it and the frames each step writes are its sans-I/O
+state machine's (`self.protocol`, a `tether.protocol.connection.Connection`): nothing here
+or in a road assigns them. A road subclasses ChannelBase and implements only how bytes or
+ASGI messages move: `write_accept`, `write_refusal`, `send_message`, `write_frame`,
 `write_close`, `buffered_bytes`, `pause_reading`, `resume_reading`, `drain`.
 
 Slow clients (the `slow_client` setting; "buffer" is `buffered_bytes()`, what the server
@@ -44,7 +46,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Literal, Protocol
 
-from .protocol.codes import WS_1008_POLICY_VIOLATION
+from .protocol.codes import WS_1006_ABNORMAL_CLOSURE, WS_1008_POLICY_VIOLATION
+from .protocol.connection import CLOSED, CLOSING, CONNECTING, OPEN, Connection, ConnectionState
 
 __all__ = ["ConnectionState", "CloseKind", "ConnectionListener", "Channel", "ChannelBase",
            "CONNECTING", "OPEN", "CLOSING", "CLOSED", "WAIT_MODE_CAP"]
@@ -70,18 +73,6 @@ class CloseKind(enum.StrEnum):
     SLOW_CLIENT = "slow_client"  #: failed (1008) for not reading what it is sent
 
 
-class ConnectionState(enum.IntEnum):
-    """Where a connection is in its life (RFC 6455's four states)."""
-
-    CONNECTING = 0  #: handshake in progress: the core accepts or rejects it
-    OPEN = 1        #: messages flow both ways
-    CLOSING = 2     #: our close is out (or the connection failed); the peer's is awaited
-    CLOSED = 3      #: refused, closed by the peer, close handshake done, or the transport is gone
-
-
-CONNECTING, OPEN, CLOSING, CLOSED = ConnectionState
-
-
 class ConnectionListener(Protocol):
     """What a road calls on the core connection (the core `WebSocket` implements it)."""
 
@@ -92,8 +83,8 @@ class ConnectionListener(Protocol):
 
     def disconnected(self, code: int, reason: str, kind: CloseKind = CloseKind.OTHER) -> None:
         """The connection can no longer send: the peer closed (`code` from its close frame),
-        vanished (1006), or the road failed it (its close code, and `kind`). May be called
-        more than once; only the first call counts."""
+        vanished (1006), or the road failed it (its close code, and `kind`). Called once,
+        after the state machine recorded the end, and never after the core's own close."""
 
 
 class Channel(Protocol):
@@ -105,9 +96,11 @@ class Channel(Protocol):
     """
 
     loop: asyncio.AbstractEventLoop
-    state: ConnectionState
+    protocol: Connection
     send_timeout: float | None
 
+    @property
+    def state(self) -> ConnectionState: ...
     def attach(self, listener: ConnectionListener) -> None: ...
     def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None: ...
     def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None: ...
@@ -144,22 +137,28 @@ class ChannelBase:
 
     loop: asyncio.AbstractEventLoop
     listener: ConnectionListener
-    state: ConnectionState
+    protocol: Connection
     max_send_buffer: int
     deliver_limit: int
     send_timeout: float | None
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_send_buffer: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_send_buffer: int, protocol: Connection) -> None:
         # Instance attributes only, never class-level defaults: CPython 3.11 cannot specialize
-        # `self.state` loads when the class also has a `state` attribute (measured with
-        # callgrind: about 1,000 more instructions per broadcast delivery).
+        # `self.protocol` loads when the class also has an attribute of that name (measured
+        # with callgrind: about 1,000 more instructions per broadcast delivery).
         self.loop = loop
         self.max_send_buffer = max_send_buffer
         #: Past this many buffered bytes a delivery nobody awaits fails the connection (1008).
         self.deliver_limit = max_send_buffer
         #: None in "close" mode; in "wait" mode how long an awaited delivery waits for this client.
         self.send_timeout = None
-        self.state = CONNECTING
+        #: The connection's state machine: its state, who ended it, the frames each step writes.
+        self.protocol = protocol
+
+    @property
+    def state(self) -> ConnectionState:
+        """CONNECTING, OPEN, CLOSING or CLOSED: the state machine's."""
+        return self.protocol.state
 
     def set_slow_client(self, slow_client: Literal["close", "wait"], send_timeout: float) -> None:
         """Apply the `slow_client` and `send_timeout` settings (see the module doc); the core
@@ -178,16 +177,13 @@ class ChannelBase:
     # -- the handshake ----------------------------------------------------------------
     def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
         """Complete the handshake (nothing happens when the client already left)."""
-        if self.state is not CONNECTING:
-            return
-        self.state = OPEN
-        self.write_accept(subprotocol, headers)
+        if self.protocol.accept():
+            self.write_accept(subprotocol, headers)
 
     def reject(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
         """Refuse the handshake with an HTTP response carrying `body` as plain text."""
-        if self.state is not CONNECTING:
+        if not self.protocol.refuse():
             return
-        self.state = CLOSED
         head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *headers]
         self.write_refusal(status, head, body)
 
@@ -198,7 +194,7 @@ class ChannelBase:
         (`max_send_buffer`; in "wait" mode `WAIT_MODE_CAP` times that) is not reading: the
         connection fails with 1008 instead of growing without bound. Returns whether the
         message was queued."""
-        if self.state is not OPEN:
+        if self.protocol.state is not OPEN:
             return False
         if self.buffered_bytes() > self.deliver_limit:
             return self._not_reading(f"send buffer over {self.deliver_limit} bytes")
@@ -209,7 +205,7 @@ class ChannelBase:
         """The first step of an awaited delivery: `deliver`, except that in "wait" mode a
         client over `max_send_buffer` is not failed: None says the caller has to wait for it
         (`deliver_when_drained`). (`deliver` inlined: one buffer look per target.)"""
-        if self.state is not OPEN:
+        if self.protocol.state is not OPEN:
             return False
         buffered = self.buffered_bytes()
         if buffered > self.max_send_buffer and self.send_timeout is not None:
@@ -228,7 +224,7 @@ class ChannelBase:
         if timeout is None:
             return self.deliver(frame, opcode, payload)
         deadline = self.loop.time() + timeout
-        while self.state is OPEN and self.buffered_bytes() > self.max_send_buffer:
+        while self.protocol.state is OPEN and self.buffered_bytes() > self.max_send_buffer:
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 return self._not_reading(f"send buffer over {self.max_send_buffer} bytes for {timeout:g} s")
@@ -252,26 +248,32 @@ class ChannelBase:
     # -- closing ----------------------------------------------------------------------
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake from the server side (once; OPEN -> CLOSING)."""
-        if self.state is not OPEN:
-            return
-        self.state = CLOSING
-        self.write_close(code, reason, wait_for_peer=True)
+        frame = self.protocol.close(code, reason)
+        if frame is not None:
+            self.write_close(frame, code, reason, wait_for_peer=True)
 
     def fail(self, code: int, reason: str, kind: CloseKind = CloseKind.OTHER) -> None:
         """Fail the connection (RFC 6455 7.1.7): send a close with `code` without waiting
-        for the peer's answer, and tell the core it is over (and why, as `kind`)."""
+        for the peer's answer, and tell the core it is over (and why, as `kind`), unless
+        it already ended."""
         logger.info("WebSocket %s closed with %d: %s", self.listener.path, code, reason)
-        if self.state is OPEN:
-            self.state = CLOSING
-            self.write_close(code, reason, wait_for_peer=False)
-        self.listener.disconnected(code, reason, kind)
+        protocol = self.protocol
+        news = not protocol.ended
+        frame = protocol.fail(code, reason)
+        if frame is not None:
+            self.write_close(frame, code, reason, wait_for_peer=False)
+        if news:
+            self.listener.disconnected(code, reason, kind)
 
-    def ended(self, code: int, reason: str) -> None:
-        """The road learned that the connection is over (the peer closed, or it is gone)."""
-        self.state = CLOSED
+    def ended(self, code: int = WS_1006_ABNORMAL_CLOSURE, reason: str = "connection lost") -> None:
+        """The road learned that the connection is over (its transport is gone, or an ASGI
+        server reported the peer's close): tell the core, unless it already ended."""
+        protocol = self.protocol
+        news = not protocol.ended
+        protocol.connection_lost(code, reason)
         # The core may not be attached yet: the client left before its session started.
         listener = getattr(self, "listener", None)
-        if listener is not None:
+        if news and listener is not None:
             listener.disconnected(code, reason)
 
     def detach(self) -> None:
@@ -298,8 +300,10 @@ class ChannelBase:
         """Queue one message, given both as a ready frame and as (opcode, payload)."""
         raise NotImplementedError
 
-    def write_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
-        """Send the close; end the connection now, or when the peer answers (or times out)."""
+    def write_close(self, frame: bytes, code: int, reason: str, wait_for_peer: bool) -> None:
+        """Send the close (`frame`, made by the state machine, for roads that write bytes;
+        `code` and `reason` for those that carry messages); end the connection now, or when
+        the peer answers (or times out)."""
         raise NotImplementedError
 
     def buffered_bytes(self) -> int:

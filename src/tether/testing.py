@@ -49,19 +49,9 @@ import httptools
 
 from .datastructures import Headers
 from .exceptions import WebSocketDisconnect, WebSocketRejected
-from .protocol import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    RSV1,
-    FrameParser,
-    accept_key,
-    encode_close,
-    encode_frame,
-)
+from .protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, PROTOCOL_ERROR, FrameParser, accept_key
 from .protocol.codes import WS_1011_INTERNAL_ERROR
+from .protocol.connection import CLOSED, OPEN, Connection, Side
 from .protocol.deflate import Compressor, Decompressor, DeflateOptions, client_params
 from .server.http11 import HttpProtocol
 from .server.serve import ServerState
@@ -405,22 +395,34 @@ class WebSocketTestSession:
         self.headers = Headers(headers)
         # permessage-deflate, when the server agreed to it: the session compresses every
         # message it sends and inflates the server's, as a browser does.
-        self._compressor: Compressor | None = None
-        inflater = None
+        compressor = inflater = None
         extension = self.headers.get("sec-websocket-extensions")
         if extension:
             params = client_params(extension).mirrored()
-            self._compressor = Compressor(params, DeflateOptions())
+            compressor = Compressor(params, DeflateOptions())
             inflater = Decompressor(params)
-        self._parser = FrameParser(max_message_size=sys.maxsize, require_mask=False, inflater=inflater)
+        # The client side of the connection's state machine: it reads unmasked frames, masks
+        # and compresses what the session sends, and owns the state and the close.
+        self._protocol = Connection(
+            Side.CLIENT, FrameParser(max_message_size=sys.maxsize, require_mask=False, reject_mask=True,
+                                     inflater=inflater),
+            compressor=compressor)
+        self._protocol.accept()  # the 101 was checked by websocket_connect
         self._messages: deque[str | bytes] = deque()
-        self._peer_close: tuple[int, str] | None = None  # the server's close frame (or the cut)
-        self._close_sent = False
+        self._close_seen = False  # the test reached the close (receive raised, or it closed)
         self.subprotocol = subprotocol
-        self.close_code: int | None = None
-        self.close_reason = ""
         if leftover:
             self._absorb(leftover)
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the close the test saw (or sent); None before."""
+        return self._protocol.close_code if self._close_seen else None
+
+    @property
+    def close_reason(self) -> str:
+        """The reason of that close ("" before)."""
+        return self._protocol.close_reason if self._close_seen else ""
 
     def __enter__(self) -> WebSocketTestSession:
         return self
@@ -429,35 +431,28 @@ class WebSocketTestSession:
         self.close()
 
     # -- the wire -------------------------------------------------------------------------
-    def _send_frame(self, frame: bytes) -> None:
-        self._transport.send(frame)
+    def _send_frame(self, frame: bytes | None) -> None:
+        """Write what the state machine made (None: nothing to write in its state)."""
+        if frame is not None:
+            self._transport.send(frame)
 
     def _absorb(self, data: bytes) -> None:
-        """Parse bytes from the server, answering pings and close frames as a client does."""
+        """Parse bytes from the server (b"": it ended the connection), answering pings and
+        close frames through the state machine as a client does."""
+        protocol = self._protocol
         if not data:
-            if self._peer_close is None:
-                self._peer_close = (1006, "connection lost")
+            protocol.connection_lost()
             return
-        for event in self._parser.feed(data):  # narrowed on event[0] (see FrameEvent)
+        for event in protocol.receive_data(data):  # narrowed on event[0] (see FrameEvent)
             if event[0] == OP_TEXT or event[0] == OP_BINARY:
                 self._messages.append(event[1])
             elif event[0] == OP_PING:
-                if not self._close_sent:
-                    self._send_frame(encode_frame(OP_PONG, event[1], mask=os.urandom(4)))
-            elif event[0] == OP_PONG:
-                pass
+                self._send_frame(protocol.pong(event[1]))
             elif event[0] == OP_CLOSE:
-                code, reason = event[1]
-                self._peer_close = (code, reason)
-                if not self._close_sent:  # answer it, echoing the code (RFC 6455 5.5.1)
-                    self._close_sent = True
-                    self._send_frame(encode_close(code, "", mask=os.urandom(4)))
-            else:  # PROTOCOL_ERROR: the server broke RFC 6455, fail as a client would
+                self._send_frame(protocol.close_received(*event[1]))
+            elif event[0] == PROTOCOL_ERROR:  # the server broke RFC 6455: fail as a client would
                 error = event[1]
-                self._peer_close = (error.code, f"server protocol error: {error.reason}")
-                if not self._close_sent:
-                    self._close_sent = True
-                    self._send_frame(encode_close(error.code, error.reason, mask=os.urandom(4)))
+                self._send_frame(protocol.fail(error.code, f"server protocol error: {error.reason}"))
                 self._transport.drop()
 
     def _pump(self, deadline: float) -> bool:
@@ -470,14 +465,11 @@ class WebSocketTestSession:
 
     # -- sending --------------------------------------------------------------------------
     def _send_message(self, opcode: int, payload: bytes) -> None:
-        if self.close_code is not None:
-            raise WebSocketDisconnect(self.close_code, self.close_reason)
-        if self._close_sent:
+        if self._close_seen:
+            raise WebSocketDisconnect(self._protocol.close_code or 1006, self._protocol.close_reason)
+        if self._protocol.state is not OPEN:
             return  # the server closed (not yet received by the test): nothing may follow a close frame
-        if self._compressor is not None:
-            self._send_frame(encode_frame(opcode | RSV1, self._compressor.compress(payload), mask=os.urandom(4)))
-        else:
-            self._send_frame(encode_frame(opcode, payload, mask=os.urandom(4)))
+        self._send_frame(self._protocol.send(opcode, payload))
 
     def send_text(self, data: str) -> None:
         self._send_message(OP_TEXT, str(data).encode("utf-8"))
@@ -505,13 +497,13 @@ class WebSocketTestSession:
         while True:
             if self._messages:
                 return self._messages.popleft()
-            if self.close_code is None and self._peer_close is not None:
-                self.close_code, self.close_reason = self._peer_close
-            if self.close_code is not None:
+            protocol = self._protocol
+            if protocol.close_code is not None:
+                self._close_seen = True
                 # The handler's exception, if the App closed for one, else the close as it came.
                 self._client._raise_server_exception(self._transport,
-                                                     fallback=self.close_code == WS_1011_INTERNAL_ERROR)
-                raise WebSocketDisconnect(self.close_code, self.close_reason)
+                                                     fallback=protocol.close_code == WS_1011_INTERNAL_ERROR)
+                raise WebSocketDisconnect(protocol.close_code, protocol.close_reason)
             if not self._pump(deadline):
                 raise TimeoutError(f"no message from the server within {timeout} s")
 
@@ -543,16 +535,14 @@ class WebSocketTestSession:
         """Close from the client side (closing handshake) and wait until the server side has
         finished: its close frame, the end of the connection and the handler's task. Then
         re-raise the handler's exception if it raised one the test has not received yet."""
-        if not self._close_sent:
-            self._close_sent = True
-            self._send_frame(encode_close(code, reason, mask=os.urandom(4)))
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
+        protocol = self._protocol
+        self._send_frame(protocol.close(code, reason))
+        self._close_seen = True
         if self._client._loop is None:
             return  # the client is closed: its connections are gone
         deadline = time.monotonic() + timeout
         transport = self._transport
-        while self._peer_close is None:  # messages still on their way are dropped
+        while protocol.state is not CLOSED:  # messages still on their way are dropped
             if not self._pump(deadline):
                 break
         self._messages.clear()

@@ -3,8 +3,10 @@
 A `WebSocket` talks to its road through a `tether.channel.Channel` and is the road's
 `ConnectionListener`: the road calls `message_received(message)` and
 `disconnected(code, reason)`; the WebSocket asks the channel to accept, reject, send,
-deliver, close and pace reading. The connection's state is the channel's
-(`connection_state`), so every road shares one state machine.
+deliver, close and pace reading. The connection's state, its close code and reason and who
+closed it are read from the channel's sans-I/O state machine
+(`tether.protocol.connection.Connection`), the one owner of them on every road; the
+WebSocket keeps only what handlers add: queued messages, rooms, callbacks.
 
 Receiving keeps a deque and, only while a handler is actually waiting, one future: no queue
 object, no task and no lock per message.
@@ -29,6 +31,7 @@ from .http import splitting_header
 from .metrics import count_close, count_handshake
 from .protocol import OP_BINARY, OP_TEXT, encode_frame
 from .protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE
+from .protocol.connection import Side
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -86,13 +89,10 @@ class WebSocket(HTTPConnection):
         self._waiter: asyncio.Future[Data] | None = None
         self._max_queue = max_queue
         self._reading_paused = False
-        #: None while the connection is not closed; then the code it closed with.
-        self.close_code: int | None = None
-        self.close_reason = ""
-        #: Who closed: "server", or "client" (the peer closed, vanished or broke the protocol).
-        self.closed_by: Literal["server", "client"] | None = None
         self._scope: dict[str, Any] | None = None
-        self._closing = False  # close has begun: the close callbacks are claimed
+        # Close has begun (from either side): the close callbacks are claimed. The state stays
+        # OPEN while a server close runs them, so that their replies can still be sent.
+        self._closing = False
         # Whose close() sent the close frame; weak, as that task's result is this connection.
         self._closed_by_task: weakref.ref[asyncio.Task[Any]] | None = None
         #: `time.monotonic()` when the handshake was accepted (None before, or if it never was).
@@ -127,18 +127,35 @@ class WebSocket(HTTPConnection):
 
     @property
     def connection_state(self) -> ConnectionState:
-        """CONNECTING, OPEN, CLOSING or CLOSED (the road's one state machine)."""
-        return self.channel.state
+        """CONNECTING, OPEN, CLOSING or CLOSED (the channel's state machine's)."""
+        return self.channel.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """None while the connection has not ended; then the code it ended with (the close
+        sent or received first, a failure's code, 1006 when refused or lost)."""
+        return self.channel.protocol.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with `close_code` ("" until then)."""
+        return self.channel.protocol.close_reason
+
+    @property
+    def closed_by(self) -> Side | None:
+        """Who ended the connection: "server", or "client" (the peer closed, vanished or broke
+        the protocol, or was failed for not reading); None until it ended. (A `Side`: a str.)"""
+        return self.channel.protocol.closed_by
 
     @property
     def closed(self) -> bool:
         """True once the connection is closed (or closing) from either side."""
-        return self.channel.state >= CLOSING or self._closing
+        return self.channel.protocol.state >= CLOSING or self._closing
 
     @property
     def accepted(self) -> bool:
         """True once the handshake is over (accepted, or the client left during it)."""
-        return self.channel.state is not CONNECTING
+        return self.channel.protocol.state is not CONNECTING
 
     @property
     def log_name(self) -> str:
@@ -148,7 +165,7 @@ class WebSocket(HTTPConnection):
         return f'{host}:{port} - "WebSocket {target}"'
 
     def __repr__(self) -> str:
-        return f"<WebSocket {self.id} {self.path} {self.channel.state.name.lower()}>"
+        return f"<WebSocket {self.id} {self.path} {self.channel.protocol.state.name.lower()}>"
 
     # -- handshake ----------------------------------------------------------------------
     async def accept(self, subprotocol: str | None = None,
@@ -158,7 +175,7 @@ class WebSocket(HTTPConnection):
         subprotocol the client did not offer is dropped with a warning. On a connection that
         is already accepted it does nothing (a subprotocol or headers it asks for are ignored
         with a warning); on one that is closed it raises WebSocketDisconnect."""
-        state = self.channel.state
+        state = self.channel.protocol.state
         if state is CLOSED:
             raise WebSocketDisconnect(self.close_code or WS_1006_ABNORMAL_CLOSURE,
                                       "the connection was closed or refused before accept()")
@@ -200,12 +217,11 @@ class WebSocket(HTTPConnection):
 
     async def reject(self, status: int = 403, body: str | bytes = "", headers: Iterable[tuple[str, str]] = ()) -> None:
         """Refuse the handshake with an HTTP response; the handler never sees the connection open."""
-        state = self.channel.state
+        state = self.channel.protocol.state
         if state is CLOSED:
             return
         if state is not CONNECTING:
             raise InvalidState("reject() is only possible before accept()")
-        self.close_code = WS_1006_ABNORMAL_CLOSURE
         data = body.encode("utf-8") if isinstance(body, str) else body
         access_log.warning("%s refused %d: %s", self.log_name, status,
                            data.decode("utf-8", "replace") or "(no reason given)")
@@ -222,7 +238,7 @@ class WebSocket(HTTPConnection):
                 self._reading_paused = False
                 self.channel.resume_reading()
             return message
-        state = self.channel.state
+        state = self.channel.protocol.state
         if state is not OPEN or self._closing:
             if state is CONNECTING:
                 if self._deferred_accept is not None:
@@ -300,7 +316,7 @@ class WebSocket(HTTPConnection):
 
     # -- sending ------------------------------------------------------------------------
     def _check_open(self) -> None:
-        state = self.channel.state
+        state = self.channel.protocol.state
         if state is not OPEN:
             if state is CONNECTING:
                 if self._deferred_accept is not None:
@@ -315,12 +331,12 @@ class WebSocket(HTTPConnection):
 
     async def _accept_if_deferred(self) -> None:
         """Complete a handshake left to the handler (`accept_on_first_use`) and not done yet."""
-        if self._deferred_accept is not None and self.channel.state is CONNECTING:
+        if self._deferred_accept is not None and self.channel.protocol.state is CONNECTING:
             await self.accept()
 
     async def _send(self, opcode: int, payload: bytes) -> None:
         channel = self.channel
-        if channel.state is not OPEN:  # a handshake left to the handler, else what _check_open says
+        if channel.protocol.state is not OPEN:  # a handshake left to the handler, else what _check_open says
             await self._accept_if_deferred()
             self._check_open()
         channel.send_message(opcode, payload)
@@ -414,18 +430,16 @@ class WebSocket(HTTPConnection):
         are sent as the last messages), sends the close frame, and makes pending and later
         receives raise WebSocketDisconnect. Before accept(), it refuses the handshake (403).
         """
-        state = self.channel.state
+        state = self.channel.protocol.state
         if state is CONNECTING:
             await self.reject(403)
             return
         if state is not OPEN or self._closing:
             return
         self._closing = True
-        self.closed_by = "server"
         self.hub.unregister(self)
         await self._run_close_callbacks(send_result=True)
-        if self.channel.state is OPEN:
-            self.close_code, self.close_reason = code, reason
+        if self.channel.protocol.state is OPEN:
             count_close(self.app, code, "server")
             task = asyncio.current_task()
             self._closed_by_task = weakref.ref(task) if task is not None else None
@@ -446,12 +460,9 @@ class WebSocket(HTTPConnection):
             self.channel.pause_reading()
 
     def disconnected(self, code: int, reason: str = "", kind: CloseKind = CloseKind.OTHER) -> None:
-        """The peer closed, vanished or broke the protocol: leave the registry, wake a
-        pending receive, call the disconnect callbacks, then run the close callbacks."""
-        if self.close_code is not None:
-            return  # already closed
-        self.close_code, self.close_reason = code, reason
-        self.closed_by = self.closed_by or "client"
+        """The peer closed, vanished or broke the protocol (the road calls it once, after
+        the state machine recorded the end): leave the registry, wake a pending receive, call
+        the disconnect callbacks, then run the close callbacks."""
         if self.opened_at is not None:  # not a client that left during the handshake
             count_close(self.app, code, self.closed_by, kind)
         self.hub.unregister(self)
@@ -479,5 +490,5 @@ class WebSocket(HTTPConnection):
             except Exception:
                 logger.exception("on_close callback of WebSocket %s raised", self.path)
                 continue
-            if send_result and is_reply(result) and self.channel.state is OPEN:
+            if send_result and is_reply(result) and self.channel.protocol.state is OPEN:
                 self.channel.send_message(*encode_message(result))

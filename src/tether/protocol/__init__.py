@@ -1,5 +1,6 @@
 """Sans-I/O WebSocket protocol: bytes in, events and bytes out. Imports nothing of tether."""
 
+from .connection import Connection, ConnectionState, Side
 from .deflate import Compressor, Decompressor, DeflateOptions, DeflateParams, negotiate, parse_extensions
 from .errors import HandshakeError, ProtocolError, TetherError
 from .frames import (
@@ -31,6 +32,7 @@ from .handshake import (
 from .masking import ACCELERATED, apply_mask, pure_apply_mask
 
 __all__ = [
+    "Connection", "ConnectionState", "Side",
     "OP_BINARY", "OP_CLOSE", "OP_CONTINUATION", "OP_PING", "OP_PONG", "OP_TEXT",
     "PROTOCOL_ERROR", "RSV1", "FrameEvent", "FrameParser", "ProtocolError", "HandshakeError", "TetherError",
     "encode_close", "encode_frame", "is_valid_close_code", "message_too_big",

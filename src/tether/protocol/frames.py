@@ -133,7 +133,9 @@ class FrameParser:
 
     - `max_message_size` bounds a whole message (reassembled and, if compressed, inflated);
       a frame announcing more fails with 1009 as soon as its header arrives.
-    - `require_mask` enforces RFC 6455 5.1 (a client frame without a mask fails with 1002).
+    - `require_mask` enforces RFC 6455 5.1 for a server (a client frame without a mask fails
+      with 1002); `reject_mask` the same rule for a client (a server frame with a mask fails
+      with 1002). Neither: both are read.
     - `inflater`, when permessage-deflate was negotiated, inflates messages whose first frame
       has RSV1 set (RFC 7692 6.1); without one, RSV1 is a protocol error (1002).
     - `max_frames` (a server's choice; unbounded when None): `feed` parses at most this many
@@ -147,9 +149,13 @@ class FrameParser:
     """
 
     def __init__(self, max_message_size: int = 1 << 20, require_mask: bool = True,
-                 inflater: MessageInflater | None = None, max_frames: int | None = None) -> None:
+                 inflater: MessageInflater | None = None, max_frames: int | None = None,
+                 reject_mask: bool = False) -> None:
+        if require_mask and reject_mask:
+            raise ValueError("a frame parser cannot both require and reject masks")
         self.max_message_size = max_message_size
-        self.require_mask = require_mask
+        # The mask bit every frame must have (0x80 or 0), or -1 when either is read.
+        self._mask_bit = 0x80 if require_mask else 0 if reject_mask else -1
         self.inflater = inflater
         self.max_frames = sys.maxsize if max_frames is None else max_frames
         self.finished = False  # a close frame or an error was seen; later bytes are ignored
@@ -201,6 +207,7 @@ class FrameParser:
         self._needed = 2
         self.backlog = False
         budget = self.max_frames
+        mask_bit = self._mask_bit
         while end - pos >= 2:
             if not budget:
                 self._needed = 0
@@ -215,8 +222,9 @@ class FrameParser:
             if b0 & 0x70:
                 compressed = self._check_reserved_bits(b0, opcode)
             masked = b1 & 0x80
-            if self.require_mask and not masked:
-                raise ProtocolError(WS_1002_PROTOCOL_ERROR, "client frame is not masked")
+            if masked != mask_bit and mask_bit >= 0:
+                raise ProtocolError(WS_1002_PROTOCOL_ERROR,
+                                    "client frame is not masked" if masked == 0 else "server frame is masked")
             length = b1 & 0x7F
             if opcode >= 8:
                 if opcode not in _CONTROL_OPCODES:

@@ -1,11 +1,13 @@
 """The native WebSocket channel: RFC 6455 over an asyncio transport, for one core WebSocket.
 
-Frames are parsed in `data_received` and complete messages handed straight to the core
-connection (`message_received`). The close handshake is played here: the peer's close is
-answered with its code and ends the connection; our close waits up to `close_timeout` for
-the peer's answer. Everything sent to a connection within one event-loop iteration is
-coalesced ("corked") into a single `transport.write` by the server's `WriteBatcher`
-(server/batcher.py), so
+The channel moves bytes through the connection's state machine (`self.protocol`, the
+server side of `tether.protocol.connection.Connection`): what a read completes is handed
+straight to the core connection (`message_received`), pings and closes are answered with the
+frames the machine makes, and the channel keeps only the timers and buffers. The peer's close
+is echoed and ends TCP at once; our close waits up to `close_timeout` for the peer's answer.
+
+Everything sent to a connection within one event-loop iteration is coalesced ("corked")
+into a single `transport.write` by the server's `WriteBatcher` (server/batcher.py), so
 pipelined echoes cost one write per read and a burst of broadcasts one write per receiver.
 A connection that is alone in the batcher writes every few frames instead, so its client is
 not left idle while the server produces a long batch.
@@ -17,19 +19,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..channel import CLOSED, CLOSING, OPEN, ChannelBase, CloseKind
-from ..protocol import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameParser,
-    accept_headers,
-    encode_close,
-    encode_frame,
-)
-from ..protocol.codes import WS_1006_ABNORMAL_CLOSURE, WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
+from ..channel import OPEN, ChannelBase, CloseKind
+from ..protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, accept_headers
+from ..protocol.codes import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
+from ..protocol.connection import Connection, Side
 from .flow import WriteFlowControl
 from .wire import http_response
 
@@ -60,13 +53,15 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
 
     def __init__(self, server: ServerContext, transport: asyncio.Transport, key: str, leftover: bytes) -> None:
         WriteFlowControl.__init__(self)
-        ChannelBase.__init__(self, server.loop, server.settings.max_send_buffer)
+        settings = server.settings
+        # The state machine's parser, kept here too for its backlog (and the deflate
+        # channel's inflater).
+        self._parser = FrameParser(settings.max_message_size, max_frames=_FRAMES_PER_TURN)
+        ChannelBase.__init__(self, server.loop, settings.max_send_buffer, Connection(Side.SERVER, self._parser))
         self.server = server
         self.transport = transport
-        settings = server.settings
         self._key = key
         self._leftover = leftover
-        self._parser = FrameParser(settings.max_message_size, max_frames=_FRAMES_PER_TURN)
         self._batcher = server.batcher
         self._out: list[bytes] = []
         self._out_size = 0
@@ -105,8 +100,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         # narrow one unpacked name on the other, so `value` is declared Any here: a bare
         # declaration compiles to nothing, where a cast() would be a call per read.
         value: Any
-        parser = self._parser
-        events = parser.feed(data)
+        events = self.protocol.receive_data(data)
         self.bytes_in += len(data)
         self.messages_in += len(events)
         for kind, value in events:
@@ -124,7 +118,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
                 # One loop turn later, so the handler first answers the messages that
                 # arrived in the same read as the bad frame (Autobahn's strict behaviour).
                 self.loop.call_soon(self.fail, value.code, value.reason)
-        if parser.backlog:
+        if self._parser.backlog:
             self._defer_backlog()
 
     def _defer_backlog(self) -> None:
@@ -149,25 +143,26 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
     def _ping_received(self, payload: bytes) -> None:
         """Answer a ping, unless the client is not reading: a pong is a delivery nobody
         awaits, bounded like one (`deliver_limit`; past it: close 1008)."""
-        if self.state is not OPEN:
-            return
-        if self.buffered_bytes() > self.deliver_limit:
+        protocol = self.protocol
+        if protocol.state is OPEN and self.buffered_bytes() > self.deliver_limit:
             self.fail(WS_1008_POLICY_VIOLATION,
                       f"send buffer over {self.deliver_limit} bytes: the client sends pings and does not read",
                       CloseKind.SLOW_CLIENT)
             return
-        self.write_frame(encode_frame(OP_PONG, payload), OP_PONG, payload)
+        pong = protocol.pong(payload)
+        if pong is not None:
+            self.write_frame(pong, OP_PONG, payload)
 
     def _close_frame_received(self, code: int, reason: str) -> None:
-        if self.state is CLOSING:  # the answer to our close: the handshake is complete
-            self.state = CLOSED
-            self.transport.close()
-            return
-        self.state = CLOSED
-        self.write_frame(encode_close(code, ""), OP_CLOSE, b"")
-        self.flush()
+        """Echo the peer's close (none when it answers ours), end TCP, and tell the core when
+        the peer's close is what ended the connection."""
+        echo = self.protocol.close_received(code, reason)
+        if echo is not None:
+            self.write_frame(echo, OP_CLOSE, b"")
+            self.flush()
         self.transport.close()
-        self.listener.disconnected(code, reason)
+        if echo is not None:
+            self.listener.disconnected(code, reason)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -178,7 +173,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self._out.clear()
         self.server.traffic.add(self)
         self._release_drain()
-        self.ended(WS_1006_ABNORMAL_CLOSURE, "connection lost")
+        self.ended()
         self.detach()
 
     # -- outgoing -------------------------------------------------------------------------
@@ -190,7 +185,7 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
             self._batcher.add(self)
 
     def send_message(self, opcode: int, payload: bytes) -> None:
-        self.write_frame(encode_frame(opcode, payload), opcode, payload)
+        self.write_frame(self.protocol.send(opcode, payload), opcode, payload)
         if len(self._out) == _SOLO_FLUSH_FRAMES and self._batcher.alone():
             self.flush()
 
@@ -231,12 +226,12 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- closing --------------------------------------------------------------------------
-    def write_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+    def write_close(self, frame: bytes, code: int, reason: str, wait_for_peer: bool) -> None:
         """Send the close frame now; end TCP at once (fail) or when the peer answers, with
         `close_timeout` as the bound either way."""
         if self._lost:
             return
-        self.write_frame(encode_close(code, reason), OP_CLOSE, b"")
+        self.write_frame(frame, OP_CLOSE, b"")
         self.flush()
         if not wait_for_peer:
             self.transport.close()
@@ -249,9 +244,10 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
             self._ping_timer = self.loop.call_later(interval, self._send_ping)
 
     def _send_ping(self) -> None:
-        if self.state is not OPEN or self._lost:
+        ping = self.protocol.ping(b"tether")
+        if ping is None or self._lost:
             return
-        self.write_frame(encode_frame(OP_PING, b"tether"), OP_PING, b"tether")
+        self.write_frame(ping, OP_PING, b"tether")
         timeout = self.server.settings.ping_timeout
         if timeout > 0:
             self._pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
