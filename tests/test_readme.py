@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import re
@@ -33,7 +34,7 @@ def http(url: str, data: dict | None = None) -> tuple[int, bytes]:
 
 
 def test_the_readme_has_the_examples_this_test_expects():
-    assert len(BLOCKS) == 5
+    assert len(BLOCKS) == 6
 
 
 def test_quick_start(serve):
@@ -93,3 +94,18 @@ def test_permessage_deflate_settings(serve_native):
             assert ws.response.headers["Sec-WebSocket-Extensions"] == header
             ws.send("compress me " * 100)
             assert ws.recv(timeout=10) == "compress me " * 100
+
+
+def test_the_client_example_talks_to_a_server(serve_native):
+    from tether import App
+
+    app = App()
+
+    @app.websocket("/echo", subprotocols=["chat.v1"])
+    async def echo(websocket):
+        async for message in websocket:
+            await websocket.send(f"{websocket.subprotocol}: {message}")
+
+    server = serve_native(app)
+    main = run_block(next(i for i, text in enumerate(BLOCKS) if "open_websocket" in text))["main"]
+    assert asyncio.run(asyncio.wait_for(main(server.ws_url("/echo")), 10)) == "chat.v1: hi"

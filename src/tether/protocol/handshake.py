@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from .errors import HandshakeError
 __all__ = [
     "HandshakeError", "accept_key", "is_upgrade_request", "validate_upgrade",
     "header_tokens", "select_subprotocol", "origin_allowed", "accept_headers",
+    "new_client_key", "validate_accept",
 ]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -129,3 +131,32 @@ def accept_headers(key: str, subprotocol: str | None = None) -> list[tuple[str, 
     if subprotocol:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     return headers
+
+
+# -- the client side ------------------------------------------------------------------------------
+def new_client_key() -> str:
+    """A fresh Sec-WebSocket-Key: 16 random bytes in base64 (RFC 6455 4.1)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def validate_accept(status: int, headers: Mapping[str, str], key: str, offered: Sequence[str],
+                    extensions_offered: bool = False) -> str | None:
+    """Check a server's answer to a client's upgrade request with `key` (RFC 6455 4.1, the
+    client's rules) and return the subprotocol it selected (None for none). HandshakeError,
+    with the status the server answered, for anything but a 101 that accepts this key and
+    selects nothing the client did not offer: no subprotocol it did not offer, and no
+    extension unless `extensions_offered` (the caller then checks what was agreed)."""
+    if status != 101:
+        raise HandshakeError(status, f"the server answered {status} instead of 101 Switching Protocols")
+    if "websocket" not in (token.lower() for token in header_tokens(headers.get("upgrade"))):
+        raise HandshakeError(status, "the 101 response has no 'Upgrade: websocket'")
+    if "upgrade" not in (token.lower() for token in header_tokens(headers.get("connection"))):
+        raise HandshakeError(status, "the 101 response has no 'Connection: Upgrade'")
+    if headers.get("sec-websocket-accept") != accept_key(key):
+        raise HandshakeError(status, "the 101 response's Sec-WebSocket-Accept does not match the key")
+    if headers.get("sec-websocket-extensions") and not extensions_offered:
+        raise HandshakeError(status, "the 101 response names an extension, and none was offered")
+    subprotocol = headers.get("sec-websocket-protocol") or None
+    if subprotocol is not None and subprotocol not in offered:
+        raise HandshakeError(status, f"the server selected subprotocol {subprotocol!r}, which was not offered")
+    return subprotocol
