@@ -212,7 +212,7 @@ async def test_a_broadcast_skips_and_does_not_count_a_connection_that_is_not_ope
     b, cb = await open_connection(hub)
     await a.join("room")
     await b.join("room")
-    cb.state = state  # the road moved on and has not reported it yet
+    cb.protocol.state = state  # the road moved on and has not reported it yet
     cb.buffered = 10**9  # not open wins over the 1008 rule
     assert await hub.broadcast("/p", "x") == 1
     assert await hub.publish("room", "y") == 1
