@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from tether import App, WebSocket
+from tether.backplane import Topic, TopicKind
 from tether.styles.classes import GenericWebsocket, close_websocket_connection, send_message_to_websocket
 
 app = App()
@@ -195,7 +196,7 @@ async def heard(path: str):
     if not app.hub.ids(path):
         return {"heard": False}
     backplane = app.hub.backplane
-    waiting = backplane.subscribe(backplane.channel("p", path))  # the pending one, or None: in force
+    waiting = backplane.subscribe(backplane.channel(Topic(TopicKind.PATH, path)))  # the pending one, or None: in force
     if waiting is not None:
         await asyncio.wait_for(waiting, 5)
     return {"heard": True}

@@ -385,6 +385,30 @@ def test_presence_on_one_node_lists_the_members_of_the_others_with_their_info(cl
     wait_until(lambda: cluster.a.get("/presence", room=room) == expected, message="bob gone from A's presence")
 
 
+def test_redis_holds_the_channels_and_keys_docs_scaling_names_while_they_are_needed(cluster, clients):
+    """docs/scaling.md's table, read back from Redis: a node subscribes a path's and a room's
+    channel while it has members of them and its own inbox always; a room's presence is a HASH
+    of its own word (it once shared `p` with the path channels); nothing is left under the old
+    one-letter names."""
+    t = tag()
+    room, path = f"room-{t}", f"/fn/{t}"
+    member = clients(cluster.b, path)
+    member.join(room, {"name": "m"})
+    redis = cluster.redis
+    node_b, node_a = cluster.b.status()["node"], cluster.a.status()["node"]
+    assert sorted(redis.execute("PUBSUB", "CHANNELS", f"tether:*{t}")) == [f"tether:path:{path}", f"tether:room:{room}"]
+    assert {f"tether:node:{node_a}", f"tether:node:{node_b}"} <= set(redis.execute("PUBSUB", "CHANNELS", "tether:node:*"))
+    wait_until(lambda: dict(redis.execute("HGETALL", f"tether:presence:{{{room}}}")) == {member.id: '{"name":"m"}'},
+               message="the member's presence entry")  # written by B's writer, after the join's ack
+    assert room in redis.execute("SMEMBERS", f"tether:presence-rooms:{node_b}")
+    assert redis.execute("TYPE", "tether:nodes") == "zset" and redis.execute("TYPE", "tether:count") == "hash"
+    assert {node_a, node_b} <= set(redis.execute("HKEYS", "tether:count"))
+    assert [key for key in redis.execute("KEYS", "tether:*") if key.split(":")[1] in ("p", "r", "n", "pn")] == []
+    member.close()
+    wait_until(lambda: redis.execute("PUBSUB", "CHANNELS", f"tether:*{t}") == [], message="B leaving the topics")
+    assert redis.execute("EXISTS", f"tether:presence:{{{room}}}") == 0
+
+
 # -- 2. exclude ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["broadcast", "publish"])
 def test_exclude_names_a_client_of_another_node(cluster, clients, how):

@@ -16,7 +16,7 @@ closed with 1008), after the others got the message; the `*_sync` twins never wa
 
 With a cluster backplane (`tether.backplane`, e.g. Redis) every delivery also reaches the
 other nodes: local members get a message at once, then one envelope (the message encoded
-once) is published on the path's or room's channel, or on the holding node's inbox for
+once) is published on the path's or room's topic, or on the holding node's inbox for
 `send_to`/`close` (a connection id names its node). A node subscribes only to the paths
 and rooms it has members of, and builds each frame once for all its local members.
 Presence (`join(room, info)`, `presence(room)`, `on_presence(listener)`) and `count()` are
@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeAlias, cast
 from .backplane import Backplane, NodeState
 from .backplane.envelope import Kind, decode, encode, new_connection_id, new_node_id, node_of
 from .backplane.memory import LocalBackplane
+from .backplane.topic import Topic, TopicKind
 from .channel import Channel
 from .encoding import compact_json, encode_message
 from .exceptions import InvalidState
@@ -161,9 +162,9 @@ class Hub:
         await backplane.start(self._received, self._members_gone, self._snapshot)
         if self._cluster:
             for path in self._paths:
-                backplane.subscribe(backplane.channel("p", path))
+                backplane.subscribe(backplane.channel(Topic(TopicKind.PATH, path)))
             for room in self._rooms:
-                backplane.subscribe(backplane.channel("r", room))
+                backplane.subscribe(backplane.channel(Topic(TopicKind.ROOM, room)))
 
     async def stop(self) -> None:
         """Leave the cluster (called by `App.shutdown()`)."""
@@ -198,7 +199,7 @@ class Hub:
         if peers is None:
             peers = self._paths[ws.path] = {}
             if self._cluster:
-                self.backplane.subscribe(self.backplane.channel("p", ws.path))
+                self.backplane.subscribe(self.backplane.channel(Topic(TopicKind.PATH, ws.path)))
         peers[ws.id] = ws
         if self._cluster:
             self.backplane.connections_changed(1)
@@ -213,7 +214,7 @@ class Hub:
             if not peers:
                 del self._paths[ws.path]
                 if self._cluster:
-                    self.backplane.unsubscribe(self.backplane.channel("p", ws.path))
+                    self.backplane.unsubscribe(self.backplane.channel(Topic(TopicKind.PATH, ws.path)))
         for room in list(ws.rooms):
             self.leave(ws, room)
         if self._cluster:
@@ -232,7 +233,8 @@ class Hub:
             members = self._rooms[room] = {}
         # Asked at every join, not only a room's first: a second member that joins while the
         # first one's subscription is on its way waits for it too (None once it is in force).
-        waiting = self.backplane.subscribe(self.backplane.channel("r", room)) if self._cluster else None
+        topic = Topic(TopicKind.ROOM, room)
+        waiting = self.backplane.subscribe(self.backplane.channel(topic)) if self._cluster else None
         members[ws.id] = ws
         ws.rooms.add(room)
         self._presence.setdefault(room, {})[ws.id] = info_json
@@ -250,7 +252,7 @@ class Hub:
         if not members:
             del self._rooms[room]
             if self._cluster:
-                self.backplane.unsubscribe(self.backplane.channel("r", room))
+                self.backplane.unsubscribe(self.backplane.channel(Topic(TopicKind.ROOM, room)))
         present = self._presence.get(room, {})
         info_json = present.pop(ws.id, "null")
         if not present:
@@ -323,28 +325,27 @@ class Hub:
     def _broadcast_now(self, path: str, data: Any, exclude: Exclude = None) -> int:
         if not self._cluster:
             return self._deliver(self._paths.get(path), data, exclude)
-        return self._deliver_cluster(Kind.BROADCAST, "p", path, self._paths.get(path), data, exclude)
+        return self._deliver_cluster(Kind.BROADCAST, Topic(TopicKind.PATH, path), self._paths.get(path), data, exclude)
 
     def _publish_now(self, room: str, data: Any, exclude: Exclude = None) -> int:
         if not self._cluster:
             return self._deliver(self._rooms.get(room), data, exclude)
-        return self._deliver_cluster(Kind.PUBLISH, "r", room, self._rooms.get(room), data, exclude)
+        return self._deliver_cluster(Kind.PUBLISH, Topic(TopicKind.ROOM, room), self._rooms.get(room), data, exclude)
 
-    def _deliver_cluster(self, kind: Kind, channel_kind: str, name: str, targets: dict[str, Member] | None,
+    def _deliver_cluster(self, kind: Kind, topic: Topic, targets: dict[str, Member] | None,
                          data: Any, exclude: Exclude) -> int:
         """Local members at once, then one envelope for the other nodes."""
         opcode, payload = encode_message(data)
         skip = _excluded(exclude)
         sent = self._deliver_encoded(targets, opcode, payload, skip)
-        self._publish_envelope(kind, channel_kind, name, opcode, payload, skip)
+        self._publish_envelope(kind, topic, opcode, payload, skip)
         return sent
 
-    def _publish_envelope(self, kind: Kind, channel_kind: str, name: str, opcode: int, payload: bytes,
-                          skip: set[str]) -> None:
-        self.backplane.publish(self.backplane.channel(channel_kind, name),
+    def _publish_envelope(self, kind: Kind, topic: Topic, opcode: int, payload: bytes, skip: set[str]) -> None:
+        self.backplane.publish(self.backplane.channel(topic),
                                encode(kind, opcode, self.node, payload, exclude=skip))
 
-    async def _deliver_waiting(self, kind: Kind, channel_kind: str, name: str, targets: dict[str, Member] | None,
+    async def _deliver_waiting(self, kind: Kind, topic: Topic, targets: dict[str, Member] | None,
                                data: Any, exclude: Exclude) -> int:
         """An awaited broadcast/publish while members may be waited for ("wait" mode): the
         members at or under their limit get the frame at once, the envelope goes to the other
@@ -367,7 +368,7 @@ class Hub:
                 elif queued:
                     sent += 1
         if self._cluster:
-            self._publish_envelope(kind, channel_kind, name, opcode, payload, skip)
+            self._publish_envelope(kind, topic, opcode, payload, skip)
         if len(slow) == 1:  # the usual case: no task
             sent += await slow[0].deliver_when_drained(frame, opcode, payload)
         elif slow:
@@ -404,7 +405,7 @@ class Hub:
             if node is None:
                 return False
             opcode, payload = encode_message(data)
-            self.backplane.publish(self.backplane.channel("n", node.hex()),
+            self.backplane.publish(self.backplane.channel(Topic(TopicKind.NODE, node.hex())),
                                    encode(Kind.SEND, opcode, self.node, payload, target=connection_id))
             return True
         ws.send_nowait(data)
@@ -421,13 +422,20 @@ class Hub:
         node = self._remote_node(connection_id)
         if node is None:
             return False
-        self.backplane.publish(self.backplane.channel("n", node.hex()),
+        self.backplane.publish(self.backplane.channel(Topic(TopicKind.NODE, node.hex())),
                                encode(Kind.CLOSE, 0, self.node, reason.encode("utf-8"), target=connection_id,
                                       code=code))
         return True
 
     def _received(self, channel: str, data: bytes) -> None:
-        """What another node published on a channel we subscribed (the backplane calls it)."""
+        """What another node published on a channel we subscribed (the backplane calls it).
+        The backplane reads the channel back into a topic; a channel that is not one of this
+        cluster's, or an envelope whose kind does not go with its topic, is dropped (WARNING)."""
+        topic = self.backplane.topic(channel)
+        if topic is None:
+            logger.warning("backplane: dropped a message on %r: not a channel of this cluster (prefix %r)",
+                           channel, self.backplane.prefix)
+            return
         try:
             envelope = decode(data)
         except ValueError as exc:
@@ -436,33 +444,45 @@ class Hub:
         if envelope.origin == self.node:
             return  # our own publish: local members had it at once
         kind = envelope.kind
-        if kind is Kind.BROADCAST or kind is Kind.PUBLISH:
-            name = channel[len(self.backplane.prefix) + 3:]  # "<prefix>:p:<name>"
-            targets = self._paths.get(name) if kind is Kind.BROADCAST else self._rooms.get(name)
+        if topic.kind is TopicKind.NODE:
+            if topic.name != self.node.hex():
+                self._refuse(channel, kind, "another node's inbox")
+            elif kind is Kind.SEND:
+                ws = self._connections.get(envelope.target)
+                if ws is not None:
+                    ws.channel.deliver(encode_frame(envelope.opcode, envelope.payload), envelope.opcode,
+                                       envelope.payload)
+            elif kind is Kind.CLOSE:
+                ws = self._connections.get(envelope.target)
+                if ws is not None:
+                    spawn(ws.close(envelope.code, envelope.payload.decode("utf-8", "replace")))
+            elif kind is not Kind.PROBE:  # a probe is the backplane's own business
+                self._refuse(channel, kind, "an inbox")
+        elif kind is (Kind.BROADCAST if topic.kind is TopicKind.PATH else Kind.PUBLISH):
+            targets = self._paths.get(topic.name) if topic.kind is TopicKind.PATH else self._rooms.get(topic.name)
             self._deliver_encoded(targets, envelope.opcode, envelope.payload, envelope.exclude)
-        elif kind is Kind.SEND:
-            ws = self._connections.get(envelope.target)
-            if ws is not None:
-                ws.channel.deliver(encode_frame(envelope.opcode, envelope.payload), envelope.opcode,
-                                   envelope.payload)
-        elif kind is Kind.CLOSE:
-            ws = self._connections.get(envelope.target)
-            if ws is not None:
-                spawn(ws.close(envelope.code, envelope.payload.decode("utf-8", "replace")))
+        else:
+            self._refuse(channel, kind, f"a {topic.kind}'s channel")
+
+    @staticmethod
+    def _refuse(channel: str, kind: Kind, where: str) -> None:
+        logger.warning("backplane: dropped a %s envelope on %s: it does not belong on %s", kind.name, channel, where)
 
     async def broadcast(self, path: str, data: Any, exclude: Exclude = None) -> int:
         """Send `data` to every connection on the concrete `path`; returns how many got it.
         In "wait" mode it waits for slow ones (at most about `send_timeout`, see the module doc)."""
         if not self._waits:
             return self._broadcast_now(path, data, exclude)
-        return await self._deliver_waiting(Kind.BROADCAST, "p", path, self._paths.get(path), data, exclude)
+        topic = Topic(TopicKind.PATH, path)
+        return await self._deliver_waiting(Kind.BROADCAST, topic, self._paths.get(path), data, exclude)
 
     async def publish(self, room: str, data: Any, exclude: Exclude = None) -> int:
         """Send `data` to every member of `room`; returns how many got it. In "wait" mode it
         waits for slow ones (at most about `send_timeout`, see the module doc)."""
         if not self._waits:
             return self._publish_now(room, data, exclude)
-        return await self._deliver_waiting(Kind.PUBLISH, "r", room, self._rooms.get(room), data, exclude)
+        topic = Topic(TopicKind.ROOM, room)
+        return await self._deliver_waiting(Kind.PUBLISH, topic, self._rooms.get(room), data, exclude)
 
     async def send_to(self, connection_id: str, data: Any) -> bool:
         """Send `data` to one connection; False when no open connection has that id (with a

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 from ..exceptions import MissingExtra
 from .base import Backplane, BackplaneState, NodeState
 from .memory import LocalBackplane, MemoryBackplane, MemoryBus
+from .topic import Topic, TopicKind
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
 
-__all__ = ["Backplane", "BackplaneState", "NodeState", "check", "configured_url", "from_url"]
+__all__ = ["Backplane", "BackplaneState", "NodeState", "Topic", "TopicKind", "check", "configured_url", "from_url"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 

@@ -3,8 +3,9 @@
 A node is one process serving connections. The hub hands its backplane what must reach
 other nodes as channel + envelope bytes (`tether.backplane.envelope`) and gets back, through
 the `receive(channel, data)` callback given to `start`, what other nodes published on the
-channels it subscribed. A backplane never imports the hub: the hub's side of the contract is
-the three callbacks of `start`.
+channels it subscribed. The hub addresses typed topics (`tether.backplane.topic.Topic`);
+`channel(topic)` and `topic(channel)` translate, with the backplane's prefix. A backplane
+never imports the hub: the hub's side of the contract is the three callbacks of `start`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from .topic import Topic, channel_name, parse_channel
 
 __all__ = ["Backplane", "BackplaneState", "NodeState", "Receive", "MembersGone", "Snapshot"]
 
@@ -55,15 +58,20 @@ class Backplane(ABC):
     #: how many times the backplane went down since start
     outages: int = 0
 
-    #: what every channel and key name starts with
+    #: what every channel and key name starts with (one cluster's names: several may share a server)
     prefix: str = "tether"
 
     def __init__(self, node: bytes) -> None:
         self.node = node
 
-    def channel(self, kind: str, name: str) -> str:
-        """The channel (or key) of `kind` ("p" path, "r" room, "n" node inbox...) for `name`."""
-        return f"{self.prefix}:{kind}:{name}"
+    def channel(self, topic: Topic) -> str:
+        """The pub/sub channel of `topic` in this cluster (`tether.backplane.topic.channel_name`)."""
+        return channel_name(self.prefix, topic)
+
+    def topic(self, channel: str) -> Topic | None:
+        """The topic of a channel of this cluster, or None for anything else (another prefix,
+        a malformed name): `channel` read back, never guessed at."""
+        return parse_channel(self.prefix, channel)
 
     @abstractmethod
     async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:

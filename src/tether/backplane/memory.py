@@ -2,7 +2,8 @@
 Apps in one process behave as nodes of one cluster (`memory://NAME`; useful in tests).
 
 A named bus delivers a publish on the next loop turn, as a broker would, and never to the
-node that published it.
+node that published it. Each node hears its own inbox (`send_to`/`close` of its connections)
+from its start, as a Redis node does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
+from .topic import Topic, TopicKind
 
 __all__ = ["LocalBackplane", "MemoryBus", "MemoryBackplane"]
 
@@ -79,6 +81,7 @@ class MemoryBackplane(Backplane):
     async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:
         self._receive, self._snapshot = receive, snapshot
         self._loop = asyncio.get_running_loop()
+        self._channels.add(self.channel(Topic(TopicKind.NODE, self.node.hex())))  # its inbox, as Redis's
         self._bus.nodes.append(self)
         self.state = BackplaneState.UP
 

@@ -5,15 +5,17 @@ a single writer task sends everything else (publishes, presence and count writes
 reads) as pipelines of whatever queued up meanwhile: no round trip per message, and FIFO
 into Redis, so messages from one sender reach every node in the order sent.
 
-Channels and keys (prefix `tether` by default, `?prefix=` in the URL):
+Channels (`tether.backplane.topic`) and keys (`_Keys`), prefix `tether` by default,
+`?prefix=` in the URL:
 
-    {prefix}:p:<path>      pub/sub   broadcasts to a concrete path
-    {prefix}:r:<room>      pub/sub   publishes to a room
-    {prefix}:n:<node>      pub/sub   a node's inbox: send_to / close of its connections, probes
-    {prefix}:nodes         ZSET      node -> last heartbeat (ms)
-    {prefix}:count         HASH      node -> connections it holds
-    {prefix}:p:{<room>}    HASH      connection id -> presence info (JSON), every node's members
-    {prefix}:pn:<node>     SET       rooms where the node has presence entries (for cleanup)
+    {prefix}:path:<path>              pub/sub  broadcasts to a concrete path
+    {prefix}:room:<room>              pub/sub  publishes to a room
+    {prefix}:node:<node>              pub/sub  a node's inbox: send_to / close of its connections, probes
+    {prefix}:nodes                    ZSET     node -> last heartbeat (ms)
+    {prefix}:count                    HASH     node -> connections it holds
+    {prefix}:presence:{<room>}        HASH     connection id -> presence info (JSON), every node's members
+    {prefix}:presence-rooms:<node>    SET      rooms where the node has presence entries (for cleanup)
+    {prefix}:janitor:<node>           STRING   who cleans up a dead node
 
 tether supervises both connections itself, so that no gap is hidden: redis-py's retries are
 off, and so are its reconnects (each client connects once: a connection redis-py would
@@ -50,6 +52,7 @@ from redis.exceptions import RedisError
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
+from .topic import Topic, TopicKind
 
 __all__ = ["RedisBackplane"]
 
@@ -89,6 +92,26 @@ class _Deaf(Exception):
     """The subscriber hears nothing, not even its own probe."""
 
 
+class _Keys:
+    """The names of one cluster's Redis keys (the module doc's table): each a word of its own,
+    none a channel's kind word (`tether.backplane.topic.TopicKind`)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.nodes = f"{prefix}:nodes"
+        self.count = f"{prefix}:count"
+
+    def presence(self, room: str) -> str:
+        """The room's presence HASH (the braces make it one Redis Cluster hash slot)."""
+        return f"{self.prefix}:presence:{{{room}}}"
+
+    def presence_rooms(self, node: str) -> str:
+        return f"{self.prefix}:presence-rooms:{node}"
+
+    def janitor(self, node: str) -> str:
+        return f"{self.prefix}:janitor:{node}"
+
+
 class RedisBackplane(Backplane):
     """A node of a cluster whose nodes share one Redis server (see the module doc)."""
 
@@ -96,9 +119,10 @@ class RedisBackplane(Backplane):
         super().__init__(node)
         self.url, options = _split_url(url)
         self.prefix = options.get("prefix", "tether")
+        self.keys = _Keys(self.prefix)
         self.heartbeat = float(options.get("heartbeat", 5.0))
         self.probe = float(options.get("probe", 1.0))
-        self.inbox = self.channel("n", node.hex())
+        self.inbox = self.channel(Topic(TopicKind.NODE, node.hex()))
         self._node_name = node.hex()
         self._channels: set[str] = set()
         self._confirmations: dict[str, asyncio.Future[None]] = {}
@@ -129,8 +153,8 @@ class RedisBackplane(Backplane):
     async def stop(self) -> None:
         if self._pub_up:  # leave the cluster tidily: our count and heartbeat go now
             done = self._loop.create_future()
-            self._command("hdel", (self.channel("count", ""), self._node_name), None, False)
-            self._command("zrem", (self.channel("nodes", ""), self._node_name), done, False)
+            self._command("hdel", (self.keys.count, self._node_name), None, False)
+            self._command("zrem", (self.keys.nodes, self._node_name), done, False)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(done, timeout=1.0)
         self.state = BackplaneState.STOPPED
@@ -374,12 +398,12 @@ class RedisBackplane(Backplane):
         """Write this node's count, heartbeat and presence again (after a start or an outage;
         Redis may have restarted empty)."""
         state = self._snapshot()
-        self._command("zadd", (self.channel("nodes", ""), {self._node_name: _now_ms()}), None, False)
-        self._command("hset", (self.channel("count", ""), self._node_name, state.connections), None, False)
+        self._command("zadd", (self.keys.nodes, {self._node_name: _now_ms()}), None, False)
+        self._command("hset", (self.keys.count, self._node_name, state.connections), None, False)
         for room, members in state.presence.items():
             if members:
-                self._command("hset", (self._presence_key(room), None, None, members), None, False)
-                self._command("sadd", (self.channel("pn", self._node_name), room), None, False)
+                self._command("hset", (self.keys.presence(room), None, None, members), None, False)
+                self._command("sadd", (self.keys.presence_rooms(self._node_name), room), None, False)
 
     async def _call(self, name: str, *args: Any) -> Any:
         """Run one command through the writer's connection and return its reply."""
@@ -391,19 +415,16 @@ class RedisBackplane(Backplane):
     def publish(self, channel: str, data: bytes) -> None:
         self._command("publish", (channel, data), None, True)
 
-    def _presence_key(self, room: str) -> str:
-        return f"{self.prefix}:p:{{{room}}}"
-
     def presence_join(self, room: str, connection_id: str, info: str) -> None:
-        self._command("hset", (self._presence_key(room), connection_id, info), None, False)
-        self._command("sadd", (self.channel("pn", self._node_name), room), None, False)
+        self._command("hset", (self.keys.presence(room), connection_id, info), None, False)
+        self._command("sadd", (self.keys.presence_rooms(self._node_name), room), None, False)
 
     def presence_leave(self, room: str, connection_id: str) -> None:
-        self._command("hdel", (self._presence_key(room), connection_id), None, False)
+        self._command("hdel", (self.keys.presence(room), connection_id), None, False)
 
     async def presence(self, room: str) -> dict[str, str]:
         try:
-            entries = await self._call("hgetall", self._presence_key(room))
+            entries = await self._call("hgetall", self.keys.presence(room))
             live = await self._live_nodes()
         except ConnectionError:
             return dict(self._snapshot().presence.get(room, {}))  # down: what this node knows
@@ -411,11 +432,11 @@ class RedisBackplane(Backplane):
                 if key.decode().replace("-", "")[:12] in live}
 
     def connections_changed(self, delta: int) -> None:
-        self._command("hincrby", (self.channel("count", ""), self._node_name, delta), None, False)
+        self._command("hincrby", (self.keys.count, self._node_name, delta), None, False)
 
     async def count(self) -> int:
         try:
-            counts = await self._call("hgetall", self.channel("count", ""))
+            counts = await self._call("hgetall", self.keys.count)
             live = await self._live_nodes()
         except ConnectionError:
             return self._snapshot().connections
@@ -423,7 +444,7 @@ class RedisBackplane(Backplane):
 
     async def _live_nodes(self) -> set[str]:
         cutoff = _now_ms() - int(3000 * self.heartbeat)
-        nodes = await self._call("zrangebyscore", self.channel("nodes", ""), cutoff, "+inf")
+        nodes = await self._call("zrangebyscore", self.keys.nodes, cutoff, "+inf")
         return {node.decode() for node in nodes} | {self._node_name}
 
     # -- heartbeat and the cleanup of dead nodes -------------------------------------------------
@@ -432,32 +453,32 @@ class RedisBackplane(Backplane):
             await asyncio.sleep(self.heartbeat)
             if not self._pub_up:
                 continue
-            self._command("zadd", (self.channel("nodes", ""), {self._node_name: _now_ms()}), None, False)
+            self._command("zadd", (self.keys.nodes, {self._node_name: _now_ms()}), None, False)
             await self._bury_the_dead()
 
     async def _bury_the_dead(self) -> None:
         """Remove the presence entries and count of nodes silent for 3 heartbeats, reporting
         their members as gone (once: the first node to take the node's janitor lock does it)."""
-        nodes_key = self.channel("nodes", "")
+        nodes_key = self.keys.nodes
         cutoff = _now_ms() - int(3000 * self.heartbeat)
         try:
             dead = await self._call("zrangebyscore", nodes_key, "-inf", f"({cutoff}")
             for raw in dead:
                 node = raw.decode()
-                lock = await self._call("set", self.channel("janitor", node), self._node_name, None, 30_000, True)
+                lock = await self._call("set", self.keys.janitor(node), self._node_name, None, 30_000, True)
                 if not lock:
                     continue
-                rooms = await self._call("smembers", self.channel("pn", node))
+                rooms = await self._call("smembers", self.keys.presence_rooms(node))
                 for raw_room in rooms:
                     room = raw_room.decode()
-                    entries = await self._call("hgetall", self._presence_key(room))
+                    entries = await self._call("hgetall", self.keys.presence(room))
                     gone = {key.decode(): value.decode() for key, value in entries.items()
                             if key.decode().replace("-", "")[:12] == node}
                     if gone:
-                        await self._call("hdel", self._presence_key(room), *gone)
+                        await self._call("hdel", self.keys.presence(room), *gone)
                         self._members_gone(room, gone)
-                await self._call("delete", self.channel("pn", node))
-                await self._call("hdel", self.channel("count", ""), node)
+                await self._call("delete", self.keys.presence_rooms(node))
+                await self._call("hdel", self.keys.count, node)
                 await self._call("zrem", nodes_key, node)
                 logger.warning("tether backplane: node %s stopped heartbeating; removed its members from "
                                "presence", node)
