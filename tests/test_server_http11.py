@@ -1,8 +1,9 @@
-"""Issue 11, the HTTP side of the native server: what one client can make it buffer or drop.
+"""`tether.server.http11` (issue 11, the HTTP side of the native server): what one client can
+make it buffer or drop.
 
 Real sockets on 127.0.0.1 against the native server (a server in this process, so its
-transports' buffers can be read), plus one test that feeds the HTTP protocol by hand to
-cut the bytes at every offset.
+transports' buffers can be read), plus one test that feeds the HTTP protocol by hand. The
+head limit's tests are in test_server_heads.py.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def test_requests_pipelined_in_one_read_wait_sixteen_at_most():
     reads = b"".join(get(f"/n/{i}") for i in range(count))
     loop = new_event_loop()
     try:
-        transport = _Transport()
+        transport = HandTransport()
         protocol = ServerState(app, loop).new_connection()
         protocol.connection_made(transport)
         before = requests_alive()
@@ -286,22 +287,6 @@ def test_a_request_still_arriving_behind_a_slow_one_keeps_its_own_deadline(serve
         assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
 
 
-# -- 9: max_header_size counts the whole head --------------------------------------------------
-def exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        try:
-            sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before all of it was read: the answer is still there
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
-                data += chunk
-        except ConnectionResetError:
-            pass
-        return data
-
-
 def ok_app(**settings: Any) -> App:
     app = App(**settings)
 
@@ -312,43 +297,7 @@ def ok_app(**settings: Any) -> App:
     return app
 
 
-HEAD_180K = [
-    b"GET /x HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 45000 + b"\r\n",
-    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Pad:" + b" " * 180_000 + b"v\r\n\r\n",
-    b"GET /x" + b" " * 180_000 + b"HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"\r\n" * 90_000 + b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
-]
-
-
-@pytest.mark.parametrize("request_bytes", HEAD_180K, ids=["tiny-headers", "whitespace", "request-line", "blank-lines"])
-def test_a_180_kb_head_is_refused_with_431_under_a_64_kib_limit(serve_native, request_bytes):
-    server = serve_native(ok_app())
-    assert server.app.settings.max_header_size == 64 << 10
-    answer = exchange(server.port, request_bytes)
-    assert answer.startswith(b"HTTP/1.1 431"), answer[:40]
-
-
-def head_of(size: int, path: str = "/x", extra: bytes = b"") -> bytes:
-    """A GET head of exactly `size` bytes (its padding header sized to fit)."""
-    start = f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"X-Pad: "
-    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
-
-
-def test_malformed_heads_past_the_limit_are_400_not_431(serve_native):
-    """The parser sees the head up to the limit before the 431: what is malformed there
-    (bare LF line ends, refused by the parser) is answered as malformed."""
-    server = serve_native(ok_app(max_header_size=1000))
-    assert exchange(server.port, b"GET /x HTTP/1.1\nHost: a\n\n" * 60).startswith(b"HTTP/1.1 400")
-    assert exchange(server.port, b"GET /x HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000).startswith(b"HTTP/1.1 431")
-
-
-def test_a_head_of_exactly_max_header_size_passes_and_one_byte_more_is_431(serve_native):
-    server = serve_native(ok_app(max_header_size=2000))
-    assert exchange(server.port, head_of(2000)).startswith(b"HTTP/1.1 200")
-    assert exchange(server.port, head_of(2001)).startswith(b"HTTP/1.1 431")
-
-
-class _Transport(asyncio.Transport):
+class HandTransport(asyncio.Transport):
     """Just enough of a socket transport for feeding `HttpProtocol` by hand."""
 
     def __init__(self) -> None:
@@ -370,94 +319,3 @@ class _Transport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         pass
-
-
-def fed_in_two_reads(app: App, loop: asyncio.AbstractEventLoop, stream: bytes,
-                     cut: int) -> tuple[_Transport, HttpProtocol]:
-    """A new connection of `app` that received `stream` in two reads, cut at `cut`."""
-    transport = _Transport()
-    protocol = ServerState(app, loop).new_connection()
-    protocol.connection_made(transport)
-    protocol.data_received(stream[:cut])
-    protocol.data_received(stream[cut:])
-    return transport, protocol
-
-
-def test_the_head_limit_holds_wherever_the_reads_split_pipelined_requests():
-    """Pipelined requests whose heads are exactly at the limit, after a chunked body (with a
-    head end in its data), with a Content-Length body, after a blank line, and none: all
-    answered whatever the read boundaries; a head one byte over, after them, is refused."""
-    limit = 300
-    app = App(max_header_size=limit)
-
-    @app.route("/x", methods=["GET", "POST"])
-    async def x(request):  # async: answered on the loop, in a few turns
-        return await request.body() or b"ok"
-
-    def post_head(framing: bytes) -> bytes:
-        start = b"POST /x HTTP/1.1\r\nHost: x\r\n" + framing + b"X-Pad: "
-        return start + b"q" * (limit - len(start) - 4) + b"\r\n\r\n"
-
-    stream = b"".join([
-        post_head(b"Transfer-Encoding: chunked\r\n") + b"3\r\nabc\r\n4\r\n\r\n\r\n\r\n0\r\n\r\n",
-        post_head(b"Content-Length: 5\r\n") + b"hello",
-        b"\r\n" + head_of(limit - 2),  # a blank line before a request counts as its head
-        head_of(limit),
-    ])
-    # One byte over, and written so that what the parser reports of it (URL, names, values,
-    # the shortest punctuation) is its size: refused also where it is not measured from the
-    # bytes (in the read where the chunked body ends).
-    over = b"GET /x HTTP/1.1\r\nHost:x\r\nX-Pad:" + b"o" * (limit + 1 - 35) + b"\r\n\r\n"
-    assert len(over) == limit + 1
-
-    async def answered(transport: _Transport, count: int) -> None:
-        deadline = loop.time() + 10
-        while bytes(transport.out).count(b"HTTP/1.1 ") < count and loop.time() < deadline:
-            await asyncio.sleep(0)
-
-    loop = new_event_loop()
-    try:
-        for tail, refused in ((b"", False), (over, True)):
-            whole = stream + tail
-            for cut in range(1, len(whole)):
-                transport, protocol = fed_in_two_reads(app, loop, whole, cut)
-                loop.run_until_complete(answered(transport, 4 + refused))
-                out = bytes(transport.out)
-                assert out.count(b"HTTP/1.1 200") == 4, (cut, refused, out)
-                assert out.index(b"\r\n\r\nabc\r\n\r\n") < out.index(b"\r\n\r\nhello"), (cut, out)
-                if refused:  # answered last, in order, then the connection closes
-                    assert out.count(b"HTTP/1.1 431") == 1, (cut, out)
-                    assert out.rindex(b"HTTP/1.1 ") == out.index(b"HTTP/1.1 431"), (cut, out)
-                assert transport.closed == refused, cut
-                protocol.connection_lost(None)
-    finally:
-        loop.close()
-
-
-def test_blank_lines_that_end_a_read_count_toward_the_next_head():
-    """Blank lines before a request are part of its head, also when a read ends inside them
-    (right after the previous request): a head with them 1-3 bytes over the limit is refused
-    wherever the reads are cut."""
-    limit = 300
-    app = App(max_header_size=limit)
-
-    @app.get("/x")
-    async def x():  # async: answered on the loop, in a few turns
-        return "ok"
-
-    async def settle() -> None:
-        for _ in range(20):
-            await asyncio.sleep(0)
-
-    loop = new_event_loop()
-    try:
-        for over in (1, 2, 3):
-            stream = head_of(100) + b"\r\n\r\n" + head_of(limit + over - 4)
-            for cut in range(1, len(stream)):
-                transport, protocol = fed_in_two_reads(app, loop, stream, cut)
-                loop.run_until_complete(settle())
-                out = bytes(transport.out)
-                assert out.count(b"HTTP/1.1 200") == 1 and out.count(b"HTTP/1.1 431") == 1, (over, cut, out)
-                protocol.connection_lost(None)
-    finally:
-        loop.close()
