@@ -10,21 +10,37 @@ not read makes the server hold about one response (plus the transport's high-wat
 and stop reading once `_MAX_PIPELINED` requests wait (the rest of a read that brought more
 waits unparsed, as bytes).
 
-What cannot be answered at once waits behind the responses in progress, in order: a refused
-request (its error response, then the close), a WebSocket upgrade (the hand-over to a
-`NativeChannel` happens once the responses before it are written, and no HTTP timer
-survives it; no request after it is answered), the client's end of sending (a half-close:
-the requests received are answered, then the connection closes). An upgrade to another
-protocol (h2c) is answered as plain HTTP.
+A connection is in one `Phase`, which says what becomes of what it reads and what follows
+the responses in progress (those of `_task`, which answers the queued requests one at a
+time; with none in progress, what a phase waits for is done at once). Every change of phase
+goes through `_step`, along `_TRANSITIONS`; any other is a bug and raises `IllegalTransition`.
+
+    READING      requests are read and answered in order; between them, the keep-alive wait
+    HALF_CLOSED  the client ended its sending side (`nc -N`): what it sent is answered, then
+                 the close
+    UPGRADING    a WebSocket upgrade was read: nothing after it is answered; once the
+                 responses before it are written, the hand-over to a `NativeChannel` (no
+                 HTTP timer survives it)
+    REFUSING     a request is refused (400, 413, 431): nothing more is read; once the
+                 responses before it are written, its error response, then the close
+    CLOSING      the server shuts down: the response in progress is the last, then the close
+    UPGRADED     the connection is the NativeChannel's (this protocol forwards its loss)
+    CLOSED       closed, by this side or the client
+
+A refusal or an upgrade is acted on at the end of the read that brought it: the rest of the
+read is still parsed after an upgrade (httptools parses on past one without `Connection:
+Upgrade`), and a refusal there wins. The first refusal wins over later ones; an upgrade to
+another protocol (h2c) is answered as plain HTTP, and what follows it is read on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 from urllib.parse import unquote
 
 import httptools
@@ -42,12 +58,65 @@ from .wire import http_response
 if TYPE_CHECKING:
     from .state import ServerContext
 
-__all__ = ["HttpProtocol"]
+__all__ = ["HttpProtocol", "Phase", "IllegalTransition"]
 
 access_log = logging.getLogger("tether.access")
 logger = logging.getLogger("tether")
 
 _MAX_PIPELINED = 16
+
+
+class Phase(enum.Enum):
+    """Where an HTTP connection is in its life (see the module doc). Each phase says whether
+    it `answers` requests (reads them, queues them and answers them in order) and whether
+    the parser is still `fed` what arrives."""
+
+    answers: bool
+    fed: bool
+
+    def __init__(self, label: str, answers: bool, fed: bool) -> None:
+        self.answers = answers
+        self.fed = fed
+
+    READING = ("reading", True, True)
+    HALF_CLOSED = ("half-closed", True, True)
+    UPGRADING = ("upgrading", False, True)  # fed on: what follows the upgrade may be refused
+    REFUSING = ("refusing", False, False)
+    CLOSING = ("closing", False, False)
+    UPGRADED = ("upgraded", False, False)
+    CLOSED = ("closed", False, False)
+
+
+READING: Final = Phase.READING
+HALF_CLOSED: Final = Phase.HALF_CLOSED
+UPGRADING: Final = Phase.UPGRADING
+REFUSING: Final = Phase.REFUSING
+CLOSING: Final = Phase.CLOSING
+UPGRADED: Final = Phase.UPGRADED
+CLOSED: Final = Phase.CLOSED
+
+
+# What moves a connection from one phase to another: a request is refused, a WebSocket
+# upgrade request is read, the client ends its sending side, the server shuts down, the
+# upgrade is handed over to its channel, the connection is closed (by either side).
+_Event = Literal["refusal", "upgrade", "EOF", "shutdown", "hand-over", "close"]
+
+# Every legal move: phase -> {event: next phase}. A move to the phase it is in means the
+# event changes nothing there (the first refusal wins; a closing or closed connection ends anyway).
+_TRANSITIONS: Final[dict[Phase, dict[_Event, Phase]]] = {
+    READING: {"refusal": REFUSING, "upgrade": UPGRADING, "EOF": HALF_CLOSED, "shutdown": CLOSING, "close": CLOSED},
+    HALF_CLOSED: {"refusal": REFUSING, "upgrade": UPGRADING, "shutdown": CLOSING, "close": CLOSED},
+    UPGRADING: {"refusal": REFUSING, "EOF": UPGRADING, "shutdown": CLOSING, "hand-over": UPGRADED, "close": CLOSED},
+    REFUSING: {"refusal": REFUSING, "EOF": REFUSING, "shutdown": CLOSING, "close": CLOSED},
+    CLOSING: {"refusal": CLOSING, "EOF": CLOSING, "shutdown": CLOSING, "close": CLOSED},
+    UPGRADED: {"shutdown": UPGRADED, "close": CLOSED},
+    CLOSED: {"refusal": CLOSED, "EOF": CLOSED, "shutdown": CLOSED, "close": CLOSED},
+}
+
+
+class IllegalTransition(RuntimeError):
+    """An event the connection's phase has no move for: a bug in the server, not the client's
+    doing (whatever a client sends moves only along `_TRANSITIONS`)."""
 
 
 class _RequestError(Exception):
@@ -76,18 +145,33 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._head = HeadMeter(self.settings.max_header_size)
-        self._error: _RequestError | None = None
+        self._phase = READING  # changed by `_step` only
         self._queue: deque[tuple[Request, bool]] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._upgrade: Request | None = None
-        self._leftover = b""  # what followed the upgrade request
+        self._task: asyncio.Task[None] | None = None  # answers the queue; None: no response in progress
         self._unparsed = b""  # the rest of a read, past _MAX_PIPELINED waiting requests
-        self._eof = False
-        self._websocket: NativeChannel | None = None
+        self._refusal: _RequestError | None = None  # REFUSING's answer
+        self._upgrade: Request | None = None  # UPGRADING's request
+        self._leftover = b""  # what followed the upgrade request
+        self._websocket: NativeChannel | None = None  # UPGRADED's channel
         #: The task serving the WebSocket this connection was upgraded to, once it was.
         self.websocket_task: asyncio.Task[object] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._closing = False
+
+    @property
+    def phase(self) -> Phase:
+        """Where the connection is in its life (see the module doc)."""
+        return self._phase
+
+    def _step(self, event: _Event) -> bool:
+        """Move to the phase `event` leads to from this one (`_TRANSITIONS`); False when that is
+        the phase it is in. IllegalTransition when the phase has no move for it."""
+        moves = _TRANSITIONS[self._phase]
+        if event not in moves:
+            raise IllegalTransition(f"HTTP connection {self.client}: {event} in phase {self._phase.name}")
+        phase = moves[event]
+        moved = phase is not self._phase
+        self._phase = phase
+        return moved
 
     # -- connection -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -100,11 +184,14 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         self._set_timer(self.settings.handshake_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        upgraded = self._phase is UPGRADED
+        self._step("close")
         self.server.connections.discard(self)
         self._cancel_timer()
         if self._task is not None:
             self._task.cancel()
-        if self._websocket is not None:
+        if upgraded:
+            assert self._websocket is not None
             self._websocket.connection_lost(exc)
         self._release_drain()
         self._unparsed = b""  # nothing more is parsed (a `_read_on` still scheduled finds nothing)
@@ -118,12 +205,19 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         if hasattr(self, "parser"):
             del self.parser
 
+    def _close(self) -> None:
+        self._step("close")
+        assert self.transport is not None
+        self.transport.close()
+
     def eof_received(self) -> bool | None:
         """The client ended its sending side (a half-close, as `nc -N` does): the requests
         already received are still answered, then the connection closes (True keeps the
         transport open for writing meanwhile). Nothing to answer, or TLS (which cannot stay
         half-open): close now."""
-        self._eof = True
+        self._step("EOF")
+        if self._task is None:
+            self._answered_all()
         return self._task is not None and self.scheme == "http"
 
     def _set_timer(self, seconds: float) -> None:
@@ -138,14 +232,13 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        self._close()
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the response in progress."""
-        self._closing = True
-        if self._task is None and self._websocket is None and self.transport is not None:
-            self.transport.close()
+        self._step("shutdown")
+        if self._task is None:
+            self._answered_all()
 
     # -- parsing --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -154,7 +247,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         pos = 0
         end = len(data)
         try:
-            while pos < end and self._error is None and not head.over and len(self._queue) <= _MAX_PIPELINED:
+            while pos < end and self._phase.fed and not head.over and len(self._queue) <= _MAX_PIPELINED:
                 stop = head.next_piece(data, pos, end, self._body_size)
                 if stop == pos:
                     break  # over the limit, where it is
@@ -167,33 +260,38 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
                 pos = stop
         except httptools.HttpParserUpgrade as exc:
             rest = data[pos + exc.args[0]:]
-            if self._upgrade is not None:
+            if self._phase is UPGRADING:
                 self._leftover = rest
-            elif rest:  # an upgrade to another protocol (h2c), answered as plain HTTP: go on after it
+            elif rest and self._phase.answers:
+                # An upgrade to another protocol (h2c), answered as plain HTTP: go on after it.
                 assert self.transport is not None
                 self.transport.pause_reading()  # the socket's next bytes come after these
                 self._unparsed = rest
                 self.loop.call_soon(self._read_on)
             pos = end
         except httptools.HttpParserError as exc:
-            if self._error is None:
-                self._error = _RequestError(400, f"malformed HTTP request: {exc}")
+            self._refuse(400, f"malformed HTTP request: {exc}")
         if head.over:
             self._head_over()
-        elif pos < end and len(self._queue) > _MAX_PIPELINED and self._error is None and self._upgrade is None:
-            self._unparsed = data[pos:]  # reading is paused: parsed once the queue is half empty
-        if self._error is not None or self._upgrade is not None:
-            # Nothing more is read; it is answered once the responses before it are written.
+        if not self._phase.answers:
+            # Nothing more is read; what stopped it is carried out once the responses before it are written.
             assert self.transport is not None
             self.transport.pause_reading()
             self._cancel_timer()
             if self._task is None:
                 self._answered_all()
+        elif pos < end and len(self._queue) > _MAX_PIPELINED:
+            self._unparsed = data[pos:]  # reading is paused: parsed once the queue is half empty
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Refuse the connection's current request (the first refusal wins): answered once the
+        responses before it are written, then the connection closes."""
+        if self._step("refusal"):
+            self._refusal = _RequestError(status, message)
 
     def _head_over(self) -> None:
         """Refuse the request whose head passes max_header_size."""
-        if self._error is None:
-            self._error = _RequestError(431, f"request head over {self.settings.max_header_size} bytes")
+        self._refuse(431, f"request head over {self.settings.max_header_size} bytes")
 
     def on_message_begin(self) -> None:
         # A request gets handshake_timeout from its first byte to its end; more data does not
@@ -223,16 +321,15 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > self.settings.max_body_size:
-            if self._error is None:
-                self._error = _RequestError(413, f"request body over {self.settings.max_body_size} bytes")
+            self._refuse(413, f"request body over {self.settings.max_body_size} bytes")
             return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._head.message_ended(self._body_size)
-        if self._error is not None or self._upgrade is not None:
-            # After an upgrade the connection is no longer HTTP's (or it is refused and
-            # closed): what httptools parsed past one it did not see as such goes unanswered.
+        if not self._phase.answers:
+            # After an upgrade the connection is no longer HTTP's (or it is refused or
+            # closing): what httptools parsed past one it did not see as such goes unanswered.
             return
         raw_path, _, query = self._url.decode("latin-1").partition("?")
         request = Request(
@@ -240,6 +337,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             Headers(self._headers), b"".join(self._body), self.client,
             http_version=self.parser.get_http_version(), scheme=self.scheme)
         if is_upgrade_request(request.headers.joined()):
+            self._step("upgrade")
             self._upgrade = request
             return
         self._queue.append((request, self.parser.should_keep_alive()))
@@ -257,20 +355,21 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             assert transport is not None
             while self._queue:
                 request, keep_alive = self._queue.popleft()
-                if len(self._queue) == _MAX_PIPELINED // 2 and self._error is None and self._upgrade is None:
+                if len(self._queue) == _MAX_PIPELINED // 2 and self._phase.answers:
                     self._read_on()
                 response = await self.server.app.handle_http(request)
-                keep_alive = keep_alive and not self._closing and not (self._eof and not self._queue)
+                if self._phase is not READING and self._last_response():
+                    keep_alive = False  # (it says so: Connection: close)
                 try:
                     await self._write_response(request, response, keep_alive)
                 except Exception:
                     # The head is out, so no error response is possible: log, and end the
                     # connection so the client sees a cut-off body instead of waiting.
                     logger.exception("%s %s failed while sending its response", request.method, request.path)
-                    transport.close()
+                    self._close()
                     return
                 if not keep_alive:
-                    transport.close()
+                    self._close()
                     return
                 # The response counts against the send bound: the next request is answered
                 # once the transport has drained (see the module doc).
@@ -280,29 +379,41 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             self._task = None
         self._answered_all()
 
+    def _last_response(self) -> bool:
+        """Whether the response about to be written is the connection's last, whatever its
+        request asked: the server shuts down, the connection is closed, or the client ended
+        its sending side and no request waits behind this one."""
+        phase = self._phase
+        return phase is CLOSING or phase is CLOSED or (phase is HALF_CLOSED and not self._queue)
+
     def _read_on(self) -> None:
         """Go on reading: first the rest of the read that filled the queue, then the socket
         (unless that rest filled it again)."""
         unparsed, self._unparsed = self._unparsed, b""
         if unparsed:
             self.data_received(unparsed)
-        if len(self._queue) <= _MAX_PIPELINED and self._error is None and self._upgrade is None:
+        if len(self._queue) <= _MAX_PIPELINED and self._phase.answers:
             assert self.transport is not None
             self.transport.resume_reading()
 
     def _answered_all(self) -> None:
-        """Every response so far is written: go on with what waited behind them."""
-        if self._error is not None:
-            self._respond_error(self._error)
-        elif self._upgrade is not None:
+        """Every response so far is written (or none was in progress): carry out what the
+        phase has waiting behind them."""
+        phase = self._phase
+        if phase is READING:
+            if not self._head.in_message:  # one that has begun keeps its handshake_timeout
+                self._set_timer(self.settings.keepalive_timeout)
+        elif phase is REFUSING:
+            assert self._refusal is not None
+            self._respond_error(self._refusal)
+        elif phase is UPGRADING:
             request, self._upgrade = self._upgrade, None
             leftover, self._leftover = self._leftover, b""
+            assert request is not None
             self._start_websocket(request, leftover)
-        elif self._eof:
-            assert self.transport is not None
-            self.transport.close()
-        elif not self._head.in_message:  # one that has begun keeps its handshake_timeout
-            self._set_timer(self.settings.keepalive_timeout)
+        elif phase is HALF_CLOSED or phase is CLOSING:
+            self._close()
+        # UPGRADED: the channel has the connection; CLOSED: nothing is left to answer
 
     async def _write_response(self, request: Request, response: Response, keep_alive: bool) -> None:
         headers = response.header_list()
@@ -351,7 +462,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
         access_log.warning('%s:%s - refused %d: %s', *(self.client or ("-", "-")), error.status, error.message)
         assert self.transport is not None
         self.transport.write(http_response(error.status, head, body))
-        self.transport.close()
+        self._close()
 
     # -- WebSocket ------------------------------------------------------------------------
     def _start_websocket(self, request: Request, leftover: bytes) -> None:
@@ -365,6 +476,7 @@ class HttpProtocol(WriteFlowControl, asyncio.Protocol):
             count_handshake(self.server.app, exc.status)
             self._respond_error(_RequestError(exc.status, exc.message), exc.headers)
             return
+        self._step("hand-over")
         self._cancel_timer()
         assert self.transport is not None
         self.transport.pause_reading()
