@@ -27,7 +27,7 @@ def test_every_kind_round_trips_for_any_name_and_prefix(kind, name, prefix):
 
 
 def test_the_kinds_are_whole_words():
-    assert [kind.value for kind in TopicKind] == ["path", "room", "node"]
+    assert [kind.value for kind in TopicKind] == ["path", "room", "node", "kept"]
     assert channel_name("tether", Topic(TopicKind.PATH, "/chat/1")) == "tether:path:/chat/1"
     assert channel_name("tether", Topic(TopicKind.ROOM, "a:b")) == "tether:room:a:b"
     assert channel_name("app1", Topic(TopicKind.NODE, "0a0b0c0d0e0f")) == "app1:node:0a0b0c0d0e0f"

@@ -35,7 +35,9 @@ from .protocol.connection import Side
 from .tasks import spawn
 
 if TYPE_CHECKING:
+    from .backplane.history import Position
     from .hub import Exclude, Hub
+    from .hub.history import Recovery
 
 __all__ = ["WebSocket", "WebSocketDisconnect"]
 
@@ -384,16 +386,24 @@ class WebSocket(HTTPConnection):
         return await self.hub.broadcast(self.path, data, exclude=exclude)
 
     # -- rooms --------------------------------------------------------------------------
-    async def join(self, room: str, info: Any = None) -> None:
+    async def join(self, room: str, info: Any = None, since: Position | None = None) -> Recovery | None:
         """Become a member of `room` (left automatically when the connection closes), with
         `info` (any JSON-able value) as this member's presence. With a cluster backplane it
-        returns once the node hears the room, so nothing published to it afterwards is missed."""
+        returns once the node hears the room, so nothing published to it afterwards is missed.
+
+        `since` (a `Position`, for a history room: `Hub.keep_history`) catches up first: the
+        `Recovery` it returns says whether every message after that position was delivered
+        (in order, then the live ones with no gap and no duplicate), or none was; and where
+        the member is now. Without `since`, it returns None."""
         await self._accept_if_deferred()
+        if since is not None:
+            return await self.hub.join_from(self, room, since, info)
         waiting = self.hub.join(self, room, info)
         if waiting is not None:
             # Shielded: every member joining meanwhile waits on the same confirmation, which a
             # join given up (cancelled) must not cancel under the others.
             await asyncio.shield(waiting)
+        return None
 
     async def leave(self, room: str) -> None:
         """Stop being a member of `room` (nothing happens if it was not one)."""

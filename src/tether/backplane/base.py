@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .history import HistoryLimits, Position, Stored
 from .topic import Topic, channel_name, parse_channel
 
 __all__ = ["Backplane", "BackplaneState", "NodeState", "Receive", "MembersGone", "Snapshot"]
@@ -86,6 +87,21 @@ class Backplane(ABC):
     def publish(self, channel: str, data: bytes) -> None:
         """Send `data` to every node subscribed to `channel`, in call order; never blocks
         and never raises (what cannot be sent is counted in `lost`)."""
+
+    # -- history rooms (tether.backplane.history) --------------------------------------------
+    def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
+        """Publish the PUBLISH `envelope` into the history room whose KEPT `topic` this is,
+        as one step no other publish into the room comes between: give it the room's next
+        offset in the room's epoch (a new epoch when the room's history was lost), keep it
+        within `limits`, and send `encode_kept(offset, epoch, envelope)` on the topic's
+        channel to every node that subscribed it, this one included, in offset order. Never
+        blocks and never raises (what cannot be sent is counted in `lost`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no history rooms")
+
+    async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
+        """The history room's current position and its kept messages with an offset over
+        `since` (all when None), oldest first, at most `limit` (the oldest of them)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no history rooms")
 
     @abstractmethod
     def subscribe(self, channel: str) -> Awaitable[None] | None:

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
+from .history import HistoryLimits, MemoryHistory, Position, Stored, encode_kept
 from .topic import Topic, TopicKind
 
 __all__ = ["LocalBackplane", "MemoryBus", "MemoryBackplane"]
@@ -24,11 +25,28 @@ class LocalBackplane(Backplane):
     cluster = False
     state = BackplaneState.LOCAL
 
+    def __init__(self, node: bytes, receive: Receive | None = None) -> None:
+        super().__init__(node)
+        self._history = MemoryHistory()
+        # What a kept message is handed back to: the hub's router passes its callback at once,
+        # so history rooms work before start (a hub used without an App); start passes it too.
+        if receive is not None:
+            self._receive = receive
+
     async def start(self, receive: Receive, members_gone: MembersGone, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._receive = receive
 
     async def stop(self) -> None:
         self.state = BackplaneState.STOPPED
+
+    def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
+        """Kept in this process and handed back at once: the only node is this one."""
+        epoch, offset = self._history.append(topic.name, envelope, limits)
+        self._receive(self.channel(topic), encode_kept(offset, epoch, envelope))
+
+    async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
+        return self._history.read(topic.name, since, limit)
 
     def publish(self, channel: str, data: bytes) -> None:
         pass
@@ -68,6 +86,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self.nodes: list[MemoryBackplane] = []
+        self.history = MemoryHistory()  # the cluster's history rooms, as one Redis would keep them
 
 
 class MemoryBackplane(Backplane):
@@ -94,6 +113,19 @@ class MemoryBackplane(Backplane):
         for node in self._bus.nodes:
             if node is not self and channel in node._channels:
                 node._loop.call_soon_threadsafe(node._receive, channel, data)
+
+    def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
+        """Numbered and kept on the bus, then delivered to every subscribed node, this one
+        included, on its next loop turn (in offset order: one loop turn's calls run in order)."""
+        epoch, offset = self._bus.history.append(topic.name, envelope, limits)
+        channel = self.channel(topic)
+        data = encode_kept(offset, epoch, envelope)
+        for node in self._bus.nodes:
+            if channel in node._channels:
+                node._loop.call_soon_threadsafe(node._receive, channel, data)
+
+    async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
+        return self._bus.history.read(topic.name, since, limit)
 
     def subscribe(self, channel: str) -> Awaitable[None] | None:
         self._channels.add(channel)

@@ -1,12 +1,12 @@
 """What a cluster message is addressed to, typed, and the one place it becomes a channel name.
 
-A `Topic` is (kind, name): the connections on a concrete path, the members of a room, or a
-node's inbox (`send_to`/`close` of its connections). The hub speaks topics only; a backplane
-names each topic's pub/sub channel `<prefix>:<kind>:<name>` (`channel_name`) and reads a
-channel name back (`parse_channel`), refusing (None) one that is not of its prefix or not
-of a known kind instead of guessing. Kinds are whole words, so a name never depends on a
-letter count; a name may hold any character, `:` included (the kind is the text between
-the prefix's `:` and the next one).
+A `Topic` is (kind, name): the connections on a concrete path, the members of a room (of
+a history room: its numbered messages), or a node's inbox (`send_to`/`close` of its
+connections). The hub speaks topics only; a backplane names each topic's pub/sub channel
+`<prefix>:<kind>:<name>` (`channel_name`) and reads a channel name back (`parse_channel`),
+refusing (None) one that is not of its prefix or not of a known kind instead of guessing.
+Kinds are whole words, so a name never depends on a letter count; a name may hold any
+character, `:` included (the kind is the text between the prefix's `:` and the next one).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class TopicKind(enum.StrEnum):
     PATH = "path"  #: every connection on one concrete path (broadcast)
     ROOM = "room"  #: every member of one room (publish)
     NODE = "node"  #: one node's inbox: its connections addressed by id; the name is the node id in hex
+    KEPT = "kept"  #: every member of one history room: numbered messages (`tether.backplane.history`)
 
 
 class Topic(NamedTuple):

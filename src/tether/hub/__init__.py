@@ -10,6 +10,8 @@ parts, each with one job, and one loop:
   typed topics (`tether.backplane.topic.Topic`: a path, a room, a node's inbox), and the
   subscriptions to the topics this node has members of;
 - `tether.hub.presence.Presence`: who is in each room with what info, and the listeners;
+- `tether.hub.history`: which rooms keep history, and a join that catches up from a
+  `Position` (a `Recovery` says whether it could, whole);
 - `tether.hub.fanout.fan_out`: the one fan-out loop. A message is encoded once, its frame
   built once, and the same bytes handed to every target: by broadcast, publish, send_to,
   the messages of other nodes and the awaited deliveries of "wait" mode.
@@ -17,9 +19,12 @@ parts, each with one job, and one loop:
 What `Hub` guarantees is in `tether.hub.facade`'s doc and docs/scaling.md.
 """
 
+from ..backplane.history import NOWHERE, Position
 from .facade import Hub
 from .fanout import Exclude, Identified
+from .history import KeptMessage, Recovery
 from .presence import PresenceListener
 from .registry import Member
 
-__all__ = ["Hub", "Exclude", "Identified", "Member", "PresenceListener"]
+__all__ = ["Hub", "Exclude", "Identified", "Member", "PresenceListener", "Position", "NOWHERE", "Recovery",
+           "KeptMessage"]

@@ -36,12 +36,14 @@ from typing import Any
 
 from ..backplane import Backplane, NodeState
 from ..backplane.envelope import new_connection_id, new_node_id
+from ..backplane.history import NOWHERE, HistoryLimits, Position
 from ..backplane.topic import Topic, TopicKind
 from ..encoding import compact_json, encode_message
 from ..exceptions import InvalidState
 from ..protocol.codes import WS_1000_NORMAL_CLOSURE
 from ..tasks import spawn
 from .fanout import NOBODY, Exclude, Waits, delivered, excluded, fan_out
+from .history import DEFAULT_MAX_RECOVER, Catchup, HistoryPolicy, HistoryRooms, KeptMessage, Recovery, recover
 from .presence import Presence, PresenceListener
 from .registry import Member, Registry
 from .routing import ClusterRouter
@@ -80,7 +82,14 @@ class Hub:
     def __init__(self) -> None:
         Hub._instances.add(self)
         self._registry = Registry()
-        self._router = ClusterRouter(new_node_id(), self._deliver_encoded, self._deliver_encoded_to, self._close_here)
+        self._router = ClusterRouter(new_node_id(), self._deliver_encoded, self._deliver_encoded_to, self._close_here,
+                                     self._deliver_kept)
+        self._history = HistoryRooms()
+        self._keeps_history = False  # a room keeps history: publish looks its room up (else it never does)
+        # history room with members here -> the position of the last message delivered here
+        self._positions: dict[str, Position] = {}
+        # history room -> (offset, catchup) of members whose replay went past this node's position
+        self._catching_up: dict[str, list[tuple[int, Catchup]]] = {}
         self._presence = Presence(self._router)
         self._node_pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,10 +171,15 @@ class Hub:
         info_json = compact_json(info)  # first: info that is not JSON-able changes nothing
         # Asked at every join, not only a room's first: a second member that joins while the
         # first one's subscription is on its way waits for it too (None once it is in force).
-        waiting = self._router.follow(Topic(TopicKind.ROOM, room))
+        waiting = self._router.follow(self._room_topic(room))
         self._registry.enter(ws, room)
         self._presence.joined(room, ws.id, info, info_json)
         return waiting
+
+    def _room_topic(self, room: str) -> Topic:
+        """The topic a room's messages travel on: KEPT for a history room, else ROOM."""
+        kept = self._keeps_history and self._history.policy(room) is not None
+        return Topic(TopicKind.KEPT if kept else TopicKind.ROOM, room)
 
     def leave(self, ws: Member, room: str) -> None:
         """Remove a connection from `room` (nothing happens if it was not a member)."""
@@ -173,8 +187,98 @@ class Hub:
         if not registry.exit(ws, room):
             return
         if room not in registry.rooms:
-            self._router.unfollow(Topic(TopicKind.ROOM, room))
+            self._router.unfollow(self._room_topic(room))
+            self._positions.pop(room, None)
+            self._catching_up.pop(room, None)
         self._presence.left(room, ws.id)
+
+    # -- history rooms ---------------------------------------------------------------------------
+    def keep_history(self, pattern: str, size: int = 1000, ttl: float | None = None,
+                     max_recover: int = DEFAULT_MAX_RECOVER) -> None:
+        """Rooms named like `pattern` (`chat:{name}`: `{name}` matches any text; or one exact
+        name) keep their last `size` messages, each for at most `ttl` seconds (None: as long
+        as the size allows; a backplane may still bound it, docs/scaling.md). Declare them
+        before the rooms are used, the same on every node. Every message published into such
+        a room gets the room's next offset within its epoch and is delivered, on every node,
+        in offset order; a join may then catch up from a position (`WebSocket.join(room,
+        since=...)`), for up to `max_recover` missed messages."""
+        policy = HistoryPolicy(HistoryLimits(size, ttl), max_recover)
+        declared = HistoryRooms()
+        declared.declare(pattern, policy)
+        used = [room for room in self._registry.rooms if declared.policy(room) and self._history.policy(room) is None]
+        if used:
+            raise InvalidState(f"keep_history({pattern!r}) after room {used[0]!r} was joined: declare history "
+                               "rooms before their first member joins")
+        self._history.declare(pattern, policy)
+        self._keeps_history = True
+
+    async def history(self, room: str, since: int | None = None, limit: int | None = None
+                      ) -> tuple[Position, list[KeptMessage]]:
+        """A history room's current position and its kept messages with an offset over
+        `since` (all when None), oldest first, at most `limit` of them. ValueError for a room
+        that keeps no history."""
+        if self._history.policy(room) is None:
+            raise ValueError(f"room {room!r} keeps no history (see Hub.keep_history)")
+        position, stored = await self._router.history(room, since, limit)
+        return position, [KeptMessage.of(entry) for entry in stored]
+
+    async def join_from(self, ws: Member, room: str, since: Position, info: Any = None) -> Recovery:
+        """Make `ws` a member of the history `room` and catch it up from `since` (see
+        `tether.hub.history`): the messages after it, in order, then live ones with no gap and
+        no duplicate (recovered); or, when that cannot be done whole, none of them (not
+        recovered). A room without history joins as `join` does, not recovered."""
+        policy = self._history.policy(room) if self._keeps_history else None
+        if policy is None:
+            waiting = self.join(ws, room, info)
+            if waiting is not None:
+                await asyncio.shield(waiting)
+            return Recovery(False, NOWHERE)
+        catchup = Catchup(ws, lambda: self._positions.get(room, NOWHERE).offset)
+        waiting = self.join(ws, room, info)
+        members = self._registry.rooms[room]
+        members[ws.id] = catchup  # live messages wait in it until the replay is done
+        last = 0
+        try:
+            if waiting is not None:
+                await asyncio.shield(waiting)
+            now, stored = await self._router.history(room, since.offset, policy.max_recover + 1)
+            recovered = recover(since, now, stored, policy.max_recover)
+            last = catchup.finish(stored if recovered else [], since.offset if recovered else now.offset)
+        finally:
+            if members.get(ws.id) is catchup:
+                if self._positions.get(room, NOWHERE).offset >= last:
+                    members[ws.id] = ws
+                else:  # this node has not delivered up to `last` yet: the catchup drops what it had
+                    self._catching_up.setdefault(room, []).append((last, catchup))
+        return Recovery(recovered, Position(now.epoch, last))
+
+    def _deliver_kept(self, room: str, position: Position, opcode: int, payload: bytes, exclude: Set[str]) -> None:
+        """A history room's numbered message, for this node's members of it (every node's
+        messages come here in offset order; one already delivered is not delivered again)."""
+        members = self._registry.rooms.get(room)
+        if not members:
+            return
+        last = self._positions.get(room)
+        if last is not None and last.epoch == position.epoch and position.offset <= last.offset:
+            return
+        self._positions[room] = position
+        fan_out(members.values(), opcode, payload, exclude)
+        if room in self._catching_up:
+            self._caught_up(room, members, position.offset)
+
+    def _caught_up(self, room: str, members: dict[str, Member], offset: int) -> None:
+        """Give their place back to the members a catchup stood for, once this node has
+        delivered up to where each of them is."""
+        waiting = []
+        for last, catchup in self._catching_up.pop(room):
+            if members.get(catchup.id) is not catchup:
+                continue  # it left meanwhile
+            if offset >= last:
+                members[catchup.id] = catchup.ws
+            else:
+                waiting.append((last, catchup))
+        if waiting:
+            self._catching_up[room] = waiting
 
     # -- presence ------------------------------------------------------------------------------
     def on_presence(self, listener: PresenceListener) -> PresenceListener:
@@ -232,7 +336,21 @@ class Hub:
         return self._deliver(TopicKind.PATH, path, self._registry.paths.get(path), data, exclude, waits)
 
     def _publish_now(self, room: str, data: Any, exclude: Exclude = None, waits: Waits | None = None) -> int:
+        if self._keeps_history:
+            policy = self._history.policy(room)
+            if policy is not None:
+                return self._publish_kept(room, data, exclude, policy)
         return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), data, exclude, waits)
+
+    def _publish_kept(self, room: str, data: Any, exclude: Exclude, policy: HistoryPolicy) -> int:
+        """Into a history room: the backplane numbers and keeps the message, and every node
+        delivers it as it comes back (nobody waits for it, as for other nodes' messages).
+        Returns how many of this node's members it is on its way to."""
+        opcode, payload = encode_message(data)
+        skip = excluded(exclude)
+        self._router.publish_kept(room, opcode, payload, skip, policy.limits)
+        members = self._registry.rooms.get(room) or {}
+        return sum(1 for member_id in members if member_id not in skip)
 
     def _send_to_now(self, connection_id: str, data: Any, waits: Waits | None = None) -> bool:
         """`data` to one connection: a fan-out to one when this node holds it, else an

@@ -4,12 +4,14 @@ The router speaks typed topics (`tether.backplane.topic.Topic`): a path, a room,
 inbox. It owns the backplane, this node's id, and the topics this node follows (has local
 members of): `follow` and `unfollow` keep the backplane's subscriptions to them, made again
 when a backplane starts. Outbound, it turns a topic and an encoded message into one envelope
-(`tether.backplane.envelope`) on the topic's channel; inbound (`received`, the backplane's
+(`tether.backplane.envelope`) on the topic's channel (into a history room: handed to the
+backplane to number and keep, `publish_kept`); inbound (`received`, the backplane's
 callback), it reads the channel back into a topic with the backplane (`Backplane.topic`) and
 hands the message to the hub's callbacks, or drops it with a WARNING: a channel that is not
 one of this cluster's, an envelope that does not decode, or one whose kind does not go with
 its topic (a publish on a path's channel, a send on another node's inbox). Its own echo is
-dropped quietly (local members had the message at once).
+dropped quietly (local members had the message at once), except a history room's: there
+every node, the publisher's too, delivers as the numbered messages come back.
 
 Without a cluster backplane (`cluster` False) nothing here touches the backplane.
 """
@@ -22,10 +24,11 @@ from collections.abc import Awaitable, Callable, Set
 from ..backplane import Backplane
 from ..backplane.base import MembersGone, Snapshot
 from ..backplane.envelope import Kind, decode, encode, node_of
+from ..backplane.history import HistoryLimits, Position, Stored, decode_kept
 from ..backplane.memory import LocalBackplane
 from ..backplane.topic import Topic, TopicKind
 
-__all__ = ["ClusterRouter", "ToTopic", "ToConnection", "CloseConnection"]
+__all__ = ["ClusterRouter", "ToTopic", "ToConnection", "CloseConnection", "ToKept"]
 
 logger = logging.getLogger("tether")
 
@@ -36,21 +39,25 @@ ToTopic = Callable[[Topic, int, bytes, Set[str]], None]
 ToConnection = Callable[[str, int, bytes], None]
 #: `close_connection(connection_id, code, reason)`: another node's close of one of ours.
 CloseConnection = Callable[[str, int, str], None]
+#: `to_kept(room, position, opcode, payload, exclude)`: a history room's numbered message (any
+#: node's, this one's included), for this node's members of the room but those in `exclude`.
+ToKept = Callable[[str, Position, int, bytes, Set[str]], None]
 
 
 class ClusterRouter:
     """Routes between this node and the others over typed topics (see the module doc)."""
 
     def __init__(self, node: bytes, to_topic: ToTopic, to_connection: ToConnection,
-                 close_connection: CloseConnection) -> None:
+                 close_connection: CloseConnection, to_kept: ToKept) -> None:
         #: 6 random bytes naming this node: the first bytes of every connection id it issues
         self.node = node
-        self.backplane: Backplane = LocalBackplane(node)
+        self.backplane: Backplane = LocalBackplane(node, self.received)
         #: True while a cluster backplane is started: only then does the router use it
         self.cluster = False
         self._to_topic = to_topic
         self._to_connection = to_connection
         self._close_connection = close_connection
+        self._to_kept = to_kept
         # topic -> its channel on the current backplane, for every topic with local members
         self._following: dict[Topic, str] = {}
 
@@ -95,6 +102,17 @@ class ClusterRouter:
         backplane = self.backplane
         backplane.publish(backplane.channel(topic), encode(kind, opcode, self.node, payload, exclude=exclude))
 
+    def publish_kept(self, room: str, opcode: int, payload: bytes, exclude: Set[str], limits: HistoryLimits) -> None:
+        """Publish a message into a history room (on every backplane, the local one too): the
+        backplane numbers and keeps it, and it comes back to every node with members of the
+        room, this one included (`received`), in offset order."""
+        self.backplane.publish_kept(Topic(TopicKind.KEPT, room),
+                                    encode(Kind.PUBLISH, opcode, self.node, payload, exclude=exclude), limits)
+
+    async def history(self, room: str, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
+        """A history room's position and kept messages (`Backplane.history`)."""
+        return await self.backplane.history(Topic(TopicKind.KEPT, room), since, limit)
+
     def inbox_of(self, connection_id: str) -> Topic | None:
         """The inbox of the other node holding `connection_id`, when a cluster backplane can
         reach it (None: no cluster, not an id of ours, or an id of this node)."""
@@ -129,6 +147,9 @@ class ClusterRouter:
                            channel, self.backplane.prefix)
             return
         try:
+            if topic.kind is TopicKind.KEPT:
+                self._kept_received(channel, topic.name, data)
+                return
             envelope = decode(data)
         except ValueError as exc:
             logger.warning("backplane: dropped a malformed message on %s: %s", channel, exc)
@@ -149,6 +170,16 @@ class ClusterRouter:
             self._to_topic(topic, envelope.opcode, envelope.payload, envelope.exclude)
         else:
             self._refuse(channel, kind, f"a {topic.kind}'s channel")
+
+    def _kept_received(self, channel: str, room: str, data: bytes) -> None:
+        """A history room's numbered message: every node's, this one's too (its members get
+        it now, in offset order). ValueError when malformed."""
+        offset, epoch, raw = decode_kept(data)
+        envelope = decode(raw)
+        if envelope.kind is not Kind.PUBLISH:
+            self._refuse(channel, envelope.kind, "a history room's channel")
+            return
+        self._to_kept(room, Position(epoch, offset), envelope.opcode, envelope.payload, envelope.exclude)
 
     @staticmethod
     def _refuse(channel: str, kind: Kind, where: str) -> None:

@@ -1,0 +1,188 @@
+"""History rooms in the hub (`tether.hub.history`, `Hub.keep_history`, `Hub.history`,
+`WebSocket.join(room, since=...)`): numbered messages delivered in offset order, and a join
+that catches up whole or not at all. Connections are core WebSockets on recording channels
+(tests/recording.py); the backplanes are the real in-memory ones (one process, and a
+`memory://` cluster of two hubs)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tether.backplane.history import NOWHERE, HistoryLimits, MemoryHistory, Position, Stored
+from tether.backplane.memory import MemoryBackplane, MemoryBus
+from tether.exceptions import InvalidState
+from tether.hub import Hub
+from tether.hub.history import HistoryPolicy, HistoryRooms, recover
+
+from .recording import async_test, open_connection, settle
+
+
+def bound_hub() -> Hub:
+    hub = Hub()
+    hub.bind(asyncio.get_running_loop())
+    return hub
+
+
+# -- declarations ----------------------------------------------------------------------------------
+def test_patterns_match_whole_names_and_the_first_declaration_wins() -> None:
+    rooms = HistoryRooms()
+    small, big = HistoryPolicy(HistoryLimits(5)), HistoryPolicy(HistoryLimits(500))
+    rooms.declare("chat:{name}", small)
+    rooms.declare("chat:lobby", big)
+    rooms.declare("news", big)
+    assert rooms.policy("chat:lobby") is small and rooms.policy("chat:a:b") is small
+    assert rooms.policy("news") is big
+    assert rooms.policy("chat:") is None and rooms.policy("xchat:1") is None and rooms.policy("news2") is None
+
+
+@async_test
+async def test_declaring_history_for_a_room_already_joined_is_refused() -> None:
+    hub = bound_hub()
+    ws, _ = await open_connection(hub)
+    await ws.join("chat:1")
+    with pytest.raises(InvalidState, match="before their first member joins"):
+        hub.keep_history("chat:{n}")
+    hub.keep_history("other:{n}")  # rooms nobody joined yet are fine
+
+
+# -- one process -------------------------------------------------------------------------------------
+@async_test
+async def test_publishes_are_numbered_delivered_and_read_back_in_order() -> None:
+    hub = bound_hub()
+    hub.keep_history("chat:{name}", size=3)
+    a, a_channel = await open_connection(hub)
+    b, b_channel = await open_connection(hub)
+    await a.join("chat:1")
+    await b.join("chat:1")
+    for n in range(5):
+        assert await hub.publish("chat:1", {"n": n}, exclude=b if n == 4 else None) == (1 if n == 4 else 2)
+    assert a_channel.messages() == [f'{{"n":{n}}}' for n in range(5)]
+    assert b_channel.messages() == [f'{{"n":{n}}}' for n in range(4)]
+    position, kept = await hub.history("chat:1")
+    assert position.offset == 5 and position.epoch
+    assert [(m.offset, m.data) for m in kept] == [(3, '{"n":2}'), (4, '{"n":3}'), (5, '{"n":4}')]  # size 3
+    assert [m.offset for m in (await hub.history("chat:1", since=3, limit=1))[1]] == [4]
+    with pytest.raises(ValueError, match="keeps no history"):
+        await hub.history("plain")
+
+
+async def member_at(hub: Hub, since: Position, room: str = "chat:1"):
+    ws, channel = await open_connection(hub)
+    recovery = await ws.join(room, since=since)
+    return recovery, channel
+
+
+@async_test
+async def test_a_join_from_a_position_gets_exactly_what_it_missed_then_live_messages() -> None:
+    hub = bound_hub()
+    hub.keep_history("chat:{name}", size=100)
+    for n in range(1, 6):
+        await hub.publish("chat:1", n)
+    position, _ = await hub.history("chat:1")
+    recovery, channel = await member_at(hub, Position(position.epoch, 2))
+    assert recovery.recovered and recovery.position == Position(position.epoch, 5)
+    await hub.publish("chat:1", 6)
+    assert channel.messages() == ["3", "4", "5", "6"]
+    fresh, fresh_channel = await member_at(hub, NOWHERE)  # has seen nothing: gets everything kept
+    assert fresh.recovered and fresh_channel.messages() == ["1", "2", "3", "4", "5", "6"]
+
+
+@async_test
+async def test_a_join_that_cannot_recover_whole_replays_nothing() -> None:
+    hub = bound_hub()
+    hub.keep_history("chat:{name}", size=3, max_recover=4)
+    hub.keep_history("plain")  # nothing to do with chat:*
+    for n in range(1, 7):
+        await hub.publish("chat:1", n)
+    epoch = (await hub.history("chat:1"))[0].epoch
+    trimmed, channel = await member_at(hub, Position(epoch, 1))  # 2 and 3 were trimmed (size 3)
+    assert not trimmed.recovered and trimmed.position == Position(epoch, 6) and channel.messages() == []
+    other_epoch, channel = await member_at(hub, Position("another", 5))
+    assert not other_epoch.recovered and channel.messages() == []
+    hub.keep_history("long:{n}", size=100, max_recover=4)
+    for n in range(1, 7):
+        await hub.publish("long:1", n)
+    too_many, channel = await member_at(hub, Position((await hub.history("long:1"))[0].epoch, 1), "long:1")
+    assert not too_many.recovered and channel.messages() == []  # 5 missing > max_recover 4
+    ws, _ = await open_connection(hub)
+    assert (await ws.join("no-history", since=Position(epoch, 1))).recovered is False
+
+
+@pytest.mark.parametrize(("since", "now", "stored", "expected"), [
+    (Position("e", 3), Position("e", 3), [], True),                    # missed nothing
+    (Position("e", 3), Position("e", 5), [4, 5], True),
+    (Position("e", 3), Position("e", 5), [5], False),                  # 4 was trimmed
+    (Position("e", 3), Position("f", 5), [4, 5], False),               # another epoch
+    (Position("e", 6), Position("e", 5), [], False),                   # ahead of the room: not this history
+    (NOWHERE, Position("f", 2), [1, 2], True),                         # saw nothing: all of it
+    (NOWHERE, Position("f", 3), [2, 3], False),
+    (Position("e", 0), Position("e", 11), list(range(1, 12)), False),  # over max_recover (10)
+])
+def test_recover_decides_whole_or_nothing(since: Position, now: Position, stored: list[int], expected: bool) -> None:
+    assert recover(since, now, [Stored(n, b"") for n in stored], 10) is expected
+
+
+# -- a cluster: two hubs on one memory bus -------------------------------------------------------------
+class SlowHistory(MemoryBackplane):
+    """The in-memory engine, with reads that take a while: publishes land during a join's read."""
+
+    async def history(self, topic, since, limit):
+        await asyncio.sleep(0.05)
+        return await super().history(topic, since, limit)
+
+
+@async_test
+async def test_a_join_during_a_stream_of_publishes_from_another_node_has_no_gap_and_no_duplicate() -> None:
+    bus = MemoryBus()
+    a, b = bound_hub(), bound_hub()
+    await a.start(SlowHistory(a.node, bus))
+    await b.start(MemoryBackplane(b.node, bus))
+    for hub in (a, b):
+        hub.keep_history("chat:{name}", size=1000)
+    watcher, watcher_channel = await open_connection(a)
+    await watcher.join("chat:1")
+    publishing = True
+
+    async def publish() -> None:
+        n = 0
+        while publishing:
+            n += 1
+            await b.publish("chat:1", n)
+            await asyncio.sleep(0.001)
+
+    task = asyncio.ensure_future(publish())
+    await asyncio.sleep(0.02)
+    epoch = (await a.history("chat:1"))[0].epoch
+    recovery, channel = await member_at(a, Position(epoch, 1))
+    await asyncio.sleep(0.03)
+    publishing = False
+    await task
+    await settle()
+    assert recovery.recovered
+    got = [int(m) for m in channel.messages()]
+    assert got == list(range(2, got[-1] + 1)) and got[-1] > recovery.position.offset  # whole, in order, live after
+    seen = [int(m) for m in watcher_channel.messages()]
+    assert seen == list(range(1, seen[-1] + 1)) and seen[-1] == got[-1]  # every node delivers in offset order
+    for hub in (a, b):
+        await hub.stop()
+
+
+def test_the_memory_store_bounds_size_and_age_and_forgets_expired_rooms() -> None:
+    now = [0.0]
+    store = MemoryHistory(clock=lambda: now[0])
+    limits = HistoryLimits(size=2, ttl=10)
+    for n in range(3):
+        store.append("a", b"%d" % n, limits)
+    position, kept = store.read("a", None, None)
+    assert position.offset == 3 and [s.offset for s in kept] == [2, 3]
+    now[0] = 11
+    assert store.read("a", None, None) == (NOWHERE, [])  # every message expired: forgotten
+    epoch, offset = store.append("a", b"again", limits)
+    assert offset == 1 and epoch != position.epoch  # a new epoch: old positions cannot match
+    store.append("b", b"x", HistoryLimits(size=5, ttl=1))
+    now[0] = 30
+    store.append("c", b"y", limits)  # "a" (written least recently) is looked at and forgotten
+    store.append("d", b"y", limits)  # then "b"
+    assert len(store) == 2
