@@ -59,6 +59,10 @@ class Backplane(ABC):
     #: how many times the backplane went down since start
     outages: int = 0
 
+    #: What the backplane calls (on the event loop) when it is UP again after being DOWN: the
+    #: hub reads back what its history rooms missed and reports the loss for the others.
+    resumed: Callable[[], None] | None = None
+
     #: what every channel and key name starts with (one cluster's names: several may share a server)
     prefix: str = "tether"
 

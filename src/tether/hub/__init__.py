@@ -2,7 +2,7 @@
 to the other nodes' (`app.hub`, a `Hub`).
 
 `app.hub` reaches connections from anywhere in the process (another handler, an HTTP route,
-a background task, another thread through the `*_sync` twins). `Hub` is a face over three
+a background task, another thread through the `*_sync` twins). `Hub` is a face over four
 parts, each with one job, and one loop:
 
 - `tether.hub.registry.Registry`: this node's connections by id, path and room;
@@ -10,8 +10,9 @@ parts, each with one job, and one loop:
   typed topics (`tether.backplane.topic.Topic`: a path, a room, a node's inbox), and the
   subscriptions to the topics this node has members of;
 - `tether.hub.presence.Presence`: who is in each room with what info, and the listeners;
-- `tether.hub.history`: which rooms keep history, and a join that catches up from a
-  `Position` (a `Recovery` says whether it could, whole);
+- `tether.hub.keeper.HistoryKeeper`: the history rooms (`tether.hub.history`): numbered
+  messages delivered once and in offset order, joins that catch up from a `Position` (a
+  `Recovery` says whether it could, whole), gaps read back, losses reported (`on_loss`);
 - `tether.hub.fanout.fan_out`: the one fan-out loop. A message is encoded once, its frame
   built once, and the same bytes handed to every target: by broadcast, publish, send_to,
   the messages of other nodes and the awaited deliveries of "wait" mode.

@@ -1,5 +1,5 @@
 """`Hub`, the face of the hub package: the one object an App has (`app.hub`), composed of
-the three parts and the one fan-out loop (see `tether.hub`).
+its parts and the one fan-out loop (see `tether.hub`).
 
 The `*_sync` methods may be called from any thread: on the event loop's thread they act at
 once (keeping program order with the caller's other sends); from another thread they are
@@ -43,7 +43,8 @@ from ..exceptions import InvalidState
 from ..protocol.codes import WS_1000_NORMAL_CLOSURE
 from ..tasks import spawn
 from .fanout import NOBODY, Exclude, Waits, delivered, excluded, fan_out
-from .history import DEFAULT_MAX_RECOVER, Catchup, HistoryPolicy, HistoryRooms, KeptMessage, Recovery, recover
+from .history import DEFAULT_MAX_RECOVER, HistoryPolicy, KeptMessage, Recovery
+from .keeper import HistoryKeeper, LossListener
 from .presence import Presence, PresenceListener
 from .registry import Member, Registry
 from .routing import ClusterRouter
@@ -84,12 +85,7 @@ class Hub:
         self._registry = Registry()
         self._router = ClusterRouter(new_node_id(), self._deliver_encoded, self._deliver_encoded_to, self._close_here,
                                      self._deliver_kept)
-        self._history = HistoryRooms()
-        self._keeps_history = False  # a room keeps history: publish looks its room up (else it never does)
-        # history room with members here -> the position of the last message delivered here
-        self._positions: dict[str, Position] = {}
-        # history room -> (offset, catchup) of members whose replay went past this node's position
-        self._catching_up: dict[str, list[tuple[int, Catchup]]] = {}
+        self._keeper = HistoryKeeper(self._registry, self._router)
         self._presence = Presence(self._router)
         self._node_pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,7 +111,7 @@ class Hub:
     # -- the backplane -----------------------------------------------------------------------
     async def start(self, backplane: Backplane) -> None:
         """Serve through `backplane` (called by `App.startup()`)."""
-        await self._router.start(backplane, self._presence.gone, self._snapshot)
+        await self._router.start(backplane, self._presence.gone, self._snapshot, self._keeper.resumed)
 
     async def stop(self) -> None:
         """Leave the cluster (called by `App.shutdown()`)."""
@@ -178,7 +174,7 @@ class Hub:
 
     def _room_topic(self, room: str) -> Topic:
         """The topic a room's messages travel on: KEPT for a history room, else ROOM."""
-        kept = self._keeps_history and self._history.policy(room) is not None
+        kept = self._keeper.active and self._keeper.policy(room) is not None
         return Topic(TopicKind.KEPT if kept else TopicKind.ROOM, room)
 
     def leave(self, ws: Member, room: str) -> None:
@@ -188,8 +184,7 @@ class Hub:
             return
         if room not in registry.rooms:
             self._router.unfollow(self._room_topic(room))
-            self._positions.pop(room, None)
-            self._catching_up.pop(room, None)
+            self._keeper.forget(room)
         self._presence.left(room, ws.id)
 
     # -- history rooms ---------------------------------------------------------------------------
@@ -202,83 +197,34 @@ class Hub:
         a room gets the room's next offset within its epoch and is delivered, on every node,
         in offset order; a join may then catch up from a position (`WebSocket.join(room,
         since=...)`), for up to `max_recover` missed messages."""
-        policy = HistoryPolicy(HistoryLimits(size, ttl), max_recover)
-        declared = HistoryRooms()
-        declared.declare(pattern, policy)
-        used = [room for room in self._registry.rooms if declared.policy(room) and self._history.policy(room) is None]
-        if used:
-            raise InvalidState(f"keep_history({pattern!r}) after room {used[0]!r} was joined: declare history "
-                               "rooms before their first member joins")
-        self._history.declare(pattern, policy)
-        self._keeps_history = True
+        self._keeper.declare(pattern, HistoryPolicy(HistoryLimits(size, ttl), max_recover))
 
     async def history(self, room: str, since: int | None = None, limit: int | None = None
                       ) -> tuple[Position, list[KeptMessage]]:
         """A history room's current position and its kept messages with an offset over
         `since` (all when None), oldest first, at most `limit` of them. ValueError for a room
         that keeps no history."""
-        if self._history.policy(room) is None:
-            raise ValueError(f"room {room!r} keeps no history (see Hub.keep_history)")
-        position, stored = await self._router.history(room, since, limit)
-        return position, [KeptMessage.of(entry) for entry in stored]
+        return await self._keeper.read(room, since, limit)
 
     async def join_from(self, ws: Member, room: str, since: Position, info: Any = None) -> Recovery:
         """Make `ws` a member of the history `room` and catch it up from `since` (see
         `tether.hub.history`): the messages after it, in order, then live ones with no gap and
         no duplicate (recovered); or, when that cannot be done whole, none of them (not
         recovered). A room without history joins as `join` does, not recovered."""
-        policy = self._history.policy(room) if self._keeps_history else None
+        policy = self._keeper.policy(room)
         if policy is None:
             waiting = self.join(ws, room, info)
             if waiting is not None:
                 await asyncio.shield(waiting)
             return Recovery(False, NOWHERE)
-        catchup = Catchup(ws, lambda: self._positions.get(room, NOWHERE).offset)
-        waiting = self.join(ws, room, info)
-        members = self._registry.rooms[room]
-        members[ws.id] = catchup  # live messages wait in it until the replay is done
-        last = 0
-        try:
-            if waiting is not None:
-                await asyncio.shield(waiting)
-            now, stored = await self._router.history(room, since.offset, policy.max_recover + 1)
-            recovered = recover(since, now, stored, policy.max_recover)
-            last = catchup.finish(stored if recovered else [], since.offset if recovered else now.offset)
-        finally:
-            if members.get(ws.id) is catchup:
-                if self._positions.get(room, NOWHERE).offset >= last:
-                    members[ws.id] = ws
-                else:  # this node has not delivered up to `last` yet: the catchup drops what it had
-                    self._catching_up.setdefault(room, []).append((last, catchup))
-        return Recovery(recovered, Position(now.epoch, last))
+        return await self._keeper.catch_up(ws, room, since, policy, lambda: self.join(ws, room, info))
 
-    def _deliver_kept(self, room: str, position: Position, opcode: int, payload: bytes, exclude: Set[str]) -> None:
-        """A history room's numbered message, for this node's members of it (every node's
-        messages come here in offset order; one already delivered is not delivered again)."""
-        members = self._registry.rooms.get(room)
-        if not members:
-            return
-        last = self._positions.get(room)
-        if last is not None and last.epoch == position.epoch and position.offset <= last.offset:
-            return
-        self._positions[room] = position
-        fan_out(members.values(), opcode, payload, exclude)
-        if room in self._catching_up:
-            self._caught_up(room, members, position.offset)
-
-    def _caught_up(self, room: str, members: dict[str, Member], offset: int) -> None:
-        """Give their place back to the members a catchup stood for, once this node has
-        delivered up to where each of them is."""
-        waiting = []
-        for last, catchup in self._catching_up.pop(room):
-            if members.get(catchup.id) is not catchup:
-                continue  # it left meanwhile
-            if offset >= last:
-                members[catchup.id] = catchup.ws
-            else:
-                waiting.append((last, catchup))
-        if waiting:
-            self._catching_up[room] = waiting
+    def on_loss(self, listener: LossListener) -> LossListener:
+        """Call `listener(room, reason)` (sync or async) when messages of `room` may not have
+        reached this node's members: a history room whose history could not give back what
+        this node missed, and, after a backplane outage, every room without history that has
+        members here. Usable as a decorator."""
+        return self._keeper.on_loss(listener)
 
     # -- presence ------------------------------------------------------------------------------
     def on_presence(self, listener: PresenceListener) -> PresenceListener:
@@ -336,8 +282,8 @@ class Hub:
         return self._deliver(TopicKind.PATH, path, self._registry.paths.get(path), data, exclude, waits)
 
     def _publish_now(self, room: str, data: Any, exclude: Exclude = None, waits: Waits | None = None) -> int:
-        if self._keeps_history:
-            policy = self._history.policy(room)
+        if self._keeper.active:
+            policy = self._keeper.policy(room)
             if policy is not None:
                 return self._publish_kept(room, data, exclude, policy)
         return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), data, exclude, waits)
@@ -371,6 +317,10 @@ class Hub:
         members = group.get(topic.name)
         if members:
             fan_out(members.values(), opcode, payload, exclude)
+
+    def _deliver_kept(self, room: str, position: Position, opcode: int, payload: bytes, exclude: Set[str]) -> None:
+        """A history room's numbered message (any node's): the history part delivers it."""
+        self._keeper.delivered(room, position, opcode, payload, exclude)
 
     def _deliver_encoded_to(self, connection_id: str, opcode: int, payload: bytes) -> None:
         """Another node's send_to a connection of this node."""

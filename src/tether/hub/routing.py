@@ -62,9 +62,12 @@ class ClusterRouter:
         self._following: dict[Topic, str] = {}
 
     # -- the backplane -----------------------------------------------------------------------
-    async def start(self, backplane: Backplane, members_gone: MembersGone, snapshot: Snapshot) -> None:
-        """Serve through `backplane`: start it with `received` as its callback, then subscribe
-        every topic followed so far."""
+    async def start(self, backplane: Backplane, members_gone: MembersGone, snapshot: Snapshot,
+                    resumed: Callable[[], None] | None = None) -> None:
+        """Serve through `backplane`: start it with `received` as its callback (and `resumed`
+        as the one it calls when it is back after an outage), then subscribe every topic
+        followed so far."""
+        backplane.resumed = resumed
         self.backplane = backplane
         self.cluster = backplane.cluster
         self._following = {topic: backplane.channel(topic) for topic in self._following}
