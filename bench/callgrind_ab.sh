@@ -5,9 +5,10 @@
 #   bench/callgrind_ab.sh [NEW_VENV] [BASE_VENV]
 #
 # Defaults: $VENVS/tether (this checkout, editable) and $VENVS/tether-base (made by
-# bench/ab.sh). Each mode (bench/hotpath.py: WebSocket echo and broadcast, HTTP GET one
-# and eight per read) runs at two sizes; the difference divided by the extra messages
-# removes start-up from the count.
+# bench/ab.sh). Each mode (bench/hotpath.py: WebSocket echo, broadcast to 200, publish into a
+# room of 200 members, HTTP GET one and eight per read) runs at two sizes; the difference
+# divided by the extra messages removes start-up from the count. MODES="pub bc" runs only
+# those rows.
 set -euo pipefail
 VENVS="${VENVS:-/tmp/bench-venvs}"
 NEW="${1:-$VENVS/tether}"
@@ -19,9 +20,11 @@ count() {  # venv mode n -> instructions
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf "%-6s %-14s %16s %16s %8s\n" mode unit new base new/base
-for spec in "echo 8000 24000 message" "bc 800 2400 broadcast(200)" "get 1000 3000 request" "get8 1000 3000 request"; do
+for spec in "echo 8000 24000 message" "bc 800 2400 broadcast(200)" "pub 800 2400 publish(200)" \
+            "get 1000 3000 request" "get8 1000 3000 request"; do
   set -- $spec
   mode=$1 small=$2 large=$3 unit=$4
+  if [ -n "${MODES:-}" ] && [[ " $MODES " != *" $mode "* ]]; then continue; fi
   n1=$(count "$NEW" "$mode" "$small"); n2=$(count "$NEW" "$mode" "$large")
   b1=$(count "$BASE" "$mode" "$small"); b2=$(count "$BASE" "$mode" "$large")
   python3 - "$mode" "$unit" "$n1" "$n2" "$b1" "$b2" "$small" "$large" <<'PY'

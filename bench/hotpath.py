@@ -2,13 +2,16 @@
 
     python bench/hotpath.py echo N     # one connection echoes N 64-byte messages, 8 per read
     python bench/hotpath.py bc N       # one sender's N messages broadcast to 200 connections
+    python bench/hotpath.py pub N      # one sender's N messages published into a room of 200 members
     python bench/hotpath.py get N      # N keep-alive GET requests on one connection, one per read
     python bench/hotpath.py get8 N     # the same, 8 pipelined requests per read
 
 Bytes go through the real HttpProtocol (upgrade) and the WebSocket channel, with a transport
 that only counts what is written: no socket, no syscall, so `valgrind --tool=callgrind`
 counts the same instructions run after run. Works with any tether revision that has
-tether.server.serve.ServerState and tether.server.http11.HttpProtocol.
+tether.server.serve.ServerState and tether.server.http11.HttpProtocol. `pub` uses only the
+public API (`websocket.join`, `app.hub.publish`) and a room without history, so it measures
+the same thing on revisions before and after history rooms (issue 18).
 """
 import asyncio, base64, os, sys, time
 import uvloop
@@ -64,6 +67,12 @@ async def main(n, batch, mode):
         async def echo(ws):
             async for m in ws:
                 await ws.send(m)
+    elif mode == "pub":
+        @app.websocket("/echo")
+        async def pub(ws):
+            await ws.join("room")
+            async for m in ws:
+                await app.hub.publish("room", m)
     else:
         @app.websocket("/echo")
         async def bc(ws):
@@ -81,6 +90,8 @@ async def main(n, batch, mode):
         p.data_received(f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
         conns.append(t)
     for _ in range(20): await asyncio.sleep(0)
+    if mode == "pub":
+        assert len(app.hub.members("room")) == nconn, len(app.hub.members("room"))
     frame = encode_frame(OP_TEXT, b"x" * 64, mask=b"abcd")
     chunk = frame * batch
     t0 = time.perf_counter()
@@ -90,6 +101,9 @@ async def main(n, batch, mode):
         for _ in range(3): await asyncio.sleep(0)
     dt = time.perf_counter() - t0
     total = sum(t.out for t in conns)
+    if mode != "echo":  # every connection got every message (the sender too)
+        per = len(encode_frame(OP_TEXT, b"x" * 64))
+        assert all(t.out >= n // batch * batch * per for t in conns), [t.out for t in conns[:3]]
     print(f"{mode} {dt / n * 1e6:.3f} us/msg  out={total}")
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "echo"
