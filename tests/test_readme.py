@@ -17,6 +17,12 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
+def block_with(text: str) -> int:
+    """The index of the one README block that holds `text`."""
+    [index] = [i for i, block in enumerate(BLOCKS) if text in block]
+    return index
+
+
 def run_block(index: int) -> dict:
     namespace = {"__name__": "readme_example", "__file__": str(README)}
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
@@ -34,7 +40,7 @@ def http(url: str, data: dict | None = None) -> tuple[int, bytes]:
 
 
 def test_the_readme_has_the_examples_this_test_expects():
-    assert len(BLOCKS) == 6
+    assert len(BLOCKS) == 7
 
 
 def test_quick_start(serve):
@@ -64,7 +70,7 @@ def test_hub_example(serve):
 
 
 def test_http_example(serve):
-    server = serve(run_block(2)["app"])
+    server = serve(run_block(block_with('@api.get("/items/'))["app"])
     assert http(server.url("/api/items/5?detail=true")) == (200, b'{"id":5,"detail":true}')
     assert http(server.url("/api/items/500")) == (404, b"no item 500")
     assert http(server.url("/api/echo"), {"a": 1}) == (200, b'{"a":1}')
@@ -73,7 +79,7 @@ def test_http_example(serve):
 
 
 def test_testing_example():
-    run_block(3)["test_echo"]()
+    run_block(block_with("def test_echo"))["test_echo"]()
 
 
 def test_permessage_deflate_settings(serve_native):
@@ -107,5 +113,29 @@ def test_the_client_example_talks_to_a_server(serve_native):
             await websocket.send(f"{websocket.subprotocol}: {message}")
 
     server = serve_native(app)
-    main = run_block(next(i for i, text in enumerate(BLOCKS) if "open_websocket" in text))["main"]
+    main = run_block(block_with("open_websocket"))["main"]
     assert asyncio.run(asyncio.wait_for(main(server.ws_url("/echo")), 10)) == "chat.v1: hi"
+
+
+def test_the_history_room_example_resumes_whole_or_not_at_all(serve_native):
+    namespace = run_block(block_with("keep_history"))
+    server = serve_native(namespace["app"])
+    with connect(server.ws_url("/chat/lobby")) as first:
+        assert json.loads(first.recv(timeout=10)) == {"recovered": True, "epoch": "", "offset": 0}
+        for n in range(3):
+            first.send(f"m{n}")
+            assert first.recv(timeout=10) == f"m{n}"
+    with connect(server.ws_url("/chat/lobby")) as other:  # saw nothing: gets everything kept, then the answer
+        assert [other.recv(timeout=10) for _ in range(3)] == ["m0", "m1", "m2"]
+        joined = json.loads(other.recv(timeout=10))
+        assert joined["recovered"] and joined["offset"] == 3
+        epoch = joined["epoch"]
+        other.send("m3")
+        assert other.recv(timeout=10) == "m3"
+    with connect(server.ws_url(f"/chat/lobby?epoch={epoch}&offset=2")) as back:
+        assert [back.recv(timeout=10), back.recv(timeout=10)] == ["m2", "m3"]
+        assert json.loads(back.recv(timeout=10)) == {"recovered": True, "epoch": epoch, "offset": 4}
+    with connect(server.ws_url("/chat/lobby?epoch=another&offset=2")) as lost:
+        assert json.loads(lost.recv(timeout=10)) == {"recovered": False, "epoch": epoch, "offset": 4}
+        with pytest.raises(TimeoutError):
+            lost.recv(timeout=0.2)  # nothing replayed
