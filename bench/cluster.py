@@ -5,6 +5,8 @@
     python3 bench/cluster.py --servers channels,panther,litestar,tether --reps 5 -c 1000 -M 200
     python3 bench/cluster.py --servers litestar --reps 1 -c 100 -M 20 --quiet-pct 101   # smoke
     python3 bench/cluster.py --latency                         # tether: 2 nodes, cross-node latency
+    python3 bench/cluster.py --servers tether,tether-room,tether-history,litestar,channels-pubsub --reps 3
+                                                               # issue 18: history room vs plain room vs peers
 
 Fan-out mode (default). For every repetition the servers run in a shuffled (seeded) order, each
 run fresh: start a redis-server of its own (127.0.0.1, --save '' --appendonly no, temp --dir) ->
@@ -42,7 +44,15 @@ Servers:
   litestar         Litestar ChannelsPlugin + RedisChannelsPubSubBackend: channels.publish
   tether           python -m tether run tether_app:app --workers 2 --backplane redis://...
                    (from ../shared/bench/servers, venv $TETHER_VENV or $VENVS/tether, which needs
-                   the redis extra: bench/cluster/setup.sh tether)
+                   the redis extra: bench/cluster/setup.sh tether): websocket.broadcast to the path
+  tether-room      bench/cluster/tether_history_app.py with BENCH_ROOM=plain: every connection
+                   joins the room "all", every message is app.hub.publish("all", ...) (same venv)
+  tether-history   the same app with BENCH_ROOM=history: "all" is a history room
+                   (app.hub.keep_history("all", size=10000)), so every publish is numbered and
+                   kept by the backplane (on Redis: its publish script) and every worker delivers
+                   it as it comes back, in offset order (issue 18)
+For the tether-room / tether-history rows the table ends with issue 18's bar: the history
+room's median >= 50 % of the plain room's, and >= 10x the best peer's in the same run.
 Peers' venvs: bench/cluster/setup.sh (exact pins in bench/cluster/locks/). Only loopback and
 ports --port-base..18999 are used; only processes started here are signalled, by PID; every wait
 is bounded.
@@ -103,22 +113,29 @@ def server_spec(name, port, redis_url, workers):
         return _uvicorn("cluster-panther", "panther_app:app", port, workers), cwd, env
     if name == "litestar":
         return _uvicorn("cluster-litestar", "litestar_app:app", port, workers), CLUSTER, env
-    if name == "tether":
-        argv = [f"{TETHER_VENV}/bin/python", "-m", "tether", "run", "tether_app:app", "--host", "127.0.0.1",
+    if name in TETHERS:
+        app, cwd = ("tether_app:app", os.path.join(SHARED, "servers")) if name == "tether" else \
+            ("tether_history_app:app", CLUSTER)
+        if name != "tether":
+            env["BENCH_ROOM"] = TETHERS[name]
+        argv = [f"{TETHER_VENV}/bin/python", "-m", "tether", "run", app, "--host", "127.0.0.1",
                 "--port", str(port)]
         if workers > 1:
             argv += ["--workers", str(workers)]
         argv += ["--backplane", redis_url, "--log-level", "warning"]
-        return argv, os.path.join(SHARED, "servers"), env
+        return argv, cwd, env
     raise KeyError(name)
 
 
-KNOWN = PEERS + ["tether"]
+# tether's rows: the path broadcast of ../shared/bench/servers/tether_app.py, and
+# bench/cluster/tether_history_app.py with the room plain or keeping history (BENCH_ROOM)
+TETHERS = {"tether": None, "tether-room": "plain", "tether-history": "history"}
+KNOWN = PEERS + list(TETHERS)
 
 
 def precheck(name):
     """Why `name` cannot run (None if it can): a missing venv, or a tether venv without redis-py."""
-    if name == "tether":
+    if name in TETHERS:
         py = f"{TETHER_VENV}/bin/python"
         if not os.access(py, os.X_OK):
             return f"{py} missing (from the project root: ../shared/bench/setup.sh tether)"
@@ -711,7 +728,7 @@ def report_fanout(recs, servers):
         print(f"  FAIL {r['server']} rep {r['rep']}: {r.get('error') or r.get('loadgen_stderr')}")
         for n in r.get("server_log", [])[:2]:
             print(f"       server log: {n}")
-    peers = {s: v for s, v in med.items() if s != "tether"}
+    peers = {s: v for s, v in med.items() if s not in TETHERS}
     print()
     if peers:
         best = max(peers, key=peers.get)
@@ -724,12 +741,39 @@ def report_fanout(recs, servers):
     elif "tether" in med:
         print(f"tether: {med['tether']:.0f} deliveries/s (no peer ran)  "
               f"[bar >= 1,000,000/s {'MET' if med['tether'] >= 1_000_000 else 'NOT MET'}]")
+    report_history_bar(med, peers, servers)
     if any(spread_str(r).endswith("*") for r in recs):
         print("receivers per worker: * = partial count (run shorter than the 50 ms sampling caught)")
     uneven = [r for r in recs if r.get("ok") == 1 and r.get("spread_workers", 0) < r["workers"]]
     if uneven:
         print(f"WARNING: {len(uneven)} ok run(s) had receivers on fewer than --workers processes: "
               + ", ".join(f"{r['server']}#{r['rep']}" for r in uneven))
+
+
+def report_history_bar(med, peers, servers):
+    """Issue 18's bar for the history room, from the medians of this run."""
+    if "tether-history" not in servers:
+        return
+    h = med.get("tether-history")
+    if h is None:
+        print("tether-history: no successful run  [issue 18 bar: NOT MET]")
+        return
+    line = f"tether-history: {h:.0f} deliveries/s"
+    if "tether" in med:
+        line += f" = {h / med['tether']:.3f} of tether's path broadcast ({med['tether']:.0f})"
+    print(line)
+    if "tether-room" in med:
+        r = h / med["tether-room"]
+        print(f"  vs the plain room (tether-room {med['tether-room']:.0f}): {r:.3f}  "
+              f"[bar >= 0.5: {'MET' if r >= 0.5 else 'NOT MET'}]")
+    else:
+        print("  vs the plain room: tether-room did not run (or failed every run)  [bar >= 0.5: not measured]")
+    if peers:
+        best = max(peers, key=peers.get)
+        r = h / peers[best] if peers[best] else float("inf")
+        print(f"  vs the best peer ({best} {peers[best]:.0f}): {r:.2f}x  [bar >= 10x: {'MET' if r >= 10 else 'NOT MET'}]")
+    else:
+        print("  vs the best peer: no peer ran  [bar >= 10x: not measured]")
 
 
 # ------------------------------------------------------------------ latency mode
