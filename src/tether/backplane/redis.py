@@ -16,6 +16,9 @@ Channels (`tether.backplane.topic`) and keys (`_Keys`), prefix `tether` by defau
     {prefix}:presence:{<room>}        HASH     connection id -> presence info (JSON), every node's members
     {prefix}:presence-rooms:<node>    SET      rooms where the node has presence entries (for cleanup)
     {prefix}:janitor:<node>           STRING   who cleans up a dead node
+    {prefix}:kept:<room>              pub/sub  a history room's numbered messages (`tether.backplane.history`)
+    {prefix}:history:{<room>}         STREAM   a history room's kept messages: id <offset>-0, d envelope [x expiry ms]
+    {prefix}:history-meta:{<room>}    HASH     a history room's epoch, last offset and size
 
 tether supervises both connections itself, so that no gap is hidden: redis-py's retries are
 off, and so are its reconnects (each client connects once: a connection redis-py would
@@ -26,16 +29,24 @@ backplane is DOWN: it closes the connections, reconnects with jittered backoff c
 1 s, subscribes everything again and writes this node's presence and count again. While DOWN,
 local delivery goes on and cluster messages are dropped and counted (`lost`), never queued
 without bound, never raised into a handler; one WARNING is logged when an outage starts and
-one with the count when it ends. A node heartbeats every `heartbeat` seconds (`?heartbeat=`
-in the URL, default 5); a node silent for 3 heartbeats is dead, and the first survivor to
-notice removes its presence entries and reports them as leaves.
+one with the count when it ends; `resumed()` (`Backplane.resumed`, set by the hub) is called
+whenever it is UP again after being DOWN. A node heartbeats every `heartbeat` seconds
+(`?heartbeat=` in the URL, default 5); a node silent for 3 heartbeats is dead, and the first
+survivor to notice removes its presence entries and reports them as leaves.
+
+History rooms (`publish_kept`, `history`) are two Lua scripts, `_PUBLISH_KEPT` and
+`_READ_KEPT`, sent with EVALSHA through the same writer (so in call order with everything
+else); a script Redis no longer holds (restarted, SCRIPT FLUSH) is loaded again and the
+commands that met NOSCRIPT are sent again at once, before anything queued after them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import math
 import random
 import re
 import time
@@ -48,10 +59,11 @@ import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
+from .history import NOWHERE, HistoryLimits, Position, Stored, new_epoch
 from .topic import Topic, TopicKind
 
 __all__ = ["RedisBackplane"]
@@ -63,6 +75,91 @@ _MAX_PENDING = 100_000    # commands queued while the writer is busy; past it, m
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 1.0
 _READ_TICK = 0.25         # how often an idle subscriber checks its liveness
 _OPTIONS = ("prefix", "heartbeat", "probe")  # tether's own, in the URL's query string
+#: how long a history room's keys outlive its last publish when its limits set no ttl: history
+#: nobody writes goes away (a room written again after that starts a new epoch)
+HISTORY_IDLE_TTL = 24 * 3600.0
+
+# One publish into a history room, atomic (docs/scaling.md, "History rooms").
+# KEYS: the room's meta HASH (epoch, offset, size) and its STREAM (<offset>-0: d envelope [x expiry ms]).
+# ARGV: channel, envelope, a fresh epoch (used only when the room has none), size, ttl in ms
+# (0: none), the keys' ttl in ms. Returns the offset. With a ttl it trims at most 16 expired
+# messages from the stream's head (two XRANGEs of one entry and an XTRIM when one expired, as
+# each publish does in a steady stream; a backlog goes 16 a publish); a read skips the rest.
+_PUBLISH_KEPT = """
+local meta, stream = KEYS[1], KEYS[2]
+local envelope, size, ttl = ARGV[2], ARGV[4], tonumber(ARGV[5])
+local known = redis.call('HMGET', meta, 'epoch', 'size')
+local epoch = known[1]
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'epoch', epoch, 'offset', 0, 'size', size)
+elseif known[2] ~= size then
+  redis.call('HSET', meta, 'size', size)
+end
+local offset = string.format('%d', redis.call('HINCRBY', meta, 'offset', 1))
+if ttl > 0 then
+  local clock = redis.call('TIME')
+  local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+  redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'd', envelope,
+             'x', string.format('%d', now + ttl))
+  local start, last = '-', nil
+  for _ = 1, 16 do
+    local entry = redis.call('XRANGE', stream, start, '+', 'COUNT', 1)[1]
+    local expiry = entry and entry[2][4]
+    if not expiry or tonumber(expiry) > now then break end
+    last = entry[1]
+    start = '(' .. last
+  end
+  if last then
+    redis.call('XTRIM', stream, 'MINID', string.format('%d', tonumber(string.match(last, '^%d+')) + 1) .. '-0')
+  end
+else
+  redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'd', envelope)
+end
+redis.call('PEXPIRE', meta, ARGV[6])
+redis.call('PEXPIRE', stream, ARGV[6])
+redis.call('PUBLISH', ARGV[1], offset .. ' ' .. epoch .. ' ' .. envelope)
+return tonumber(offset)
+"""
+
+# One read of a history room. KEYS: as _PUBLISH_KEPT's. ARGV: since (an offset, 0: from the
+# start), limit (-1: none). Returns {} for a room with no epoch, else {epoch, offset, then
+# id, envelope of each kept message after since}: the newest `size` only, none expired.
+_READ_KEPT = """
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'size')
+if not meta[1] then return {} end
+local top, size = tonumber(meta[2]), tonumber(meta[3])
+local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if size and since < top - size then since = top - size end
+local reply = {meta[1], top}
+if limit == 0 or since >= top then return reply end
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local start, want = string.format('%d', since + 1) .. '-0', limit
+while true do
+  local batch
+  if limit < 0 then
+    batch = redis.call('XRANGE', KEYS[2], start, '+')
+  else
+    batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
+  end
+  for _, entry in ipairs(batch) do
+    local expiry = entry[2][4]
+    if not expiry or tonumber(expiry) > now then
+      reply[#reply + 1] = entry[1]
+      reply[#reply + 1] = entry[2][2]
+    end
+  end
+  if limit < 0 or #batch < want then break end
+  want = limit - (#reply - 2) / 2
+  if want <= 0 then break end
+  start = '(' .. batch[#batch][1]
+end
+return reply
+"""
+_SCRIPTS = {hashlib.sha1(body.encode()).hexdigest(): body for body in (_PUBLISH_KEPT, _READ_KEPT)}
+_PUBLISH_KEPT_SHA, _READ_KEPT_SHA = _SCRIPTS
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -110,6 +207,14 @@ class _Keys:
 
     def janitor(self, node: str) -> str:
         return f"{self.prefix}:janitor:{node}"
+
+    def history(self, room: str) -> str:
+        """A history room's STREAM of kept messages (one hash slot with its meta)."""
+        return f"{self.prefix}:history:{{{room}}}"
+
+    def history_meta(self, room: str) -> str:
+        """A history room's HASH: `epoch`, `offset` (the last one given), `size`."""
+        return f"{self.prefix}:history-meta:{{{room}}}"
 
 
 class RedisBackplane(Backplane):
@@ -236,6 +341,7 @@ class RedisBackplane(Backplane):
     def _maybe_up(self) -> None:
         if not (self._sub_up and self._pub_up) or self.state is BackplaneState.UP:
             return
+        was_down = self.state is BackplaneState.DOWN
         self.state = BackplaneState.UP
         self._up.set()
         self._resync()  # Redis may have restarted empty, or missed writes while we were down
@@ -244,6 +350,11 @@ class RedisBackplane(Backplane):
                            "during the outage", time.monotonic() - self._down_since, self._outage_lost)
             self._down_since = None
         self._outage_lost = 0  # what was lost before this point is reported (or preceded the first start)
+        if was_down and self.resumed is not None:  # the hub reads back what its history rooms missed
+            try:
+                self.resumed()
+            except Exception:
+                logger.exception("tether backplane: the hub's resumed() failed")
 
     # -- the subscriber ------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -360,30 +471,54 @@ class RedisBackplane(Backplane):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
-                pipe = client.pipeline(transaction=False)
-                for name, args, _, _ in batch:
-                    getattr(pipe, name)(*args)
-                try:
-                    results = await pipe.execute(raise_on_error=False)
-                except Exception:
-                    lost = sum(1 for *_, is_message in batch if is_message)
-                    self.lost += lost
-                    self._outage_lost += lost
-                    for _, _, result, _ in batch:
-                        if result is not None and not result.done():
-                            result.set_exception(ConnectionError("the backplane went down"))
-                    raise
-                for (_, _, result, _), value in zip(batch, results, strict=True):
-                    if result is not None and not result.done():
-                        if isinstance(value, Exception):
-                            result.set_exception(value)
-                        else:
-                            result.set_result(value)
+                await self._send(client, batch)
         finally:
             self._pub_up = False
             self._fail_queue()
             with contextlib.suppress(Exception):  # as in _listen: a cancellation goes through
                 await asyncio.wait_for(client.aclose(), 1.0)
+
+    async def _send(self, client: redis_asyncio.Redis, batch: list[tuple[str, tuple[Any, ...],
+                    asyncio.Future[Any] | None, bool]], load_scripts: bool = False) -> None:
+        """Send `batch` as one pipeline and hand each command its reply. The EVALSHAs that
+        met NOSCRIPT (Redis restarted, SCRIPT FLUSH) are sent again at once, after loading the
+        scripts in the same pipeline, before anything queued after them. A message Redis
+        refused (an error reply, as OOM under maxmemory) is lost: counted, and logged."""
+        pipe = client.pipeline(transaction=False)
+        if load_scripts:
+            for body in _SCRIPTS.values():
+                pipe.script_load(body)
+        for name, args, _, _ in batch:
+            getattr(pipe, name)(*args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception:
+            lost = sum(1 for *_, is_message in batch if is_message)
+            self.lost += lost
+            self._outage_lost += lost
+            for _, _, result, _ in batch:
+                if result is not None and not result.done():
+                    result.set_exception(ConnectionError("the backplane went down"))
+            raise
+        again, refused = [], []
+        for command, value in zip(batch, results[len(_SCRIPTS) if load_scripts else 0:], strict=True):
+            _, _, result, is_message = command
+            if isinstance(value, NoScriptError) and not load_scripts:
+                again.append(command)
+                continue
+            if isinstance(value, Exception) and is_message:
+                refused.append(value)
+            if result is not None and not result.done():
+                if isinstance(value, Exception):
+                    result.set_exception(value)
+                else:
+                    result.set_result(value)
+        if refused:
+            self.lost += len(refused)
+            logger.warning("tether backplane: Redis refused %d cluster message(s), which are lost: %s",
+                           len(refused), refused[0])
+        if again:
+            await self._send(client, again, load_scripts=True)
 
     def _fail_queue(self) -> None:
         while self._queue:
@@ -414,6 +549,32 @@ class RedisBackplane(Backplane):
     # -- messages, presence, counts --------------------------------------------------------------
     def publish(self, channel: str, data: bytes) -> None:
         self._command("publish", (channel, data), None, True)
+
+    def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
+        """One EVALSHA of `_PUBLISH_KEPT`, queued like a publish (in call order, pipelined;
+        counted in `lost` when it cannot be sent or Redis refuses it)."""
+        ttl = 0 if limits.ttl is None else max(1, math.ceil(limits.ttl * 1000))
+        room = topic.name
+        self._command("evalsha", (_PUBLISH_KEPT_SHA, 2, self.keys.history_meta(room), self.keys.history(room),
+                                  self.channel(topic), envelope, new_epoch(), limits.size, ttl,
+                                  ttl or int(HISTORY_IDLE_TTL * 1000)), None, True)
+
+    async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
+        """One EVALSHA of `_READ_KEPT` through the writer (after every publish called before
+        it). Raises ConnectionError when it cannot read: the backplane is down, or Redis
+        refused the read."""
+        room = topic.name
+        most = -1 if limit is None else max(0, limit)
+        try:
+            reply = await self._call("evalsha", _READ_KEPT_SHA, 2, self.keys.history_meta(room),
+                                     self.keys.history(room), max(0, since or 0), most)
+        except RedisError as exc:
+            raise ConnectionError(f"reading the history of {room!r} failed: {exc}") from exc
+        if not reply:
+            return NOWHERE, []
+        epoch, top, *kept = reply
+        return Position(epoch.decode("ascii"), int(top)), [
+            Stored(int(kept[i].partition(b"-")[0]), kept[i + 1]) for i in range(0, len(kept), 2)]
 
     def presence_join(self, room: str, connection_id: str, info: str) -> None:
         self._command("hset", (self.keys.presence(room), connection_id, info), None, False)
