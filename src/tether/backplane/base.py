@@ -104,7 +104,8 @@ class Backplane(ABC):
 
     async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
         """The history room's current position and its kept messages with an offset over
-        `since` (all when None), oldest first, at most `limit` (the oldest of them)."""
+        `since` (all when None), oldest first, at most `limit` (the oldest of them; a limit
+        under 0 counts as 0). ConnectionError when the backplane cannot be reached."""
         raise NotImplementedError(f"{type(self).__name__} keeps no history rooms")
 
     @abstractmethod

@@ -127,7 +127,7 @@ class MemoryHistory:
             return NOWHERE, []
         after = 0 if since is None else since
         found = [stored for _, stored in state.entries if stored.offset > after]
-        return Position(state.epoch, state.offset), found if limit is None else found[:limit]
+        return Position(state.epoch, state.offset), found if limit is None else found[:max(0, limit)]
 
     def __len__(self) -> int:
         """How many rooms it holds."""

@@ -9,6 +9,7 @@ from its start, as a Redis node does.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
@@ -87,6 +88,7 @@ class MemoryBus:
     def __init__(self) -> None:
         self.nodes: list[MemoryBackplane] = []
         self.history = MemoryHistory()  # the cluster's history rooms, as one Redis would keep them
+        self.lock = threading.Lock()  # its nodes may run on several threads (each on its loop)
 
 
 class MemoryBackplane(Backplane):
@@ -117,15 +119,18 @@ class MemoryBackplane(Backplane):
     def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
         """Numbered and kept on the bus, then delivered to every subscribed node, this one
         included, on its next loop turn (in offset order: one loop turn's calls run in order)."""
-        epoch, offset = self._bus.history.append(topic.name, envelope, limits)
         channel = self.channel(topic)
-        data = encode_kept(offset, epoch, envelope)
-        for node in self._bus.nodes:
-            if channel in node._channels:
-                node._loop.call_soon_threadsafe(node._receive, channel, data)
+        bus = self._bus
+        with bus.lock:  # nodes may run on several threads: numbering and sending are one step
+            epoch, offset = bus.history.append(topic.name, envelope, limits)
+            data = encode_kept(offset, epoch, envelope)
+            for node in bus.nodes:
+                if channel in node._channels:
+                    node._loop.call_soon_threadsafe(node._receive, channel, data)
 
     async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
-        return self._bus.history.read(topic.name, since, limit)
+        with self._bus.lock:
+            return self._bus.history.read(topic.name, since, limit)
 
     def subscribe(self, channel: str) -> Awaitable[None] | None:
         self._channels.add(channel)
