@@ -21,7 +21,8 @@ asyncio loop, uvloop when importable) on CPU 1. The app keeps history for the ro
             hub) until the client closes it
   /control  a plain member of the room (joined without a position), which publishes on
             request ({"op": "publish", "from": a, "to": b}: app.hub.publish("storm", "m:<k>")
-            for k = a..b) and answers {"op": "members"} with how many members the room has
+            for k = a..b), answers {"op": "members"} with how many members the room has, and
+            leaves the room on {"op": "leave"} (--empty-node)
 
 Every room message is the text "m:<k>", k = 1, 2, 3... in publish order. The steps:
   1. the control publishes --seed messages (default 1: the room gets its epoch) and waits until
@@ -30,7 +31,9 @@ Every room message is the text "m:<k>", k = 1, 2, 3... in publish order. The ste
      and get exactly the seed messages; each records the position the Recovery gave it;
   3. all N close; the control waits until it is the room's only member;
   4. the control publishes M messages and waits until it has got them all back (so all M are
-     kept before anyone rejoins);
+     kept before anyone rejoins); with --empty-node it then leaves the room, so that the node
+     has no member of it and no subscription when the storm comes (as after a node restart:
+     the rejoins share the room's new subscription);
   5. the storm: N new connections (all opened first, then every join request written in one
      go: t0 = the first; with --reconnect each connection writes its join as soon as it is
      open, and t0 = the first connection attempt), and right after t0 the control publishes
@@ -41,9 +44,9 @@ Every room message is the text "m:<k>", k = 1, 2, 3... in publish order. The ste
      order, each once (a duplicate, a gap or a reordering fails the member).
 Printed per run: the time from t0 to the last member complete (the bar: <= 2 s), p50/p99 of
 the members' completion and recovery answers, server and Redis CPU over the storm, and the
-Redis commands of the storm (INFO commandstats delta, our INFO calls not counted) divided by N:
-per recovery, by command (the top-level commands the node sent, then the ones Redis ran
-inside the scripts, which commandstats counts as well).
+Redis commands of the storm (INFO stats/commandstats delta, our INFO calls not counted) divided
+by N: per recovery, in all and by command (Redis counts the commands a Lua script runs, e.g.
+the history read's HMGET, TIME and XRANGE, besides the EVALSHA that ran it).
 
 Clients: --client raw (default) is a minimal client on asyncio's Protocol (handshake, masked
 text frames, unmasked server frames, close), so that the client side costs little next to the
@@ -82,6 +85,9 @@ if os.environ.get("BENCH_RECOVERY_SERVER"):  # the server side: `python -m tethe
                 for k in range(order["from"], order["to"] + 1):
                     await app.hub.publish(ROOM, f"m:{k}")
             elif order["op"] == "members":
+                await websocket.send_text(json.dumps({"members": len(app.hub.members(ROOM))}))
+            elif order["op"] == "leave":
+                await websocket.leave(ROOM)
                 await websocket.send_text(json.dumps({"members": len(app.hub.members(ROOM))}))
 
 
@@ -402,6 +408,11 @@ async def storm(a, port, rport, rec, cl, cpu):
     await control.members(cconn, 1, 20)
     # 4. M messages they miss
     await control.publish(cconn, seed + 1, seed + m, 60)
+    if a.empty_node:
+        control.replies.clear()
+        cconn.send_text(json.dumps({"op": "leave"}))
+        await control.wait(lambda: control.replies, 5, "the control's leave")
+        await control.members(cconn, 0, 10)
     last = seed + m + live
     # 5. the storm
     left[0] = n
@@ -476,7 +487,7 @@ def run_once(a, rep, cl, ports, logdir):
     port = ports.get(2)
     rport = port + 1 if a.backplane == "redis" else None
     rec = {"rep": rep, "backplane": a.backplane, "client": a.client, "loop": a.loop, "members": a.members,
-           "missed": a.missed, "seed": a.seed, "live": a.live, "reconnect": a.reconnect, "size": a.size, "port": port,
+           "missed": a.missed, "seed": a.seed, "live": a.live, "reconnect": a.reconnect, "empty_node": a.empty_node, "size": a.size, "port": port,
            "time": datetime.datetime.now().isoformat(timespec="seconds"), "pre_busy_pct": busy, "quiet_wait_s": waited}
     logpath = os.path.join(logdir, f"recovery.{rep}.log")
     redis = srv = None
@@ -546,13 +557,14 @@ def run_loop(coro):
 
 
 def per_recovery(r):
-    """'evalsha=1.00 ...' per member from the storm's command counts: the node's own commands
-    (top level) first, then those run inside scripts."""
+    """'7.01 (evalsha=1.00 ...)' per member from the storm's command counts: Redis's
+    total_commands_processed, which counts the commands a script runs as well as the EVALSHA
+    that ran it, then every command by name (INFO commandstats), most frequent first."""
     cmds = dict(r.get("redis_cmds") or {})
     total = cmds.pop("_total", None)
     n = r["members"]
     parts = [f"{k}={v / n:.2f}" for k, v in sorted(cmds.items(), key=lambda kv: -kv[1])]
-    return (f"{total / n:.2f} top-level" if total is not None else "?") + " (" + " ".join(parts) + ")"
+    return (f"{total / n:.2f}" if total is not None else "?") + " (" + " ".join(parts) + ")"
 
 
 def fmt(r):
@@ -573,6 +585,8 @@ def report(recs, a):
     ok = [r for r in recs if r.get("ok") == 1]
     print()
     mode = "connect + join at once (--reconnect)" if a.reconnect else "connections open, every join written at once"
+    if a.empty_node:
+        mode += ", no member left on the node (--empty-node)"
     print(f"## recovery storm: {a.members} members x {a.missed} missed messages (+{a.live} live), backplane "
           f"{a.backplane}, client {a.client}, {mode}")
     print()
@@ -624,6 +638,8 @@ def main():
                     help="the clients' loop (auto: uvloop for raw, asyncio for tether)")
     ap.add_argument("--reconnect", action="store_true", help="each member connects and joins at once (t0 = "
                     "the first connection attempt) instead of joining on open connections")
+    ap.add_argument("--empty-node", action="store_true", help="the control leaves the room before the storm: "
+                    "the node has no member of it (and no subscription) when the members rejoin")
     ap.add_argument("--parallel", type=int, default=1000, help="handshakes in flight at once (not --reconnect)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=30.0, help="max wait for the members to complete (s)")
