@@ -7,6 +7,7 @@ that catches up whole or not at all. Connections are core WebSockets on recordin
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import pytest
 
@@ -275,5 +276,32 @@ async def test_a_gap_the_history_no_longer_holds_is_reported_and_delivery_goes_o
     await b.publish("chat:1", 7)
     await settle()
     assert channel.messages() == ["1", "5", "6", "7"]  # what is still kept, then on
+    for hub in (a, b):
+        await hub.stop()
+
+
+@async_test
+async def test_offsets_that_go_back_are_reported_and_delivered_not_dropped() -> None:
+    bus = MemoryBus()
+    a, b = bound_hub(), bound_hub()
+    await a.start(MemoryBackplane(a.node, bus))
+    await b.start(MemoryBackplane(b.node, bus))
+    for hub in (a, b):
+        hub.keep_history("chat:{name}", size=100)
+    losses: list[str] = []
+    a.on_loss(lambda room, reason: losses.append(reason))
+    member, channel = await open_connection(a)
+    await member.join("chat:1")
+    await b.publish("chat:1", 1)
+    await settle()
+    older = copy.deepcopy(bus.history)  # the store as it was at offset 1
+    for n in (2, 3):
+        await b.publish("chat:1", n)
+    await settle()
+    bus.history = older  # restored from the older copy: the same epoch, offset 1 again
+    await b.publish("chat:1", "after the restore")
+    await settle()
+    assert channel.messages() == ["1", "2", "3", "after the restore"]
+    assert len(losses) == 1 and "went back from 3 to 2" in losses[0]
     for hub in (a, b):
         await hub.stop()

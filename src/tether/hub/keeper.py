@@ -2,7 +2,9 @@
 
 `HistoryKeeper` owns, for the history rooms with members on this node:
 - the **position** of the last message delivered here: every node's numbered messages come
-  back from the backplane (`delivered`), and each is delivered once, in offset order;
+  back from the backplane (`delivered`), and each is delivered once, in offset order (the
+  backplane sends each once; a read-back that overlaps what came meanwhile is deduplicated
+  here, and offsets that go back — a history restored from an older copy — are a loss);
 - the **catch-ups** of members that joined from a position (`catch_up`, `tether.hub.history`);
 - the **repairs**: a message that comes after a gap (a subscription that missed some, an
   outage the backplane survived) is held while the missing ones are read from the history
@@ -125,11 +127,12 @@ class HistoryKeeper:
             return
         last = self._positions.get(room)
         if last is not None and last.epoch == position.epoch:
-            if position.offset <= last.offset:
-                return  # delivered already
             if position.offset > last.offset + 1:
                 self._repair(room, last, [(position, opcode, payload, exclude)])
                 return
+            if position.offset <= last.offset:  # the backplane never sends one twice: it went back
+                self._lost(room, f"the offsets of room {room!r} went back from {last.offset} to {position.offset} "
+                                 "(its history was restored from an older copy)")
         elif last is not None:
             self._lost(room, f"the history of room {room!r} was lost (epoch {last.epoch} -> {position.epoch})")
         self._positions[room] = position
@@ -191,7 +194,9 @@ class HistoryKeeper:
         for entry in stored:
             self._deliver_stored(room, last.epoch, entry)
         for position, opcode, payload, exclude in held:
-            self.delivered(room, position, opcode, payload, exclude)
+            current = self._positions.get(room)
+            if current is None or current.epoch != position.epoch or position.offset > current.offset:
+                self.delivered(room, position, opcode, payload, exclude)  # else the read held it already
 
     def _deliver_stored(self, room: str, epoch: str, entry: Stored) -> None:
         envelope = decode(entry.envelope)
