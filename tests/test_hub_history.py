@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 
 import pytest
 
@@ -305,3 +306,18 @@ async def test_offsets_that_go_back_are_reported_and_delivered_not_dropped() -> 
     assert len(losses) == 1 and "went back from 3 to 2" in losses[0]
     for hub in (a, b):
         await hub.stop()
+
+
+@async_test
+async def test_publish_sync_from_another_thread_numbers_history_messages_in_call_order() -> None:
+    hub = bound_hub()
+    hub.keep_history("chat:{name}", size=100)
+    member, channel = await open_connection(hub)
+    await member.join("chat:1")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: [hub.publish_sync("chat:1", n) for n in range(20)])
+    await settle()
+    assert channel.messages() == [str(n) for n in range(20)]
+    position, kept = await hub.history("chat:1")
+    assert position.offset == 20 and [m.data for m in kept] == [str(n) for n in range(20)]
+    assert channel.threads == {threading.get_ident()}  # delivered on the loop's thread only
