@@ -216,3 +216,17 @@ async def test_keepalive_fails_a_silent_server_with_1011_and_pings_an_alive_one(
     await ws.close()
     assert ws.close_code == 1000
     server.close()
+
+
+def test_the_client_runs_on_uvloop_too(serve_native) -> None:
+    import uvloop
+
+    server = serve_native(echo_app())
+
+    async def run() -> str | bytes:
+        async with await open_websocket(server.ws_url("/echo")) as ws:
+            await ws.send("on uvloop")
+            return await ws.receive()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(asyncio.wait_for(run(), 10)) == "on uvloop"
