@@ -220,20 +220,22 @@ async def test_history_holds_the_newest_size_messages(engine: Engine) -> None:
 async def test_messages_older_than_the_ttl_are_gone_and_then_so_is_the_room(engine: Engine) -> None:
     node = await engine.node()
     await node.follow(LOBBY)
-    limits = HistoryLimits(size=100, ttl=1.0)
+    # Margins of 0.9 s either way: a slow machine only makes messages older, and the two that
+    # must still be there are 1.1 s old (plus whatever the machine adds) of their 2 s.
+    limits = HistoryLimits(size=100, ttl=2.0)
     for i in range(1, 4):
         node.publish(b"old%d" % i, limits=limits)
     epoch = (await node.hears(3))[0][1]
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.1)
     for i in range(4, 6):
         node.publish(b"new%d" % i, limits=limits)
     await node.hears(5)
-    await asyncio.sleep(0.6)  # the first three are 1.2 s old, the last two 0.6 s
+    await asyncio.sleep(1.1)  # the first three are 2.2 s old, the last two 1.1 s
     position, stored = await node.history()
     assert position == Position(epoch, 5)
     assert stored == [Stored(4, b"new4"), Stored(5, b"new5")]
     assert await node.history(since=1, limit=1) == (position, [Stored(4, b"new4")])
-    await asyncio.sleep(0.6)  # every message expired: the room is forgotten
+    await asyncio.sleep(1.1)  # every message expired: the room is forgotten
     assert await node.history() == (NOWHERE, [])
     node.publish(b"again", limits=limits)
     offset, new_epoch, _ = (await node.hears(6))[-1]

@@ -579,7 +579,10 @@ def test_an_event_the_phase_has_no_move_for_is_refused_loudly():
         with pytest.raises(IllegalTransition, match="EOF in phase HALF_CLOSED"):
             protocol.eof_received()
         assert protocol.phase is Phase.HALF_CLOSED
-        loop.run_until_complete(asyncio.sleep(0.01))
+        for _ in range(500):  # the answer's task runs on the loop: until it closed, at most 5 s
+            loop.run_until_complete(asyncio.sleep(0.01))
+            if transport.closed:
+                break
         assert bytes(transport.out).startswith(b"HTTP/1.1 200") and transport.closed
         protocol.connection_lost(None)
         assert protocol.phase is Phase.CLOSED
