@@ -43,9 +43,10 @@ Every room message is the text "m:<k>", k = 1, 2, 3... in publish order. The ste
      member: recovered, the epoch of step 2, and exactly m:<seed+1> .. m:<seed+M+live> in
      order, each once (a duplicate, a gap or a reordering fails the member).
 Printed per run: the time from t0 to the last member complete (the bar: <= 2 s), p50/p99 of
-the members' completion and recovery answers, server and Redis CPU over the storm, and the
-Redis commands of the storm (INFO stats/commandstats delta, our INFO calls not counted) divided
-by N: per recovery, in all and by command (Redis counts the commands a Lua script runs, e.g.
+the members' completion and recovery answers, the CPU of tether and Redis (on CPU 0) from the
+storm's first connection to its last member complete (and of the joins alone, from t0, when
+the connections were opened first), and the Redis commands of the storm (INFO stats/commandstats delta, our INFO calls not counted) divided
+by N: per recovery, its connection included (and of the joins alone, from t0), in all and by command (Redis counts the commands a Lua script runs, e.g.
 the history read's HMGET, TIME and XRANGE, besides the EVALSHA that ran it).
 
 Clients: --client raw (default) is a minimal client on asyncio's Protocol (handshake, masked
@@ -433,6 +434,8 @@ async def storm(a, port, rport, rec, cl, cpu):
         t_open = time.perf_counter()
         await open_many(opener, port, "/member", members, a.parallel, 20)
         rec["connect_s"] = round(time.perf_counter() - t_open, 3)
+        cmd_open = cl.redis_cmdstats(rport) if rport else {}
+        tk_open = cpu.sample()
         t0 = time.perf_counter()
         for mb in members:
             mb.conn.send_text(join)
@@ -458,7 +461,18 @@ async def storm(a, port, rport, rec, cl, cpu):
     bad = [(mb.i, why) for mb in members if (why := mb.check(seed + 1, last, epoch))]
     done_t = [mb.t_done - t0 for mb in members if mb.t_done]
     rec_t = [mb.t_recovery - t0 for mb in members if mb.t_recovery]
-    wall = max(1e-9, t_end - t0)
+    def cpu_s(a_, b_, pid=None):
+        if pid is not None:
+            return round((b_.get(pid, 0) - a_.get(pid, 0)) / cl.HZ, 3)
+        return round((sum(b_.values()) - sum(a_.values())) / cl.HZ, 3)
+
+    def cmds(a_, b_):
+        delta = {k: b_[k] - a_.get(k, 0) for k in b_ if b_[k] - a_.get(k, 0) > 0}
+        delta.pop("info", None)
+        if "_total" in delta:  # total_commands_processed: not our own INFO calls
+            delta["_total"] -= b_.get("info", 0) - a_.get("info", 0)
+        return delta
+
     rec.update(
         complete=len(done_t), failed=len(bad), failures=[f"member {i}: {why}" for i, why in bad[:5]],
         storm_s=round(max(done_t), 4) if len(done_t) == n else None,
@@ -466,15 +480,14 @@ async def storm(a, port, rport, rec, cl, cpu):
         recovery_p50_s=round(pct(rec_t, 50), 4), recovery_p99_s=round(pct(rec_t, 99), 4),
         recovery_max_s=round(max(rec_t), 4) if rec_t else None,
         offsets=sorted({mb.recovery["offset"] for mb in members if mb.recovery})[:4],
-        server_cpu_s=round((sum(tk1.values()) - sum(tk0.values())) / cl.HZ, 3),
-        server_cpu_pct=round(100 * (sum(tk1.values()) - sum(tk0.values())) / cl.HZ / wall, 1))
+        server_cpu_s=cpu_s(tk0, tk1))  # tether + Redis, the N connections and their joins
+    if not a.reconnect:
+        rec["join_cpu_s"] = cpu_s(tk_open, tk1)  # the joins alone (the connections were open)
     if rport:
-        rec["redis_cpu_s"] = round((tk1.get(rec["redis_pid"], 0) - tk0.get(rec["redis_pid"], 0)) / cl.HZ, 3)
-        delta = {k: cmd1[k] - cmd0.get(k, 0) for k in cmd1 if cmd1[k] - cmd0.get(k, 0) > 0}
-        delta.pop("info", None)
-        if "_total" in delta:  # total_commands_processed: not our own INFO calls
-            delta["_total"] -= cmd1.get("info", 0) - cmd0.get("info", 0)
-        rec["redis_cmds"] = delta
+        rec["redis_cpu_s"] = cpu_s(tk0, tk1, rec["redis_pid"])
+        rec["redis_cmds"] = cmds(cmd0, cmd1)
+        if not a.reconnect:
+            rec["redis_cmds_join"] = cmds(cmd_open, cmd1)
     rec["ok"] = int(not bad and len(done_t) == n)
     await asyncio.gather(*(mb.conn.close(5) for mb in members if mb.conn), return_exceptions=True)
     await cconn.close(5)
@@ -556,11 +569,11 @@ def run_loop(coro):
     return asyncio.run(coro)
 
 
-def per_recovery(r):
+def per_recovery(r, key="redis_cmds"):
     """'7.01 (evalsha=1.00 ...)' per member from the storm's command counts: Redis's
     total_commands_processed, which counts the commands a script runs as well as the EVALSHA
     that ran it, then every command by name (INFO commandstats), most frequent first."""
-    cmds = dict(r.get("redis_cmds") or {})
+    cmds = dict(r.get(key) or {})
     total = cmds.pop("_total", None)
     n = r["members"]
     parts = [f"{k}={v / n:.2f}" for k, v in sorted(cmds.items(), key=lambda kv: -kv[1])]
@@ -575,9 +588,11 @@ def fmt(r):
     out = (f"{head} storm={storm_s if storm_s is not None else '-'}s complete={r.get('complete', 0)}/{r['members']} "
            f"failed={r.get('failed', '-')} done p50={r.get('done_p50_s', 0)}s p99={r.get('done_p99_s', 0)}s "
            f"recovery p50={r.get('recovery_p50_s', 0)}s p99={r.get('recovery_p99_s', 0)}s "
-           f"connect={r.get('connect_s')}s srvCPU={r.get('server_cpu_s', 0)}s")
+           f"connect={r.get('connect_s')}s CPU={r.get('server_cpu_s', 0)}s (joins {r.get('join_cpu_s', '-')}s)")
     if r["backplane"] == "redis" and r.get("redis_cmds"):
         out += f" redis CPU={r.get('redis_cpu_s', 0)}s cmds/recovery={per_recovery(r)}"
+        if r.get("redis_cmds_join"):
+            out += f" of which the joins {per_recovery(r, 'redis_cmds_join')}"
     return out
 
 
@@ -591,8 +606,9 @@ def report(recs, a):
           f"{a.backplane}, client {a.client}, {mode}")
     print()
     print("| runs ok | last member complete s, median [min-max] | p50 complete s | p99 complete s | "
-          "recovery answer p99 s | server CPU s | Redis CPU s | Redis commands per recovery (median run) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "recovery answer p99 s | CPU s, tether + Redis | of it Redis | of it the joins | "
+          "Redis commands per recovery, its connection's included (median run) | of them the join's |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     storms = [r["storm_s"] for r in ok]
     med = statistics.median(storms) if storms else None
 
@@ -606,7 +622,9 @@ def report(recs, a):
           f"{mr([r['done_p99_s'] for r in ok])} | {mr([r['recovery_p99_s'] for r in ok])} | "
           f"{mr([r['server_cpu_s'] for r in ok], '{:.2f}')} | "
           f"{mr([r['redis_cpu_s'] for r in ok if 'redis_cpu_s' in r], '{:.2f}')} | "
-          f"{per_recovery(mid) if mid and mid.get('redis_cmds') else '-'} |")
+          f"{mr([r['join_cpu_s'] for r in ok if 'join_cpu_s' in r], '{:.2f}')} | "
+          f"{per_recovery(mid) if mid and mid.get('redis_cmds') else '-'} | "
+          f"{per_recovery(mid, 'redis_cmds_join') if mid and mid.get('redis_cmds_join') else '-'} |")
     for r in recs:
         if r.get("ok") != 1:
             print(f"  FAIL rep {r['rep']}: {r.get('error') or r.get('failures')}")
