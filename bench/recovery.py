@@ -557,8 +557,9 @@ CLIENT = "raw"
 
 def run_loop(coro):
     """uvloop for the raw client when importable (--loop auto); asyncio's own loop for the
-    tether client: tether.client.open_websocket asserts an asyncio.Transport in
-    connection_made, which uvloop's transports are not (the handshake then times out)."""
+    tether client: before 1118866 tether.client.open_websocket asserted an asyncio.Transport
+    in connection_made, which uvloop's transports are not (the handshake then timed out), and
+    the measurements of issue 18 were made with such a tree (--loop uvloop to use it after)."""
     if LOOP == "uvloop" or (LOOP == "auto" and CLIENT == "raw"):
         try:
             import uvloop
