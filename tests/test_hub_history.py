@@ -127,6 +127,20 @@ def test_recover_decides_whole_or_nothing(since: Position, now: Position, stored
 
 
 # -- a cluster: two hubs on one memory bus -------------------------------------------------------------
+async def two_nodes(size: int, first: type[MemoryBackplane] = MemoryBackplane
+                    ) -> tuple[Hub, Hub, MemoryBackplane, MemoryBus]:
+    """Two hubs on one memory bus, both keeping `size` messages of the rooms `chat:{name}`:
+    (a, b, a's backplane, which is a `first`, the bus)."""
+    bus = MemoryBus()
+    a, b = bound_hub(), bound_hub()
+    backplane = first(a.node, bus)
+    await a.start(backplane)
+    await b.start(MemoryBackplane(b.node, bus))
+    for hub in (a, b):
+        hub.keep_history("chat:{name}", size=size)
+    return a, b, backplane, bus
+
+
 class SlowHistory(MemoryBackplane):
     """The in-memory engine, with reads that take a while: publishes land during a join's read."""
 
@@ -137,12 +151,7 @@ class SlowHistory(MemoryBackplane):
 
 @async_test
 async def test_a_join_during_a_stream_of_publishes_from_another_node_has_no_gap_and_no_duplicate() -> None:
-    bus = MemoryBus()
-    a, b = bound_hub(), bound_hub()
-    await a.start(SlowHistory(a.node, bus))
-    await b.start(MemoryBackplane(b.node, bus))
-    for hub in (a, b):
-        hub.keep_history("chat:{name}", size=1000)
+    a, b, _, _ = await two_nodes(1000, SlowHistory)
     watcher, watcher_channel = await open_connection(a)
     await watcher.join("chat:1")
     publishing = True
@@ -213,13 +222,7 @@ class Flaky(MemoryBackplane):
 
 @async_test
 async def test_after_an_outage_history_rooms_read_back_what_they_missed_and_plain_rooms_report_a_loss() -> None:
-    bus = MemoryBus()
-    a, b = bound_hub(), bound_hub()
-    flaky = Flaky(a.node, bus)
-    await a.start(flaky)
-    await b.start(MemoryBackplane(b.node, bus))
-    for hub in (a, b):
-        hub.keep_history("chat:{name}", size=100)
+    a, b, flaky, _ = await two_nodes(100, Flaky)
     losses: list[tuple[str, str]] = []
     a.on_loss(lambda room, reason: losses.append((room, reason)))
     member, channel = await open_connection(a)
@@ -254,13 +257,7 @@ async def test_after_an_outage_history_rooms_read_back_what_they_missed_and_plai
 
 @async_test
 async def test_a_gap_the_history_no_longer_holds_is_reported_and_delivery_goes_on() -> None:
-    bus = MemoryBus()
-    a, b = bound_hub(), bound_hub()
-    flaky = Flaky(a.node, bus)
-    await a.start(flaky)
-    await b.start(MemoryBackplane(b.node, bus))
-    for hub in (a, b):
-        hub.keep_history("chat:{name}", size=2)
+    a, b, flaky, _ = await two_nodes(2, Flaky)
     losses: list[str] = []
     a.on_loss(lambda room, reason: losses.append(reason))
     member, channel = await open_connection(a)
@@ -283,12 +280,7 @@ async def test_a_gap_the_history_no_longer_holds_is_reported_and_delivery_goes_o
 
 @async_test
 async def test_offsets_that_go_back_are_reported_and_delivered_not_dropped() -> None:
-    bus = MemoryBus()
-    a, b = bound_hub(), bound_hub()
-    await a.start(MemoryBackplane(a.node, bus))
-    await b.start(MemoryBackplane(b.node, bus))
-    for hub in (a, b):
-        hub.keep_history("chat:{name}", size=100)
+    a, b, _, bus = await two_nodes(100)
     losses: list[str] = []
     a.on_loss(lambda room, reason: losses.append(reason))
     member, channel = await open_connection(a)

@@ -47,6 +47,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httptools
 
+from .client.response import ResponseReader
 from .datastructures import Headers
 from .exceptions import WebSocketDisconnect, WebSocketRejected
 from .protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, PROTOCOL_ERROR, FrameParser, accept_key
@@ -282,42 +283,20 @@ class _MemoryTransport(asyncio.Transport):
 
 
 # -- HTTP on the wire -------------------------------------------------------------------------
-class _ResponseReader:
-    """httptools callbacks collecting one response."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[str, str]] = []
-        self.body: list[bytes] = []
-        self.headers_done = False
-        self.complete = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-
 def _read_response(transport: _MemoryTransport, deadline: float, *, head_only: bool = False,
                    what: str = "a response") -> tuple[int, list[tuple[str, str]], bytes, bytes]:
     """Read one HTTP response: (status, headers, body, bytes after it if it upgraded)."""
-    reader = _ResponseReader()
+    reader = ResponseReader()
     parser = httptools.HttpResponseParser(reader)
     leftover = b""
-    while not reader.complete and not (head_only and reader.headers_done):
+    while not reader.complete and not (head_only and reader.head_complete):
         data = transport.read(max(0.0, deadline - time.monotonic()))
         if data is None:
             transport.drop()
             raise TimeoutError(f"no complete response within the timeout ({what})")
         if not data:  # the server closed the connection
             names = {name.lower() for name, _ in reader.headers}
-            if reader.headers_done and not names & {"content-length", "transfer-encoding"}:
+            if reader.head_complete and not names & {"content-length", "transfer-encoding"}:
                 break  # a body delimited by the end of the connection
             raise ConnectionError(f"the server closed the connection before the end of {what}")
         try:
@@ -327,10 +306,10 @@ def _read_response(transport: _MemoryTransport, deadline: float, *, head_only: b
             leftover = data[offset:]
             break
         except httptools.HttpParserError as exc:
-            if head_only and reader.headers_done:
+            if head_only and reader.head_complete:
                 break  # bytes after a HEAD response's head: kept in the body, for the test to see
             raise ConnectionError(f"malformed HTTP response from the server ({what}): {exc}") from None
-    return parser.get_status_code(), reader.headers, b"".join(reader.body), leftover
+    return parser.get_status_code(), reader.headers, bytes(reader.body), leftover
 
 
 def _encode_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:

@@ -29,38 +29,19 @@ import httptools
 
 from ..datastructures import Headers
 from ..exceptions import WebSocketDisconnect, WebSocketRejected
+from ..http import splitting_header
 from ..protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, PROTOCOL_ERROR, FrameParser
 from ..protocol.codes import WS_1000_NORMAL_CLOSURE, WS_1006_ABNORMAL_CLOSURE, WS_1011_INTERNAL_ERROR
 from ..protocol.connection import OPEN, Connection, ConnectionState, Side
+from ..protocol.errors import HandshakeError
 from ..protocol.handshake import new_client_key, validate_accept
 from ..server.flow import WriteFlowControl
+from .response import ResponseReader
 
 __all__ = ["ClientWebSocket", "open_websocket"]
 
 #: A handshake response larger than this (head and body) is refused.
 MAX_RESPONSE_SIZE = 64 * 1024
-
-
-class _Response:
-    """httptools callbacks collecting the handshake's response."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[str, str]] = []
-        self.body = bytearray()
-        self.head_complete = False
-        self.complete = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_headers_complete(self) -> None:
-        self.head_complete = True
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.complete = True
 
 
 class ClientWebSocket(WriteFlowControl, asyncio.Protocol):
@@ -81,7 +62,7 @@ class ClientWebSocket(WriteFlowControl, asyncio.Protocol):
         self._ping_interval, self._ping_timeout, self._close_timeout = ping_interval, ping_timeout, close_timeout
         self._max_queue = max_queue
         self.transport: asyncio.Transport | None = None
-        self._response = _Response()
+        self._response = ResponseReader()
         self._response_parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self._response)
         self._response_size = 0
         self.handshake: asyncio.Future[None] = loop.create_future()
@@ -175,16 +156,13 @@ class ClientWebSocket(WriteFlowControl, asyncio.Protocol):
             self._refuse_handshake(ConnectionError(f"handshake response over {MAX_RESPONSE_SIZE} bytes"))
 
     def _accept_response(self, leftover: bytes) -> None:
-        joined: dict[str, str] = {}  # lower-case names, repeated headers joined (what handshake reads)
-        for name, value in self._response.headers:
-            name = name.lower()
-            joined[name] = f"{joined[name]}, {value}" if name in joined else value
+        headers = Headers(self._response.headers)
         try:
-            self.subprotocol = validate_accept(101, joined, self._key, self._offered)
-        except Exception as exc:
+            self.subprotocol = validate_accept(101, headers.joined(), self._key, self._offered)
+        except HandshakeError as exc:
             self._refuse_handshake(exc)
             return
-        self.response_headers = Headers(self._response.headers)
+        self.response_headers = headers
         self.protocol.accept()
         self._schedule_ping()
         self.handshake.set_result(None)
@@ -325,10 +303,11 @@ async def open_websocket(url: str, *, subprotocols: Sequence[str] = (), headers:
              f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     if subprotocols:
         lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
-    for name, value in headers:
-        if any(c in name + value for c in "\r\n\0"):
-            raise ValueError(f"header {name!r} holds a CR, LF or NUL")
-        lines.append(f"{name}: {value}")
+    extra = list(headers)
+    unsafe = splitting_header(extra)
+    if unsafe is not None:
+        raise ValueError(f"header {unsafe[0]!r} holds a CR, LF or NUL")
+    lines += [f"{name}: {value}" for name, value in extra]
     context = (ssl_context or ssl.create_default_context()) if secure else None
     async with asyncio.timeout(open_timeout):
         transport, _ = await loop.create_connection(lambda: client, parts.hostname, port, ssl=context)

@@ -174,7 +174,7 @@ class Hub:
 
     def _room_topic(self, room: str) -> Topic:
         """The topic a room's messages travel on: KEPT for a history room, else ROOM."""
-        kept = self._keeper.active and self._keeper.policy(room) is not None
+        kept = self._keeper.policy(room) is not None
         return Topic(TopicKind.KEPT if kept else TopicKind.ROOM, room)
 
     def leave(self, ws: Member, room: str) -> None:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Set
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from ..backplane.envelope import decode
 from ..backplane.history import NOWHERE, Position, Stored
 from ..exceptions import InvalidState
-from ..tasks import spawn
+from ..tasks import call_listeners, spawn
 from .fanout import fan_out
 from .history import Catchup, HistoryPolicy, HistoryRooms, KeptMessage, Recovery, recover
 from .registry import Member, Registry
@@ -211,17 +210,4 @@ class HistoryKeeper:
 
     def _lost(self, room: str, reason: str) -> None:
         logger.warning("room %s: %s", room, reason)
-        for listener in list(self._loss_listeners):
-            try:
-                result = listener(room, reason)
-                if inspect.isawaitable(result):
-                    spawn(_logged(result, room))
-            except Exception:
-                logger.exception("loss listener for room %r raised", room)
-
-
-async def _logged(awaitable: Awaitable[Any], room: str) -> None:
-    try:
-        await awaitable
-    except Exception:
-        logger.exception("loss listener for room %r raised", room)
+        call_listeners(self._loss_listeners, f"loss listener for room {room!r}", room, reason)

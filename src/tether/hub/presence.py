@@ -9,13 +9,12 @@ where it happened, or, for the members of a node that crashed, on the node that 
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from ..tasks import spawn
+from ..tasks import call_listeners
 from .routing import ClusterRouter
 
 __all__ = ["Presence", "PresenceListener"]
@@ -24,13 +23,6 @@ logger = logging.getLogger("tether")
 
 #: `listener(room, joined, left)`: {connection_id: info} of who joined and who left `room`.
 PresenceListener = Callable[[str, dict[str, Any], dict[str, Any]], Any]
-
-
-async def _logged(awaitable: Awaitable[Any], room: str) -> None:
-    try:
-        await awaitable
-    except Exception:
-        logger.exception("presence listener for room %r raised", room)
 
 
 class Presence:
@@ -81,10 +73,4 @@ class Presence:
         return {room: dict(members) for room, members in self.local.items()}
 
     def _changed(self, room: str, joined: dict[str, Any], left: dict[str, Any]) -> None:
-        for listener in list(self._listeners):
-            try:
-                result = listener(room, joined, left)
-                if inspect.isawaitable(result):
-                    spawn(_logged(result, room))
-            except Exception:
-                logger.exception("presence listener for room %r raised", room)
+        call_listeners(self._listeners, f"presence listener for room {room!r}", room, joined, left)
