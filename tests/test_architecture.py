@@ -126,7 +126,7 @@ def test_the_import_graph_has_no_cycle_type_imports_included() -> None:
 LAYERS: list[dict[str, tuple[str, ...]]] = [
     {"entry": ("tether.cli", "tether.__main__", "tether.testing", "tether.client")},
     {"assembly": ("tether.app", "tether.routing")},
-    {"faces": ("tether.styles",), "roads": ("tether.server", "tether.asgi")},
+    {"faces": ("tether.styles",), "live": ("tether.live",), "roads": ("tether.server", "tether.asgi")},
     {"core": ()},
     {"seam": ("tether.channel",)},
     {"protocol": ("tether.protocol",)},

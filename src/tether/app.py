@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .asgi import serve_asgi
 from .backplane import configured_url as backplane_url
@@ -38,6 +38,9 @@ from .styles.classes import register_urls
 from .styles.events import dependencies_of
 from .types import ASGIApp, Receive, Scope, Send
 from .websocket_connection import WebSocket
+
+if TYPE_CHECKING:
+    from .live import Live
 
 __all__ = ["App"]
 
@@ -249,6 +252,16 @@ class App(Router):
             if handler is not None:
                 return exc_class, handler
         return None
+
+    def live(self, path: str, **settings: Any) -> Live:
+        """Mount a live endpoint at `path` (`tether.live`: rooms with history, presence and
+        auth over the protocol of docs/live-protocol.md) and serve the browser client at
+        `/tether.js`. `settings` are the limits of `tether.live.LiveSettings` (the protocol
+        doc's table). Returns the endpoint, whose `authenticate`, `room` and `on_publish`
+        declare the app's rooms and hooks."""
+        from .live import Live, LiveSettings  # the live layer builds on the core: loaded when used
+
+        return Live(self, path, LiveSettings(**settings))
 
     def static(self, prefix: str, directory: str) -> None:
         """Serve the files under `directory` (relative to the app's root) at `prefix/...`; a

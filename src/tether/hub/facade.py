@@ -40,9 +40,12 @@ from ..backplane.history import NOWHERE, HistoryLimits, Position
 from ..backplane.topic import Topic, TopicKind
 from ..encoding import compact_json, encode_message
 from ..exceptions import InvalidState
+from ..patterns import RoomPatterns
+from ..protocol import OP_TEXT
 from ..protocol.codes import WS_1000_NORMAL_CLOSURE
 from ..tasks import spawn
 from .fanout import NOBODY, Exclude, Waits, delivered, excluded, fan_out
+from .formats import RoomFormat
 from .history import DEFAULT_MAX_RECOVER, HistoryPolicy, KeptMessage, Recovery
 from .keeper import HistoryKeeper, LossListener
 from .presence import Presence, PresenceListener
@@ -85,7 +88,10 @@ class Hub:
         self._registry = Registry()
         self._router = ClusterRouter(new_node_id(), self._deliver_encoded, self._deliver_encoded_to, self._close_here,
                                      self._deliver_kept)
-        self._keeper = HistoryKeeper(self._registry, self._router)
+        self._formats: RoomPatterns[RoomFormat] = RoomPatterns()
+        self._keeper = HistoryKeeper(self._registry, self._router, self._formats)
+        # A room keeps history or has a format: a publish looks its room up (else it never does).
+        self._shaped = False
         self._presence = Presence(self._router)
         self._node_pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +163,7 @@ class Hub:
         if self._router.cluster:
             self._router.backplane.connections_changed(-1)
 
-    def join(self, ws: Member, room: str, info: Any = None) -> Awaitable[None] | None:
+    def join(self, ws: Member, room: str, info: Any = None) -> Awaitable[Any] | None:
         """Make an open connection a member of `room`, with presence `info` (any JSON-able
         value); InvalidState if it is not open. Returns an awaitable when the cluster
         subscription to the room is still being made (`WebSocket.join` awaits it, so that
@@ -167,15 +173,19 @@ class Hub:
         info_json = compact_json(info)  # first: info that is not JSON-able changes nothing
         # Asked at every join, not only a room's first: a second member that joins while the
         # first one's subscription is on its way waits for it too (None once it is in force).
-        waiting = self._router.follow(self._room_topic(room))
+        waiting = [pending for topic in self._room_topics(room) if (pending := self._router.follow(topic))]
         self._registry.enter(ws, room)
         self._presence.joined(room, ws.id, info, info_json)
-        return waiting
+        if not waiting:
+            return None
+        return waiting[0] if len(waiting) == 1 else asyncio.gather(*waiting)
 
-    def _room_topic(self, room: str) -> Topic:
-        """The topic a room's messages travel on: KEPT for a history room, else ROOM."""
-        kept = self._keeper.policy(room) is not None
-        return Topic(TopicKind.KEPT if kept else TopicKind.ROOM, room)
+    def _room_topics(self, room: str) -> tuple[Topic, ...]:
+        """The topics a room's messages travel on: ROOM; and KEPT for a history room's
+        numbered messages (its ROOM topic carries only `notify`)."""
+        if self._keeper.policy(room) is not None:
+            return Topic(TopicKind.KEPT, room), Topic(TopicKind.ROOM, room)
+        return (Topic(TopicKind.ROOM, room),)
 
     def leave(self, ws: Member, room: str) -> None:
         """Remove a connection from `room` (nothing happens if it was not a member)."""
@@ -183,7 +193,8 @@ class Hub:
         if not registry.exit(ws, room):
             return
         if room not in registry.rooms:
-            self._router.unfollow(self._room_topic(room))
+            for topic in self._room_topics(room):
+                self._router.unfollow(topic)
             self._keeper.forget(room)
         self._presence.left(room, ws.id)
 
@@ -198,6 +209,14 @@ class Hub:
         in offset order; a join may then catch up from a position (`WebSocket.join(room,
         since=...)`), for up to `max_recover` missed messages."""
         self._keeper.declare(pattern, HistoryPolicy(HistoryLimits(size, ttl), max_recover))
+        self._shaped = True
+
+    def format_rooms(self, pattern: str, room_format: RoomFormat) -> None:
+        """Rooms named like `pattern` (as for `keep_history`) deliver each published value as
+        `room_format` frames it (`tether.hub.formats`; the live layer's rooms). Declare them
+        before the rooms are used, the same on every node."""
+        self._formats.declare(pattern, room_format)
+        self._shaped = True
 
     async def history(self, room: str, since: int | None = None, limit: int | None = None
                       ) -> tuple[Position, list[KeptMessage]]:
@@ -268,9 +287,13 @@ class Hub:
     # -- delivery: every path ends in fan_out -------------------------------------------------
     def _deliver(self, kind: TopicKind, name: str, members: dict[str, Member] | None, data: Any,
                   exclude: Exclude, waits: Waits | None) -> int:
-        """Encode `data` once; this node's `members` get it through the fan-out loop, then, in
-        a cluster, one envelope takes it to the other nodes' members of the topic."""
-        opcode, payload = encode_message(data)
+        """Encode `data` once and deliver it (`_deliver_everywhere`)."""
+        return self._deliver_everywhere(kind, name, members, *encode_message(data), exclude, waits)
+
+    def _deliver_everywhere(self, kind: TopicKind, name: str, members: dict[str, Member] | None, opcode: int,
+                            payload: bytes, exclude: Exclude, waits: Waits | None) -> int:
+        """This node's `members` get the message through the fan-out loop, then, in a
+        cluster, one envelope takes it to the other nodes' members of the topic."""
         skip = excluded(exclude)
         sent = fan_out(members.values(), opcode, payload, skip, waits) if members else 0
         router = self._router
@@ -282,17 +305,27 @@ class Hub:
         return self._deliver(TopicKind.PATH, path, self._registry.paths.get(path), data, exclude, waits)
 
     def _publish_now(self, room: str, data: Any, exclude: Exclude = None, waits: Waits | None = None) -> int:
-        if self._keeper.active:
+        if self._shaped:
+            room_format = self._formats.get(room)
             policy = self._keeper.policy(room)
             if policy is not None:
-                return self._publish_kept(room, data, exclude, policy)
+                return self._publish_kept(room, data, exclude, policy, room_format)
+            if room_format is not None:
+                framed = room_format.frame(room, None, room_format.encode(data))
+                return self._deliver_everywhere(TopicKind.ROOM, room, self._registry.rooms.get(room), OP_TEXT, framed,
+                                                exclude, waits)
         return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), data, exclude, waits)
 
-    def _publish_kept(self, room: str, data: Any, exclude: Exclude, policy: HistoryPolicy) -> int:
-        """Into a history room: the backplane numbers and keeps the message, and every node
-        delivers it as it comes back (nobody waits for it, as for other nodes' messages).
-        Returns how many of this node's members it is on its way to."""
-        opcode, payload = encode_message(data)
+    def _publish_kept(self, room: str, data: Any, exclude: Exclude, policy: HistoryPolicy,
+                      room_format: RoomFormat | None) -> int:
+        """Into a history room: the backplane numbers and keeps the message (as the room's
+        format encodes it, if it has one: each node frames it with its offset), and every
+        node delivers it as it comes back (nobody waits for it, as for other nodes'
+        messages). Returns how many of this node's members it is on its way to."""
+        if room_format is None:
+            opcode, payload = encode_message(data)
+        else:
+            opcode, payload = OP_TEXT, room_format.encode(data)
         skip = excluded(exclude)
         self._router.publish_kept(room, opcode, payload, skip, policy.limits)
         members = self._registry.rooms.get(room) or {}
@@ -347,6 +380,12 @@ class Hub:
         waits: Waits = []
         sent = self._broadcast_now(path, data, exclude, waits)
         return sent + await delivered(waits)
+
+    def notify(self, room: str, data: Any) -> int:
+        """Send `data` to every member of `room` on every node as it is: not numbered, not
+        kept and not formatted, in any room (the live layer's presence changes). Returns how
+        many of this node's members got it; nobody waits, whatever the slow-client mode."""
+        return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), data, None, None)
 
     async def publish(self, room: str, data: Any, exclude: Exclude = None) -> int:
         """Send `data` to every member of `room`; returns how many got it. In "wait" mode it

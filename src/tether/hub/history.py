@@ -19,14 +19,13 @@ drops what the replay already gave.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..backplane.envelope import decode
 from ..backplane.history import HistoryLimits, Position, Stored
-from ..patterns import PARAMETER
+from ..patterns import RoomPatterns
 from ..protocol import OP_TEXT, encode_frame
 from .registry import Member
 
@@ -34,9 +33,6 @@ __all__ = ["HistoryPolicy", "HistoryRooms", "Recovery", "KeptMessage", "Catchup"
 
 #: A join that misses more than this many messages is not recovered (SPEC §6).
 DEFAULT_MAX_RECOVER = 10_000
-# Remembered answers of `HistoryRooms.policy` (room name -> policy or None), past which the
-# memo starts over: room names are unbounded, the patterns few.
-_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,41 +71,12 @@ class KeptMessage:
         return cls(stored.offset, payload.decode("utf-8") if envelope.opcode == OP_TEXT else payload)
 
 
-class HistoryRooms:
+class HistoryRooms(RoomPatterns[HistoryPolicy]):
     """The rooms that keep history (see the module doc)."""
-
-    def __init__(self) -> None:
-        self._patterns: list[tuple[re.Pattern[str], HistoryPolicy]] = []
-        self._memo: dict[str, HistoryPolicy | None] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._patterns)
-
-    def declare(self, pattern: str, policy: HistoryPolicy) -> None:
-        """Rooms named like `pattern` keep history by `policy`; `{name}` in the pattern matches
-        any text. A room matching several patterns follows the first declared."""
-        parts, last = [], 0
-        for match in PARAMETER.finditer(pattern):
-            if match.group(1) is None:  # <name> or :name: room names use only {name}
-                continue
-            parts += [re.escape(pattern[last:match.start()]), "(.+)"]
-            last = match.end()
-        parts.append(re.escape(pattern[last:]))
-        self._patterns.append((re.compile("".join(parts)), policy))
-        self._memo.clear()
 
     def policy(self, room: str) -> HistoryPolicy | None:
         """The policy of `room`, or None for a room without history."""
-        memo = self._memo
-        try:
-            return memo[room]
-        except KeyError:
-            pass
-        found = next((policy for regex, policy in self._patterns if regex.fullmatch(room)), None)
-        if len(memo) >= _MEMO_SIZE:
-            memo.clear()
-        memo[room] = found
-        return found
+        return self.get(room)
 
 
 def recover(since: Position, now: Position, stored: list[Stored], max_recover: int) -> bool:
@@ -174,8 +141,9 @@ class Catchup:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.ws.close(code, reason)
 
-    def finish(self, replay: list[Stored], after: int) -> int:
-        """Deliver `replay` (kept messages, in order), then the live messages kept meanwhile
+    def finish(self, replay: list[Stored], after: int, framed: Callable[[int, int, bytes], tuple[int, bytes]]) -> int:
+        """Deliver `replay` (kept messages, in order, each as `framed(offset, opcode, payload)`
+        gives it: the room's format, `tether.hub.formats`), then the live messages kept meanwhile
         with an offset over the last one delivered (and over `after`); returns the offset of
         the last message delivered (`after` when none was). From then on it forwards what
         the room gets past that offset: the history read may have held messages that are
@@ -185,7 +153,8 @@ class Catchup:
         for stored in replay:
             envelope = decode(stored.envelope)
             if self.id not in envelope.exclude:
-                channel.deliver(encode_frame(envelope.opcode, envelope.payload), envelope.opcode, envelope.payload)
+                opcode, payload = framed(stored.offset, envelope.opcode, envelope.payload)
+                channel.deliver(encode_frame(opcode, payload), opcode, payload)
             last = stored.offset
         keeping = self.channel
         for offset, opcode, payload in keeping.kept:

@@ -26,8 +26,11 @@ from typing import Any
 from ..backplane.envelope import decode
 from ..backplane.history import NOWHERE, Position, Stored
 from ..exceptions import InvalidState
+from ..patterns import RoomPatterns
+from ..protocol import OP_TEXT
 from ..tasks import call_listeners, spawn
 from .fanout import fan_out
+from .formats import RoomFormat
 from .history import Catchup, HistoryPolicy, HistoryRooms, KeptMessage, Recovery, recover
 from .registry import Member, Registry
 from .routing import ClusterRouter
@@ -46,12 +49,13 @@ _Held = tuple[Position, int, bytes, Set[str]]
 class HistoryKeeper:
     """The history rooms of one hub (see the module doc)."""
 
-    def __init__(self, registry: Registry, router: ClusterRouter) -> None:
+    def __init__(self, registry: Registry, router: ClusterRouter, formats: RoomPatterns[RoomFormat]) -> None:
         self.rooms = HistoryRooms()
         #: True once a room keeps history (until then publish never looks a room up)
         self.active = False
         self._registry = registry
         self._router = router
+        self._formats = formats  # the rooms whose messages are framed with their position
         self._positions: dict[str, Position] = {}
         # room -> (offset, catchup) of members whose replay went past this node's position
         self._catching_up: dict[str, list[tuple[int, Catchup]]] = {}
@@ -98,7 +102,9 @@ class HistoryKeeper:
                 await asyncio.shield(waiting)
             now, stored = await self._router.history(room, since.offset, policy.max_recover + 1)
             recovered = recover(since, now, stored, policy.max_recover)
-            last = catchup.finish(stored if recovered else [], since.offset if recovered else now.offset)
+            last = catchup.finish(stored if recovered else [], since.offset if recovered else now.offset,
+                                  lambda offset, opcode, payload: self._framed(room, Position(now.epoch, offset),
+                                                                               opcode, payload))
         finally:
             if members.get(ws.id) is catchup:
                 if self._positions.get(room, NOWHERE).offset >= last:
@@ -135,9 +141,17 @@ class HistoryKeeper:
         elif last is not None:
             self._lost(room, f"the history of room {room!r} was lost (epoch {last.epoch} -> {position.epoch})")
         self._positions[room] = position
-        fan_out(members.values(), opcode, payload, exclude)
+        fan_out(members.values(), *self._framed(room, position, opcode, payload), exclude)
         if room in self._catching_up:
             self._caught_up(room, members, position.offset)
+
+    def _framed(self, room: str, position: Position, opcode: int, payload: bytes) -> tuple[int, bytes]:
+        """The message as the room's members get it: framed with its position by the room's
+        format (`tether.hub.formats`), or as it is."""
+        room_format = self._formats.get(room) if self._formats else None
+        if room_format is None:
+            return opcode, payload
+        return OP_TEXT, room_format.frame(room, position, payload)
 
     def _caught_up(self, room: str, members: dict[str, Member], offset: int) -> None:
         """Give their place back to the members a catchup stood for, once this node has
