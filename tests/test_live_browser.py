@@ -479,3 +479,131 @@ def test_node_runs_tether_js_too(servers):
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output == {"recovered": False, "reply": {}, "data": {"text": "from node", "by": "node"}, "offset": 1,
                       "state": "closed"}
+
+
+# A WebSocket the test scripts, for what a real server does not do on demand (duplicates,
+# pushes racing a join reply, chosen close codes): `FakeSocket.all[i].serve(message)` hands
+# the client a frame, `.drop(code)` closes it; what the client sent is in `.sent`.
+FAKE_SOCKET = """(() => {
+  class FakeSocket {
+    static all = [];
+    static times = [];
+    constructor(url, protocol) {
+      Object.assign(this, { url, protocol, sent: [], closedBy: null, readyState: 0 });
+      FakeSocket.all.push(this);
+      FakeSocket.times.push(performance.now());
+      if (!FakeSocket.refuse) setTimeout(() => { this.readyState = 1; this.onopen?.({}); });
+      else setTimeout(() => this.drop(1006));
+    }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    close(code) { this.closedBy = code ?? 'no code'; }
+    serve(message) { this.onmessage?.({ data: JSON.stringify(message) }); }
+    drop(code, reason = '') { this.readyState = 3; this.onclose?.({ code, reason }); }
+  }
+  window.FakeSocket = FakeSocket;
+  return true;
+})()"""
+
+
+def sent(browser: Browser, socket: int) -> list[dict]:
+    return js(browser, f"FakeSocket.all[{socket}].sent")
+
+
+def serve(browser: Browser, socket: int, *messages: dict) -> None:
+    js(browser, f"{json.dumps(list(messages))}.forEach((m) => FakeSocket.all[{socket}].serve(m))")
+
+
+def wait_sent(browser: Browser, socket: int, count: int) -> list[dict]:
+    return wait_until(lambda: js(browser, f"FakeSocket.all[{socket}]?.sent.length >= {count} && FakeSocket.all[{socket}].sent"),
+                      timeout=10, interval=0.02, message=f"{count} commands on socket {socket}")
+
+
+def test_the_client_keeps_order_offsets_and_presence_whatever_the_server_sends(servers, browser):
+    open_page(browser, servers())
+    js(browser, FAKE_SOCKET)
+    js(browser, "T.connect('a', {WebSocket: FakeSocket}) && "
+                "T.join('a', 'chat:x', {since: {epoch: 'E', offset: 5}, info: {me: 1}})")
+    assert wait_sent(browser, 0, 1) == [{"id": 1, "op": "connect", "token": "a-1"}]
+    assert js(browser, "FakeSocket.all[0].protocol") == "tether.live.v1"
+    serve(browser, 0, {"id": 1, "result": {"client": "c1", "ping": 30, "expires_in": None}})
+    assert sent(browser, 0)[1] == {"id": 2, "op": "join", "room": "chat:x", "info": {"me": 1},
+                                   "since": {"epoch": "E", "offset": 5}}
+    assert states(browser, "a") == ["connected"] and js(browser, "T.clients.a.id") == "c1"
+
+    # The replay comes before the join reply (with a duplicate and a presence diff among it):
+    # the app hears the join first, then the snapshot, then the rest in order, once.
+    message = lambda offset, epoch="E": {"push": "message", "room": "chat:x", "offset": offset,  # noqa: E731
+                                         "epoch": epoch, "data": f"m{offset}"}
+    presence = lambda joined, left: {"push": "presence", "room": "chat:x", "joined": joined, "left": left}  # noqa: E731
+    serve(browser, 0, message(6), message(6), presence({"c2": 2}, {}), message(7),
+          {"id": 2, "result": {"recovered": True, "position": {"epoch": "E", "offset": 7}, "presence": {"c1": 1}}})
+    # Live: a duplicate, a diff the state already holds, a leave, a ping.
+    serve(browser, 0, message(7), message(8), presence({"c1": 1}, {}), presence({}, {"c2": 2}), {"push": "ping"},
+          {"push": "lost", "room": "chat:x", "reason": "backplane down"},
+          {"push": "message", "room": "elsewhere", "data": "not ours"})
+    assert [(e["event"], e.get("data") or e.get("members") or e.get("recovered") or e.get("reason"))
+            for e in events(browser, "a")] == [
+        ("join", True), ("presence", {"c1": 1}), ("message", "m6"), ("presence", {"c1": 1, "c2": 2}),
+        ("message", "m7"), ("message", "m8"), ("presence", {"c1": 1, "c2": 2}), ("presence", {"c1": 1}),
+        ("lost", "backplane down")]
+    assert sent(browser, 0)[2:] == [{"op": "pong"}]
+    assert js(browser, "T.rooms['a chat:x'].position") == {"epoch": "E", "offset": 8}
+
+    # A command in flight when the connection drops is rejected; the client reconnects and
+    # rejoins from where it is.
+    js(browser, "T.pending = T.settle(T.rooms['a chat:x'].publish('x')); true")
+    assert sent(browser, 0)[3] == {"id": 3, "op": "publish", "room": "chat:x", "data": "x"}
+    js(browser, "FakeSocket.all[0].drop(1006)")
+    assert js(browser, "T.pending") == {"error": {"code": 1006, "type": "disconnected", "message": "connection closed (1006)"}}
+    assert js(browser, "T.clients.a.id") is None and not js(browser, "T.rooms['a chat:x'].joined")
+    wait_sent(browser, 1, 1)
+    serve(browser, 1, {"id": 4, "result": {"client": "c9", "ping": 30, "expires_in": None}})
+    join = sent(browser, 1)[1]
+    assert join["since"] == {"epoch": "E", "offset": 8} and join["op"] == "join"
+    # Not recovered: nothing up to the new position is the app's (it reloads); later ones are.
+    serve(browser, 1, message(19),
+          {"id": join["id"], "result": {"recovered": False, "position": {"epoch": "E", "offset": 20}, "presence": {}}},
+          message(21), message(1, "F"))  # history lost: a new epoch starts at 1
+    tail = events(browser, "a")[9:]
+    assert [(e["event"], e.get("data", e.get("recovered"))) for e in tail] == [
+        ("join", False), ("presence", None), ("message", "m21"), ("message", "m1")]
+    assert js(browser, "T.rooms['a chat:x'].position") == {"epoch": "F", "offset": 1}
+
+    # An error reply to no command reaches the client's error event; a join refused gives
+    # the room up (it is not joined again).
+    serve(browser, 1, {"id": None, "error": {"code": 429, "name": "rate_limited", "message": "slow down",
+                                             "limit": "commands_per_second"}})
+    js(browser, "T.join('a', 'chat:no')")
+    refused = sent(browser, 1)[-1]
+    serve(browser, 1, {"id": refused["id"], "error": {"code": 403, "name": "forbidden", "message": "members only"}})
+    assert events(browser, "a", "error")[0]["type"] == "forbidden"
+    assert js(browser, "T.log.a.errors") == [{"code": 429, "type": "rate_limited", "message": "slow down"}]
+
+    # 1001 (a server restarting): reconnect. 4004 (abuse): stop, and say why.
+    js(browser, "FakeSocket.all[1].drop(1001, 'restarting')")
+    wait_sent(browser, 2, 1)
+    serve(browser, 2, {"id": sent(browser, 2)[0]["id"], "result": {"client": "c10", "ping": 30, "expires_in": None}})
+    assert [command["room"] for command in sent(browser, 2)[1:]] == ["chat:x"]  # not chat:no
+    js(browser, "FakeSocket.all[2].drop(4004, 'too many errors')")
+    assert states(browser, "a")[-2:] == ["connected", "closed"]
+    assert js(browser, "T.log.a.errors")[-1] == {"code": 4004, "type": "closed", "message": "too many errors"}
+    time.sleep(0.5)  # longer than any backoff here: no new socket
+    assert js(browser, "FakeSocket.all.length") == 3
+
+
+def test_reconnects_back_off_exponentially_with_full_jitter_up_to_max_delay(servers, browser):
+    open_page(browser, servers())
+    js(browser, FAKE_SOCKET)
+    # Every attempt fails at once. With Math.random() at its top the delays are the bounds:
+    # 40, 80, 160, 320, 320 ms (minDelay 40 doubled each time, up to maxDelay 320).
+    js(browser, "FakeSocket.refuse = true; Math.random = () => 0.999999;"
+                "T.connect('a', {WebSocket: FakeSocket, minDelay: 40, maxDelay: 320}); true")
+    wait_until(lambda: js(browser, "FakeSocket.all.length") >= 6, timeout=10, message="six attempts")
+    js(browser, "T.clients.a.close()")
+    times = js(browser, "FakeSocket.times")
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])][:5]
+    for gap, bound in zip(gaps, [40, 80, 160, 320, 320]):
+        assert bound - 2 <= gap <= bound + 1000, gaps  # a timer never fires early
+    log = js(browser, "T.log.a")
+    assert log["states"][:4] == ["disconnected", "connecting", "disconnected", "connecting"]
+    assert log["states"][-1] == "closed" and log["errors"] == []

@@ -160,15 +160,19 @@ export class Client extends Emitter {
     let token, ws;
     try {
       token = await this.#getToken();
-      if (generation !== this.#generation) return; // closed meanwhile
-      ws = new this.#options.WebSocket(this.url, PROTOCOL);
     } catch (error) {
       if (generation !== this.#generation) return;
-      emit(this, "error", error);
+      emit(this, "error", error); // the token function failed: try again later
       this.#setState("disconnected");
       return this.#retry();
     }
-    this.#ws = ws;
+    if (generation !== this.#generation) return; // closed meanwhile
+    try {
+      ws = this.#ws = new this.#options.WebSocket(this.url, PROTOCOL);
+    } catch (error) {
+      emit(this, "error", error); // a URL the WebSocket refuses: trying again cannot help
+      return this.#setState("closed");
+    }
     this.#watch(this.#options.connectTimeout);
     // A refused connect is answered with 401 and closed with 4001: the close tells.
     ws.onopen = () => this.#request({ op: "connect", token }, (error, result) => error || this.#connected(result));
