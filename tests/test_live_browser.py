@@ -155,6 +155,11 @@ class LiveServer:
             self.process.kill()
             self.process.wait(20)
 
+    def stop(self) -> None:
+        """A graceful shutdown (SIGTERM): the server closes its connections with 1001."""
+        self.process.terminate()
+        self.process.wait(20)
+
     def publish(self, room: str, *messages: object) -> None:
         """Server code publishing (app.hub.publish), one call per message, in order."""
         body = json.dumps({"room": room, "messages": list(messages)}).encode()
@@ -332,9 +337,10 @@ def test_presence_is_kept_current_across_two_browsers(servers, browser):
         assert last_presence(browser, "ada") == {ada: {"user": "ada-1"}}
 
 
-def test_reconnect_after_a_crash_rejoins_and_recovers_every_message_once(servers, browser, redis_server):
-    # Two nodes on one Redis: the page's node is killed and started again on its port while
-    # the other publishes; the room's history lives in Redis.
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_reconnect_after_a_restart_rejoins_and_recovers_every_message_once(servers, browser, redis_server, how):
+    # Two nodes on one Redis: the page's node is killed (or shut down) and started again on
+    # its port while the other publishes; the room's history lives in Redis.
     node = servers(TETHER_BACKPLANE=redis_server.url, LIVE_PING="2")
     publisher = servers(TETHER_BACKPLANE=redis_server.url, LIVE_PING="2")
     open_page(browser, node)
@@ -344,7 +350,7 @@ def test_reconnect_after_a_crash_rejoins_and_recovers_every_message_once(servers
     publisher.publish("chat:lobby", *({"n": n} for n in range(1, 4)))
     wait_events(browser, "a", "message", 3)
 
-    node.kill()
+    getattr(node, how)()
     wait_until(lambda: "disconnected" in states(browser, "a"), timeout=10, message="the page to see the crash")
     publisher.publish("chat:lobby", *({"n": n} for n in range(4, 8)))
     # The page keeps trying meanwhile (backoff up to 400 ms here); it finds the node again.
