@@ -22,12 +22,12 @@ from ..params import call_maybe_async
 from ..tasks import spawn
 from .commands import Command, error_reply, position_json, read_command, reply
 from .errors import CloseCode, CommandError, ErrorCode, Refuse
-from .limits import TokenBucket
+from .limits import LiveSettings, TokenBucket
 from .rooms import Hook, LiveRoom
 
 if TYPE_CHECKING:
+    from ..patterns import RoomPatterns
     from ..websocket_connection import WebSocket
-    from .endpoint import Live
 
 __all__ = ["LiveConnection", "Authenticated"]
 
@@ -57,7 +57,8 @@ class LiveConnection:
     `expires_at`, `rooms` (joined, by name) and `websocket` (the core connection: headers,
     cookies, client address)."""
 
-    def __init__(self, endpoint: Live, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, settings: LiveSettings, rooms: RoomPatterns[LiveRoom],
+                 authenticate: Hook | None) -> None:
         self.websocket = websocket
         self.id = websocket.id
         self.identity: Any = None
@@ -66,9 +67,9 @@ class LiveConnection:
         self.connected = False
         #: loop time of the last message heard from the client (the heartbeat reads it)
         self.heard = asyncio.get_running_loop().time()
-        self._endpoint = endpoint
-        settings = endpoint.settings
         self._settings = settings
+        self._declared = rooms
+        self._authenticate_hook = authenticate
         self._commands = TokenBucket(settings.command_burst, settings.commands_per_second)
         self._errors = TokenBucket(settings.max_errors, 1.0)
         self._expiry: asyncio.TimerHandle | None = None
@@ -117,7 +118,7 @@ class LiveConnection:
         """Judge the command's token with the endpoint's `authenticate`: set the identity and
         its expiry; CommandError 401 when refused or already expired."""
         token = command.token()
-        authenticate = self._endpoint.authenticator
+        authenticate = self._authenticate_hook
         if authenticate is None:
             identity: Any = None
         else:
@@ -126,7 +127,7 @@ class LiveConnection:
             except Refuse as refused:
                 raise command.fail(ErrorCode.UNAUTHORIZED, refused.reason) from None
             except Exception:
-                logger.exception("live %s: authenticate raised", self._endpoint.path)
+                logger.exception("live %s: authenticate raised", self.websocket.path)
                 raise command.fail(ErrorCode.UNAUTHORIZED, "authentication failed (the server logged why)") from None
         expires_at = None
         if isinstance(identity, Authenticated):
@@ -173,7 +174,7 @@ class LiveConnection:
             self._refused(error)
             return
         except Exception:
-            logger.exception("live %s: a hook failed", self._endpoint.path)
+            logger.exception("live %s: a hook failed", self.websocket.path)
             self._refused(CommandError(ErrorCode.INTERNAL, "the server failed (it logged why)", None, command_id))
             return
         if command_id is not None:
@@ -213,7 +214,7 @@ class LiveConnection:
         if len(self.rooms) >= settings.max_rooms:
             raise command.fail(ErrorCode.TOO_MANY_ROOMS, f"join: {settings.max_rooms} rooms are joined already",
                                "max_rooms")
-        found = self._endpoint.rooms.match(room)
+        found = self._declared.match(room)
         if found is None:
             raise command.fail(ErrorCode.UNKNOWN_ROOM, f"join: no room is declared for {room!r}")
         declared, params = found
@@ -265,7 +266,7 @@ class LiveConnection:
             raise command.fail(ErrorCode.BAD_REQUEST, "publish: 'data' is missing")
         data = command.fields["data"]
         if declared.check_publish is not None:
-            found = self._endpoint.rooms.match(room)
+            found = self._declared.match(room)
             assert found is not None
             data = await self._hook(command, declared.check_publish, **found[1], data=data)
         await self.websocket.hub.publish(room, data)

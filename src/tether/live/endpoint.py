@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..exceptions import WebSocketDisconnect
 from ..http import Response
@@ -29,7 +29,7 @@ from .limits import LiveSettings
 from .rooms import Hook, LiveFormat, LiveRoom
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..hub import Hub
     from ..websocket_connection import WebSocket
 
 __all__ = ["Live"]
@@ -40,13 +40,24 @@ _FORMAT = LiveFormat()
 _CLIENT_FILES = {"/tether.js": "text/javascript; charset=utf-8", "/tether.d.ts": "text/plain; charset=utf-8"}
 
 
+class Host(Protocol):
+    """What a live endpoint needs of the App that mounts it."""
+
+    hub: Hub
+    routes: list[Any]  # each with a .path
+
+    def add_route(self, path: str, endpoint: Callable[..., Any], methods: Any = ...) -> Any: ...
+
+    def add_websocket_route(self, path: str, session: Any, name: str | None = None) -> Any: ...
+
+
 class Live:
     """One live endpoint (see the module doc); `app.live(path, **settings)` makes it. It is
     its route's session: called with each connection's core `WebSocket`."""
 
     is_tether_session = True
 
-    def __init__(self, app: App, path: str, settings: LiveSettings) -> None:
+    def __init__(self, app: Host, path: str, settings: LiveSettings) -> None:
         self.app = app
         self.path = path
         self.settings = settings
@@ -112,7 +123,7 @@ class Live:
             await websocket.close(CloseCode.PROTOCOL_MISUSE, f"offer the subprotocol {SUBPROTOCOL}")
             return
         await websocket.accept(SUBPROTOCOL)
-        conn = LiveConnection(self, websocket)
+        conn = LiveConnection(websocket, self.settings, self.rooms, self.authenticator)
         try:
             first = await asyncio.wait_for(websocket.receive(), self.settings.connect_timeout)
         except TimeoutError:
@@ -188,7 +199,7 @@ async def _closed(websocket: WebSocket) -> None:
         return
 
 
-def _serve_client_files(app: App) -> None:
+def _serve_client_files(app: Host) -> None:
     """Serve the browser client and its declarations (once per app)."""
     for path, media_type in _CLIENT_FILES.items():
         if any(route.path == path for route in app.routes):
