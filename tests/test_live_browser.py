@@ -531,9 +531,14 @@ def test_the_client_keeps_order_offsets_and_presence_whatever_the_server_sends(s
                 "T.join('a', 'chat:x', {since: {epoch: 'E', offset: 5}, info: {me: 1}})")
     assert wait_sent(browser, 0, 1) == [{"id": 1, "op": "connect", "token": "a-1"}]
     assert js(browser, "FakeSocket.all[0].protocol") == "tether.live.v1"
+    # A command asked while connecting waits for the connection, after the room's join.
+    js(browser, "T.early = T.settle(T.rooms['a chat:x'].publish('early')); true")
     serve(browser, 0, {"id": 1, "result": {"client": "c1", "ping": 30, "expires_in": None}})
-    assert sent(browser, 0)[1] == {"id": 2, "op": "join", "room": "chat:x", "info": {"me": 1},
-                                   "since": {"epoch": "E", "offset": 5}}
+    assert sent(browser, 0)[1:] == [
+        {"id": 2, "op": "join", "room": "chat:x", "info": {"me": 1}, "since": {"epoch": "E", "offset": 5}},
+        {"id": 3, "op": "publish", "room": "chat:x", "data": "early"}]
+    serve(browser, 0, {"id": 3, "result": {}})
+    assert js(browser, "T.early") == {"ok": {}}
     assert states(browser, "a") == ["connected"] and js(browser, "T.clients.a.id") == "c1"
 
     # The replay comes before the join reply (with a duplicate and a presence diff among it):
@@ -552,18 +557,18 @@ def test_the_client_keeps_order_offsets_and_presence_whatever_the_server_sends(s
         ("join", True), ("presence", {"c1": 1}), ("message", "m6"), ("presence", {"c1": 1, "c2": 2}),
         ("message", "m7"), ("message", "m8"), ("presence", {"c1": 1, "c2": 2}), ("presence", {"c1": 1}),
         ("lost", "backplane down")]
-    assert sent(browser, 0)[2:] == [{"op": "pong"}]
+    assert sent(browser, 0)[3:] == [{"op": "pong"}]
     assert js(browser, "T.rooms['a chat:x'].position") == {"epoch": "E", "offset": 8}
 
     # A command in flight when the connection drops is rejected; the client reconnects and
     # rejoins from where it is.
     js(browser, "T.pending = T.settle(T.rooms['a chat:x'].publish('x')); true")
-    assert sent(browser, 0)[3] == {"id": 3, "op": "publish", "room": "chat:x", "data": "x"}
+    assert sent(browser, 0)[4] == {"id": 4, "op": "publish", "room": "chat:x", "data": "x"}
     js(browser, "FakeSocket.all[0].drop(1006)")
     assert js(browser, "T.pending") == {"error": {"code": 1006, "type": "disconnected", "message": "connection closed (1006)"}}
     assert js(browser, "T.clients.a.id") is None and not js(browser, "T.rooms['a chat:x'].joined")
     wait_sent(browser, 1, 1)
-    serve(browser, 1, {"id": 4, "result": {"client": "c9", "ping": 30, "expires_in": None}})
+    serve(browser, 1, {"id": 5, "result": {"client": "c9", "ping": 30, "expires_in": None}})
     join = sent(browser, 1)[1]
     assert join["since"] == {"epoch": "E", "offset": 8} and join["op"] == "join"
     # Not recovered: nothing up to the new position is the app's (it reloads); later ones are.
@@ -604,7 +609,10 @@ def test_reconnects_back_off_exponentially_with_full_jitter_up_to_max_delay(serv
     # 40, 80, 160, 320, 320 ms (minDelay 40 doubled each time, up to maxDelay 320).
     js(browser, "FakeSocket.refuse = true; Math.random = () => 0.999999;"
                 "T.connect('a', {WebSocket: FakeSocket, minDelay: 40, maxDelay: 320}); true")
+    # A command asked meanwhile fails with the attempt (or at once, between two).
+    js(browser, "T.join('a', 'r') && (T.asked = T.settle(T.rooms['a r'].publish(1))) && true")
     wait_until(lambda: js(browser, "FakeSocket.all.length") >= 6, timeout=10, message="six attempts")
+    assert js(browser, "T.asked")["error"]["type"] == "disconnected"
     js(browser, "T.clients.a.close()")
     times = js(browser, "FakeSocket.times")
     gaps = [later - earlier for earlier, later in zip(times, times[1:])][:5]

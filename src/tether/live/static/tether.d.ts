@@ -104,14 +104,19 @@ export class Room<Data = any, Info = any> {
   readonly position: Position | null;
   /** What the last join said. */
   readonly recovered: boolean;
+  /** From the last join reply and the diffs since (kept as it was while disconnected). */
   readonly presence: Members<Info>;
   /** True between a join reply and the next disconnect or leave. */
   readonly joined: boolean;
   /** Returns a function that removes the listener. */
   on<E extends keyof RoomEvents<Data, Info>>(event: E, listener: (value: RoomEvents<Data, Info>[E]) => void): () => void;
   off<E extends keyof RoomEvents<Data, Info>>(event: E, listener: (value: RoomEvents<Data, Info>[E]) => void): void;
-  /** Resolves with the server's reply; rejects with a TetherError (refused, or not connected). */
+  /** Resolves with the server's reply; rejects with a TetherError: an error reply, or
+   *  type "disconnected" when the connection drops first. Asked while the client is
+   *  connecting, it is sent once connected (after the join); while disconnected or closed
+   *  it is rejected at once. */
   publish(data: Data): Promise<Record<string, never>>;
+  /** Sent and settled as `publish` is. */
   history(options?: HistoryOptions): Promise<HistoryResult<Data>>;
   /** Leaves for good; resolves once the server has answered (at once when not connected). */
   leave(): Promise<void>;

@@ -101,6 +101,7 @@ export class Client extends Emitter {
   #rooms = new Map(); // name -> Room
   #joining = new Map(); // Room -> pushes received before its join reply
   #pending = new Map(); // command id -> callback(error, result)
+  #queued = []; // [command, callback]: asked while connecting, sent once connected
   #ids = 0;
   #attempt = 0; // failed connections since the last good one (the backoff's exponent)
   #generation = 0; // bumped by close(): an open() in progress then gives up
@@ -163,15 +164,15 @@ export class Client extends Emitter {
     } catch (error) {
       if (generation !== this.#generation) return;
       emit(this, "error", error); // the token function failed: try again later
-      this.#setState("disconnected");
-      return this.#retry();
+      return this.#closed(1006, "no token");
     }
     if (generation !== this.#generation) return; // closed meanwhile
     try {
       ws = this.#ws = new this.#options.WebSocket(this.url, PROTOCOL);
     } catch (error) {
       emit(this, "error", error); // a URL the WebSocket refuses: trying again cannot help
-      return this.#setState("closed");
+      this.#setState("closed");
+      return this.#closed(1006, error.message);
     }
     this.#watch(this.#options.connectTimeout);
     // A refused connect is answered with 401 and closed with 4001: the close tells.
@@ -187,6 +188,7 @@ export class Client extends Emitter {
     this.#watch(this.#pingMs * 1.5);
     this.#refreshIn(expires_in);
     for (const room of this.#rooms.values()) this.#join(room);
+    for (const [command, callback] of this.#queued.splice(0)) this.#request(command, callback);
     this.#setState("connected");
   }
 
@@ -294,14 +296,19 @@ export class Client extends Emitter {
     this.#send({ id, ...command });
   }
 
+  // A room's command: sent now when connected, once connected when connecting; its promise
+  // is rejected when the connection fails first.
   #ask(room, command) {
     return new Promise((resolve, reject) => {
+      const callback = (error, result) => (error ? reject(error) : resolve(result));
       if (this.#rooms.get(room.name) !== room) {
         reject(new TetherError(410, "not_joined", `not in room ${room.name}`));
-      } else if (this.#state !== "connected") {
-        reject(new TetherError(0, "disconnected", "not connected"));
+      } else if (this.#state === "connecting") {
+        this.#queued.push([command, callback]); // sent after the rooms' joins
+      } else if (this.#state === "connected") {
+        this.#request(command, callback);
       } else {
-        this.#request(command, (error, result) => (error ? reject(error) : resolve(result)));
+        reject(new TetherError(0, "disconnected", "not connected"));
       }
     });
   }
@@ -330,7 +337,7 @@ export class Client extends Emitter {
     clearTimeout(this.#timers.refresh);
     this.#joining.clear();
     for (const room of this.#rooms.values()) room.joined = false;
-    const callbacks = [...this.#pending.values()];
+    const callbacks = [...this.#pending.values(), ...this.#queued.splice(0).map(([, callback]) => callback)];
     this.#pending.clear();
     const error = new TetherError(code, "disconnected", reason || `connection closed (${code})`);
     for (const callback of callbacks) callback(error);
