@@ -18,6 +18,7 @@ from tether.live import Authenticated, Refuse
 from tether.testing import TestClient
 
 from .conftest import RunningServer
+from .redisutil import redis_server_fixture  # noqa: F401
 
 SERVERS = ("native", "uvicorn")
 SUBPROTOCOL = ["tether.live.v1"]
@@ -458,8 +459,12 @@ def test_a_room_without_history_tells_its_members_of_a_loss(serve: Any) -> None:
 
 
 # -- two nodes, the TestClient, the browser client's file --------------------------------------------------
-def test_messages_and_presence_cross_nodes() -> None:
-    backplane = f"memory://live-{next(_clusters)}"
+@pytest.mark.parametrize("engine", ["memory", "redis"])
+def test_messages_and_presence_cross_nodes(engine: str, request: pytest.FixtureRequest) -> None:
+    if engine == "redis":
+        backplane = request.getfixturevalue("redis_server").url
+    else:
+        backplane = f"memory://live-{next(_clusters)}"
     one, two = (RunningServer(live_app(backplane=backplane)).start() for _ in range(2))
     try:
         async def scenario() -> None:
