@@ -201,7 +201,7 @@ def test_presence_is_current_across_two_clients(serve) -> None:
     server = serve(live_app())
 
     async def main() -> None:
-        async with connect(server.ws_url("/live"), token="ada") as ada, \
+        async with connect(server.ws_url("/live"), token="ada", min_delay=0.01, max_delay=0.05) as ada, \
                 connect(server.ws_url("/live"), token="bob") as bob:
             a = await ada.join("chat:p", info={"name": "ada"})
             assert a.presence == {ada.id: {"name": "ada"}}  # oneself included
@@ -209,6 +209,14 @@ def test_presence_is_current_across_two_clients(serve) -> None:
             assert b.presence == {ada.id: {"name": "ada"}, bob.id: {"name": "bob"}}
             await until(lambda: bob.id in a.presence, message="bob in ada's presence")
             assert a.presence == b.presence
+            # ada's connection drops: she comes back with a new id, her info, and both see it
+            old_id = ada.id
+            assert ada.websocket is not None and ada.websocket.transport is not None
+            ada.websocket.transport.abort()
+            await until(lambda: ada.connects == 2 and ada.connected, message="ada reconnected")
+            both = {ada.id: {"name": "ada"}, bob.id: {"name": "bob"}}
+            assert ada.id != old_id and a.presence == both
+            await until(lambda: b.presence == both, message="bob sees ada's new connection only")
             await b.leave()
             await until(lambda: bob.id not in a.presence, message="bob gone from ada's presence")
             assert a.presence == {ada.id: {"name": "ada"}}
@@ -561,9 +569,10 @@ class Node:
                  "warning", "--shutdown-timeout", "1"], cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    def kill(self) -> None:
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        """SIGKILL (a crash), or SIGTERM (a graceful shutdown: its clients get 1001); then reap."""
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
+            os.kill(self.process.pid, signum)
             self.process.wait(10)
 
     def log(self) -> str:
@@ -598,13 +607,15 @@ def nodes(tmp_path: Path) -> Iterator[Callable[[str, int], Node]]:
 def test_a_server_killed_and_restarted_on_the_same_port_every_message_once_in_order(nodes) -> None:
     """The client's node is SIGKILLed while another node (same Redis) goes on publishing;
     the node comes back on the same port; the client reconnects by itself, rejoins from its
-    position with recovered True, and has every message once, in order."""
+    position with recovered True, and has every message once, in order. Then the same with
+    a graceful shutdown (SIGTERM: close 1001, which reconnects too)."""
     with RedisServer() as redis:
         port = reserve_port()
         node = nodes(redis.url, port)
         publisher_node = nodes(redis.url, reserve_port())
 
         async def main() -> None:
+            nonlocal node
             client = await connect_when_up(node, min_delay=0.05, max_delay=0.2)
             publisher = await connect_when_up(publisher_node)
             async with client, publisher:
@@ -615,12 +626,12 @@ def test_a_server_killed_and_restarted_on_the_same_port_every_message_once_in_or
                 for n in range(5):
                     await out.publish(n)
                 first = await take_events(events, 5)
-                node.kill()
+                await asyncio.to_thread(node.kill)
                 await until(lambda: not client.connected, message="the client saw the crash")
                 for n in range(5, 10):
                     await out.publish(n)
                 await take(out, 10)
-                nodes(redis.url, port)  # the same port again
+                node = nodes(redis.url, port)  # the same port again
                 rejoined = await take_events(events, 1, timeout=15)
                 assert isinstance(rejoined[0], Joined) and rejoined[0].recovered and rejoined[0].rejoin
                 for n in range(10, 15):
@@ -630,7 +641,20 @@ def test_a_server_killed_and_restarted_on_the_same_port_every_message_once_in_or
                 assert [m.data for m in first + rest] == list(range(15))
                 assert [m.offset for m in first + rest] == list(range(1, 16))
                 assert client.connects == 2 and room.recovered and room.position.offset == 15
-                assert room.feed.pending() == 0
+                assert client.close_code == 1006 and room.feed.pending() == 0
+
+                await asyncio.to_thread(node.kill, signal.SIGTERM)  # the loop goes on answering pings
+                await until(lambda: not client.connected, message="the client saw the shutdown")
+                assert client.close_code == 1001
+                for n in range(15, 20):
+                    await out.publish(n)
+                node = nodes(redis.url, port)
+                (rejoined,) = await take_events(events, 1, timeout=15)
+                assert isinstance(rejoined, Joined) and rejoined.recovered
+                last = await take_events(events, 5)
+                assert [(m.data, m.offset) for m in last] == [(n, n + 1) for n in range(15, 20)]
+                assert client.connects == 3 and room.joins == 3
+                assert publisher.connects == 1  # its node stayed up all along
 
         run(main(), timeout=60)
 
@@ -661,20 +685,25 @@ def test_feed_drops_duplicates_and_holds_replays_until_the_join_reply() -> None:
     async def main() -> None:
         feed = Feed("r", max_queue=10, since=Position("e", 2))
         assert feed.begin_join() == Position("e", 2)
-        feed.message({"data": "three", "offset": 3, "epoch": "e"})  # a replay, before the reply
-        feed.presence_diff({"x": 1}, {})  # ignored: the reply's presence is newer
-        feed.joined(True, Position("e", 3), {"me": {}})
-        feed.message({"data": "three again", "offset": 3, "epoch": "e"})  # a duplicate
-        feed.message({"data": "four", "offset": 4, "epoch": "e"})
-        feed.message({"data": "new epoch", "offset": 1, "epoch": "f"})
-        events = [await feed.next() for _ in range(4)]
-        assert isinstance(events[0], Joined) and events[0].recovered and events[0].presence == {"me": {}}
-        assert [(e.data, e.offset) for e in events[1:]] == [("three", 3), ("four", 4), ("new epoch", 1)]
+        feed.push({"push": "message", "data": "three", "offset": 3, "epoch": "e"})  # a replay, before the reply
+        # diffs while joining are applied after the snapshot: one it holds changes nothing
+        feed.push({"push": "presence", "joined": {"me": {}, "x": 1}, "left": {"gone": {}}})
+        feed.push({"push": "lost", "reason": "outage"})
+        assert feed.pending() == 0 and feed.presence == {}
+        feed.joined(True, Position("e", 3), {"me": {}, "gone": {}})
+        assert feed.presence == {"me": {}, "x": 1} and feed.lost == 1
+        feed.push({"push": "message", "data": "three again", "offset": 3, "epoch": "e"})  # a duplicate
+        feed.push({"push": "message", "data": "four", "offset": 4, "epoch": "e"})
+        feed.push({"push": "message", "data": "new epoch", "offset": 1, "epoch": "f"})
+        events = [await feed.next() for _ in range(5)]
+        assert isinstance(events[0], Joined) and events[0].recovered and events[0].presence == {"me": {}, "gone": {}}
+        assert events[1] == Message("r", "three", 3, "e") and events[2] == Lost("r", "outage")
+        assert [(e.data, e.offset) for e in events[3:]] == [("four", 4), ("new epoch", 1)]
         assert feed.position == Position("f", 1) and feed.pending() == 0
         # recovered False: the reply's position is the base
         feed.begin_join()
-        feed.message({"data": "old", "offset": 5, "epoch": "f"})
-        feed.message({"data": "new", "offset": 8, "epoch": "f"})
+        feed.push({"push": "message", "data": "old", "offset": 5, "epoch": "f"})
+        feed.push({"push": "message", "data": "new", "offset": 8, "epoch": "f"})
         feed.joined(False, Position("f", 7), None)
         assert isinstance(await feed.next(), Joined)
         assert (await feed.next()).data == "new"

@@ -14,9 +14,11 @@ Events, in the order they happened on the wire:
 
 A `Feed` is the state of one room: its `position` (the epoch and offset of the last
 message queued; sent as `since` on every rejoin), `recovered` and `presence` as of the last
-join (presence then kept current from the diffs; diffs that arrive while a join is in flight
-are ignored, the reply's snapshot being newer), and a queue of events bounded to `max_queue`
-messages. Rules:
+join, presence then kept current from the diffs, and a queue of events bounded to
+`max_queue` messages. Pushes that arrive while a join is in flight (replayed messages, and
+diffs or losses that may be newer than the reply's snapshot) are held and applied, in order,
+after the reply: diffs are idempotent, so one the snapshot already holds changes nothing.
+Rules:
 
 - **No duplicates.** A message whose offset is not past `position` (same epoch) is dropped.
   After a join the base is the `since` it sent when the reply says `recovered` (the replayed
@@ -150,30 +152,32 @@ class Feed:
         self._put(event)
         held, self._held = self._held, []
         for push in held:
-            self._accept(push)
+            self._apply(push)
         here = self.position
         if position is not None and not self.behind and (
                 here is None or (here.epoch == position.epoch and position.offset > here.offset)):
             self.position = position
         return event
 
-    def message(self, push: Mapping[str, Any]) -> None:
-        """A `message` push for this room."""
+    def push(self, push: Mapping[str, Any]) -> None:
+        """A `message`, `presence` or `lost` push for this room (held while joining)."""
         if self.joining:
             self._held.append(push)
         else:
+            self._apply(push)
+
+    def _apply(self, push: Mapping[str, Any]) -> None:
+        kind = push.get("push")
+        if kind == "message":
             self._accept(push)
-
-    def presence_diff(self, joined: Mapping[str, Any], left: Mapping[str, Any]) -> None:
-        if self.joining:
-            return
-        for member in left:
-            self.presence.pop(member, None)
-        self.presence.update(joined)
-
-    def lost_push(self, reason: str) -> None:
-        self.lost += 1
-        self._put(Lost(self.room, reason))
+        elif kind == "presence":
+            joined, left = push.get("joined"), push.get("left")
+            for member in left if isinstance(left, Mapping) else ():
+                self.presence.pop(member, None)
+            self.presence.update(joined if isinstance(joined, Mapping) else {})
+        elif kind == "lost":
+            self.lost += 1
+            self._put(Lost(self.room, str(push.get("reason", ""))))
 
     def end(self, error: BaseException | None = None) -> None:
         """No more events: the reader gets what is queued, then the end (or `error`)."""

@@ -689,14 +689,8 @@ class LiveClient:
                 return
             name = frame.get("room")
             room = self._rooms.get(name) if isinstance(name, str) else None
-            if room is None:
-                return
-            if kind == "message":
-                room.feed.message(frame)
-            elif kind == "presence":
-                room.feed.presence_diff(frame.get("joined") or {}, frame.get("left") or {})
-            elif kind == "lost":
-                room.feed.lost_push(str(frame.get("reason", "")))
+            if room is not None:
+                room.feed.push(frame)
             return
         ident, error = frame.get("id"), frame.get("error")
         future = self._pending.pop(ident, None) if isinstance(ident, int) else None
