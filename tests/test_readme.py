@@ -40,7 +40,7 @@ def http(url: str, data: dict | None = None) -> tuple[int, bytes]:
 
 
 def test_the_readme_has_the_examples_this_test_expects():
-    assert len(BLOCKS) == 7
+    assert len(BLOCKS) == 9  # the two of "Live channels" are run by test_docs_live.py
 
 
 def test_quick_start(serve):
