@@ -50,6 +50,8 @@ class Host(Protocol):
 
     def add_websocket_route(self, path: str, session: Any, name: str | None = None) -> Any: ...
 
+    def on_shutdown(self, func: Any) -> Any: ...
+
 
 class Live:
     """One live endpoint (see the module doc); `app.live(path, **settings)` makes it. It is
@@ -71,6 +73,7 @@ class Live:
         app.add_websocket_route(path, self)
         app.hub.on_presence(self._presence_changed)
         app.hub.on_loss(self._lost)
+        app.on_shutdown(self._stop_heartbeat)
         _serve_client_files(app)
 
     # -- declarations ---------------------------------------------------------------------------
@@ -165,6 +168,10 @@ class Live:
                         conn.send(PING)
         finally:
             self._beating = None
+
+    def _stop_heartbeat(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
 
     # -- what the hub reports -----------------------------------------------------------------------------
     def _presence_changed(self, room: str, joined: dict[str, Any], left: dict[str, Any]) -> None:
