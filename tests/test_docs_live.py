@@ -1,10 +1,12 @@
-"""README "Live channels": its server example runs as written and does what the text says,
-driven over a real socket."""
+"""README "Live channels" and docs/live.md: their examples run as written and do what the
+text says, driven over real sockets."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
+import urllib.request
 from typing import Any
 
 from .test_live_protocol import peer, run
@@ -37,3 +39,63 @@ def test_the_readme_live_example(serve_native: Any) -> None:
         message = await ann.push("message")
         assert message["data"] == {"user": "ann", "text": "hello"} and message["offset"] == 1
     run(scenario())
+
+
+GUIDE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "live.md"
+GUIDE_BLOCKS = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+
+
+def guide_app(index: int) -> Any:
+    namespace: dict[str, Any] = {"__name__": "live_guide"}
+    exec(compile(GUIDE_BLOCKS[index], f"docs/live.md block {index}", "exec"), namespace)
+    return namespace["app"]
+
+
+def test_the_guide_endpoint_settings_apply(serve_native: Any) -> None:
+    server = serve_native(guide_app(0))
+
+    async def scenario() -> None:
+        client = await peer(server, connect=False)
+        assert (await client.result("connect", token=None))["ping"] == 25
+    run(scenario())
+
+
+def test_the_guide_jwt_recipe(serve_native: Any) -> None:
+    server = serve_native(guide_app(1))
+    status, body = http_post(server.url("/login"), {"name": "ann"})
+    assert status == 200
+
+    async def scenario() -> None:
+        client = await peer(server, connect=False)
+        assert 890 < (await client.result("connect", token=json.loads(body)["token"]))["expires_in"] <= 900
+        joined = await client.result("join", room="chat:lobby")
+        assert list(joined["presence"].values()) == [{"user": "ann"}]
+        stranger = await peer(server, connect=False)
+        assert (await stranger.error("connect", token="forged"))["code"] == 401
+    run(scenario())
+
+
+def test_the_guide_rooms(serve_native: Any) -> None:
+    app = guide_app(2)
+    server = serve_native(app)
+
+    async def scenario() -> None:
+        anonymous = await peer(server, None)
+        assert (await anonymous.error("join", room="doc:1"))["message"] == "log in first"
+        assert (await anonymous.result("join", room="news"))["position"]["offset"] == 0
+        assert (await anonymous.error("publish", room="news", data="x"))["code"] == 403
+        ann = await peer(server, "ann")
+        joined = await ann.result("join", room="doc:1", info={"color": "red"})
+        assert list(joined["presence"].values()) == [{"user": "ann", "color": "teal"}]
+        assert (await ann.error("publish", room="doc:1", data="x"))["message"] == "an edit is an object with an op"
+        await ann.result("publish", room="doc:1", data={"op": "insert"})
+        assert (await ann.push("message", "doc:1"))["data"] == {"op": "insert", "by": "ann"}
+        server.call(app.hub.publish("news", {"title": "t"}))
+        assert (await anonymous.push("message", "news"))["data"] == {"title": "t"}
+    run(scenario())
+
+
+def http_post(url: str, data: Any) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return response.status, response.read()
