@@ -27,8 +27,9 @@ changes with every connection), `client.ping` and `client.expires_in`.
 (`tether.client.backoff.Backoff`: `min_delay` 0.25 s doubling up to `max_delay` 10 s, reset
 by a successful connect; `random` injectable). A failed reconnection (refused TCP, a timeout,
 an HTTP answer) is retried the same way; a refused `connect` stops the client. Then every
-room is joined again, with its `info` and its `position` as `since`, paced under the server's
-default command rate, and a `rate_limited` join is tried again.
+room is joined again, with its `info` and its `position` as `since`. These joins of the
+client's own are paced under the server's default command rate (`backoff.Pacer`) and tried
+again when rate-limited; an application's `join` that is rate-limited raises LiveError.
 
 **Rooms.** `await client.join(name, info=None, since=None)` returns a `Room` once its first
 join succeeded (a `LiveError` when refused). `room.recovered`, `room.position`,
@@ -46,10 +47,12 @@ raises the reason when the client stopped (or when a rejoin of the room was refu
 **Commands.** `room.publish(data)`, `room.history(since, limit)`, `room.leave()`; for
 anything else (the protocol's tests use it) `await client.request(op, **fields)` sends a
 command with an id and returns the reply's `result`, and `await client.send(op, **fields)`
-sends one without an id (no reply). Commands wait while the client is reconnecting. An error
-reply raises `LiveError(code, name, message, limit)` from the awaiting call; errors sent with
-`"id": null` are logged and kept in `client.errors`. A connection lost before the reply
-raises `LiveDisconnected` (a ConnectionError: the command may or may not have run).
+sends one without an id (no reply); `connect(..., on_push=f)` calls `f` with every push, raw.
+Commands wait while the client is reconnecting (a room's, while it is joined again), and raise
+LiveClosed once it stopped. An error reply raises `LiveError(code, name, message, limit)` from
+the awaiting call; errors sent with `"id": null` are logged and kept in `client.errors`. A
+connection lost before the reply raises `LiveDisconnected` (a ConnectionError: the command
+may or may not have run; the client reconnects).
 
 **Heartbeat and expiry.** Ping pushes are answered with `{"op": "pong"}`; a connection from
 which nothing was heard for 1.5 `ping` intervals is aborted and replaced (so a dead one is
