@@ -197,6 +197,13 @@ def test_a_refused_connect_raises_with_the_servers_reason(serve_native) -> None:
             assert client.connected
         with pytest.raises(LiveRefused):
             await connect(server.ws_url("/live"), token=lambda: "bad")
+        # a token that expired already: 4003; a function is asked again, at once
+        with pytest.raises(LiveRefused) as expired:
+            await connect(server.ws_url("/live"), token="short:old:-1")
+        assert (expired.value.code, expired.value.reason) == (4003, "token expired")
+        tokens = ["short:old:-1", "short:new:30"]
+        async with connect(server.ws_url("/live"), token=lambda: tokens.pop(0)) as client:
+            assert client.connected and client.connects == 1 and tokens == []
 
     run(main())
 
@@ -422,11 +429,13 @@ def test_token_refresh_keeps_the_connection_past_its_expiry(serve_native) -> Non
 
 def test_an_expiry_not_refreshed_reconnects_with_a_fresh_token(serve_native) -> None:
     """The refresh is refused, the server closes with 4003 at expiry, the client connects
-    again at once with a new token."""
+    again at once with a new token; one that has expired already is refused with 4003 too,
+    and the token function is asked again."""
     server = serve_native(live_app())
 
     async def main() -> None:
-        tokens = ["short:eve:0.5:refused", "short:eve:0.5:refused", "short:fay:30"]  # connect, refresh, connect
+        # connect, refresh (refused), connect (expired already), connect
+        tokens = ["short:eve:0.5:refused", "short:eve:0.5:refused", "short:gus:-1", "short:fay:30"]
 
         def token() -> str:
             return tokens.pop(0) if len(tokens) > 1 else tokens[0]
@@ -434,7 +443,7 @@ def test_an_expiry_not_refreshed_reconnects_with_a_fresh_token(serve_native) -> 
         async with connect(server.ws_url("/live"), token=token, min_delay=5, max_delay=10) as client:
             room = await client.join("chat:x")
             await until(lambda: client.connects == 2 and client.connected, timeout=10, message="reconnected")
-            assert client.close_code == 4003 and room.joins == 2
+            assert client.close_code == 4003 and room.joins == 2 and tokens == ["short:fay:30"]
 
     run(main())
 

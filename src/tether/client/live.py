@@ -15,7 +15,8 @@ it runs on uvloop as on asyncio's loop, and it adds no dependency.
 **Connecting.** `connect(url, token)` returns a `LiveClient`; `async with` (or `await`) opens
 the first connection: the WebSocket with the subprotocol `tether.live.v1`, then the `connect`
 command with the token. That first connection is not retried: a server that is down raises
-OSError, a refusal raises `LiveRefused` with the server's reason. `token` is a string, None,
+OSError, a refusal raises `LiveRefused` with the server's reason (`code` 4001; 4003 when the
+token had expired already, which a token function is asked again for, once, at once). `token` is a string, None,
 or a function (sync or async) returning one, called for every connection and every refresh.
 The reply sets `client.id` (this connection's id: the key of one's own presence entry; it
 changes with every connection), `client.ping` and `client.expires_in`.
@@ -26,7 +27,8 @@ changes with every connection), `client.ping` and `client.expires_in`.
 (1001, 4005, 1006 and network failures) reconnects after a full-jitter exponential backoff
 (`tether.client.backoff.Backoff`: `min_delay` 0.25 s doubling up to `max_delay` 10 s, reset
 by a successful connect; `random` injectable). A failed reconnection (refused TCP, a timeout,
-an HTTP answer) is retried the same way; a refused `connect` stops the client. Then every
+an HTTP answer) is retried the same way; a refused `connect` stops the client, unless the
+token had expired (4003) and comes from a function (asked again, with the backoff). Then every
 room is joined again, with its `info` and its `position` as `since`. These joins of the
 client's own are paced under the server's default command rate (`backoff.Pacer`) and tried
 again when rate-limited; an application's `join` that is rate-limited raises LiveError.
@@ -94,8 +96,10 @@ Token = str | Callable[[], str | Awaitable[str | None] | None] | None
 
 # Close codes that stop the client (docs/live-protocol.md, "Close codes"); 1000 only when
 # the server sent it. Anything else reconnects.
-_STOPPING = {1000: "the server closed the connection", 1009: "a message over the server's max_size",
-             4001: "connect refused", 4002: "protocol misuse", 4004: "too many error replies"}
+_MEANING = {1000: "the server closed the connection", 1009: "a message over the server's max_size",
+            4001: "connect refused", 4002: "protocol misuse", 4003: "the token expired",
+            4004: "too many error replies"}
+_STOPPING = {1000, 1009, 4001, 4002, 4004}
 _PONG = json.dumps({"op": "pong"})
 
 
@@ -121,16 +125,17 @@ class LiveClosed(Exception):
     and `reason`, or the client was closed (`code` 1000, raised by commands sent after)."""
 
     def __init__(self, code: int, reason: str, what: str | None = None) -> None:
-        what = what or _STOPPING.get(code, "closed")
+        what = what or _MEANING.get(code, "closed")
         super().__init__(f"live connection closed with {code} ({what})" + (f": {reason}" if reason else ""))
         self.code, self.reason = code, reason
 
 
 class LiveRefused(LiveClosed):
-    """`connect` was refused (error 401, close 4001): `reason` is the server's."""
+    """`connect` was refused (error 401): `reason` is the server's; `code` the close that
+    followed, 4001, or 4003 when the token had expired already."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(4001, reason)
+    def __init__(self, reason: str, code: int = 4001) -> None:
+        super().__init__(code, reason)
 
 
 class LiveDisconnected(ConnectionError):
@@ -294,7 +299,12 @@ class LiveClient:
         """Open the first connection (see the module doc); `async with` and `await` call it."""
         if self._runner is not None:
             raise RuntimeError("this client is started already")
-        ws = await self._open()
+        try:
+            ws = await self._open()
+        except LiveRefused as refused:
+            if not self._expired(refused):
+                raise
+            ws = await self._open()  # once more, with a new token
         self._runner = asyncio.get_running_loop().create_task(self._run(ws, self._attach(ws)))
         return self
 
@@ -541,10 +551,11 @@ class LiveClient:
             self._abort(ws)
             raise
         if "error" in frame:
-            self._abort(ws)
             error = LiveError.from_wire(frame["error"])
+            code = await self._close_code(ws) if error.code == 401 else None
+            self._abort(ws)
             if error.code == 401:
-                raise LiveRefused(error.message) from error
+                raise LiveRefused(error.message, 4003 if code == 4003 else 4001) from error
             raise error
         result = frame.get("result")
         result = result if isinstance(result, dict) else {}
@@ -566,6 +577,21 @@ class LiveClient:
         except WebSocketDisconnect as closed:
             raise _stop_for(closed.code, closed.reason, True) or ConnectionError(
                 f"closed with {closed.code} before connect was answered") from None
+
+    async def _close_code(self, ws: ClientWebSocket) -> int | None:
+        """The code of the close that follows a refused connect (None if it does not come)."""
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                while True:
+                    await ws.receive()
+        except WebSocketDisconnect as closed:
+            return closed.code
+        except TimeoutError:
+            return None
+
+    def _expired(self, refused: LiveRefused) -> bool:
+        """A connect refused because the token had expired, which a token function can renew."""
+        return refused.code == 4003 and callable(self._token_source)
 
     @staticmethod
     def _abort(ws: ClientWebSocket) -> None:
@@ -591,16 +617,26 @@ class LiveClient:
             self._stop(error)
 
     async def _reconnect(self, at_once: bool) -> ClientWebSocket:
+        """A new connection: at once after an expiry (4003), else after the backoff, and again
+        until one is made. A refusal stops the client, unless it was an expired token and a
+        token function can give another."""
         attempt = 0
         while True:
-            await asyncio.sleep(0.0 if at_once and attempt == 0 else self._backoff.delay(attempt))
+            await asyncio.sleep(0.0 if at_once else self._backoff.delay(attempt))
+            at_once = False
+            error: Exception
             try:
                 return await self._open()
+            except LiveRefused as refused:
+                if not self._expired(refused):
+                    raise
+                at_once, error = attempt == 0, refused
             except (LiveClosed, LiveError):
                 raise
-            except Exception as error:
-                attempt += 1
-                logger.info("live: reconnecting to %s failed (%r); attempt %d", self.url, error, attempt)
+            except Exception as failure:
+                error = failure
+            attempt += 1
+            logger.info("live: reconnecting to %s failed (%r); attempt %d", self.url, error, attempt)
 
     def _attach(self, ws: ClientWebSocket) -> list[asyncio.Task[None]]:
         """Make `ws` the connection: its heartbeat and refresh tasks, and the rooms' joins
