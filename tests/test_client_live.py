@@ -334,6 +334,42 @@ def test_a_backplane_outage_is_surfaced_as_lost_in_a_room_without_history(serve_
         run(main(), timeout=30)
 
 
+def test_offsets_that_go_back_after_a_lost_push_are_delivered(serve_native) -> None:
+    """The room's history goes back in the same epoch (restored from an older copy: its two
+    Redis keys, dumped at offset 2, restored at offset 5): the server pushes `lost`, then
+    offset 3 again; the client reports the loss and delivers what follows instead of taking
+    it for duplicates."""
+    with RedisServer() as redis:
+        server = serve_native(live_app(backplane=redis.url))
+        admin = redis.client()  # bytes in, bytes out (DUMP's payload is binary)
+
+        async def main() -> None:
+            async with connect(server.ws_url("/live")) as client:
+                room = await client.join("chat:back")
+                events = room.events()
+                assert isinstance(await anext(events), Joined)
+                keys = ("tether:history-meta:{chat:back}", "tether:history:{chat:back}")
+                for n in range(5):
+                    await room.publish(n)
+                    if n == 1:
+                        assert [m.offset for m in await take_events(events, 2)] == [1, 2]
+                        copies = [await asyncio.to_thread(admin.dump, key) for key in keys]
+                assert [m.offset for m in await take_events(events, 3)] == [3, 4, 5]
+                for key, copy in zip(keys, copies):
+                    await asyncio.to_thread(admin.restore, key, 0, copy, replace=True)
+                await room.publish("again")
+                await room.publish("and on")
+                lost, *after = await take_events(events, 3)
+                assert isinstance(lost, Lost) and "went back" in lost.reason
+                assert [(m.data, m.offset) for m in after] == [("again", 3), ("and on", 4)]
+                assert room.position is not None and room.position.offset == 4
+
+        try:
+            run(main(), timeout=30)
+        finally:
+            admin.close()
+
+
 # -- the connection ------------------------------------------------------------------------------------
 class Proxy:
     """A TCP proxy on 127.0.0.1 in the test's loop; `freeze()` stops forwarding on the
@@ -728,10 +764,10 @@ def test_feed_drops_duplicates_and_holds_replays_until_the_join_reply() -> None:
     async def main() -> None:
         feed = Feed("r", max_queue=10, since=Position("e", 2))
         assert feed.begin_join() == Position("e", 2)
+        feed.push({"push": "lost", "reason": "outage"})  # held, like every push while joining
         feed.push({"push": "message", "data": "three", "offset": 3, "epoch": "e"})  # a replay, before the reply
         # diffs while joining are applied after the snapshot: one it holds changes nothing
         feed.push({"push": "presence", "joined": {"me": {}, "x": 1}, "left": {"gone": {}}})
-        feed.push({"push": "lost", "reason": "outage"})
         assert feed.pending() == 0 and feed.presence == {}
         feed.joined(True, Position("e", 3), {"me": {}, "gone": {}})
         assert feed.presence == {"me": {}, "x": 1} and feed.lost == 1
@@ -740,7 +776,7 @@ def test_feed_drops_duplicates_and_holds_replays_until_the_join_reply() -> None:
         feed.push({"push": "message", "data": "new epoch", "offset": 1, "epoch": "f"})
         events = [await feed.next() for _ in range(5)]
         assert isinstance(events[0], Joined) and events[0].recovered and events[0].presence == {"me": {}, "gone": {}}
-        assert events[1] == Message("r", "three", 3, "e") and events[2] == Lost("r", "outage")
+        assert events[1] == Lost("r", "outage") and events[2] == Message("r", "three", 3, "e")
         assert [(e.data, e.offset) for e in events[3:]] == [("four", 4), ("new epoch", 1)]
         assert feed.position == Position("f", 1) and feed.pending() == 0
         # recovered False: the reply's position is the base
@@ -750,6 +786,12 @@ def test_feed_drops_duplicates_and_holds_replays_until_the_join_reply() -> None:
         feed.joined(False, Position("f", 7), None)
         assert isinstance(await feed.next(), Joined)
         assert (await feed.next()).data == "new"
+        # after a `lost` push, offsets may go back (a history restored from an older copy)
+        feed.push({"push": "lost", "reason": "went back"})
+        feed.push({"push": "message", "data": "back", "offset": 3, "epoch": "f"})
+        feed.push({"push": "message", "data": "back again", "offset": 3, "epoch": "f"})  # a duplicate again
+        assert isinstance(await feed.next(), Lost) and (await feed.next()).data == "back"
+        assert feed.position == Position("f", 3) and feed.pending() == 0
         feed.end()
         with pytest.raises(StopAsyncIteration):
             await feed.next()

@@ -23,7 +23,9 @@ Rules:
 - **No duplicates.** A message whose offset is not past `position` (same epoch) is dropped.
   After a join the base is the `since` it sent when the reply says `recovered` (the replayed
   messages are exactly what came after it), else the reply's position (messages up to it
-  are the past, which the application reloads, e.g. with `Room.history`).
+  are the past, which the application reloads, e.g. with `Room.history`). After a `lost`
+  push the next message is taken whatever its offset: the server reports offsets that went
+  back (a history restored from an older copy) that way, and then goes on from there.
 - **A full queue.** In a room with history, a message that finds the queue full is not
   queued and the feed falls *behind*: later messages are not queued either (no gap inside
   the queue), and once the application has read the queue down to half, `wants_resync`
@@ -124,6 +126,7 @@ class Feed:
         self._events: deque[Event] = deque()
         self._queued = 0  # Messages in _events (what max_queue bounds)
         self._dropped = 0  # messages of a room without history dropped since the last Lost
+        self._rebase = False  # after a `lost` push: the next offset is taken even if not past
         self._readable = asyncio.Event()
         self._ended = False
         self._error: BaseException | None = None
@@ -132,7 +135,7 @@ class Feed:
     def begin_join(self) -> Position | None:
         """A join is being sent: hold the room's messages until its reply. Returns the
         `since` to send (None: join from nothing)."""
-        self.joining, self.behind = True, False
+        self.joining, self.behind, self._rebase = True, False, False
         self._held.clear()
         self._since = self.position
         return self.position
@@ -177,6 +180,7 @@ class Feed:
             self.presence.update(joined if isinstance(joined, Mapping) else {})
         elif kind == "lost":
             self.lost += 1
+            self._rebase = True
             self._put(Lost(self.room, str(push.get("reason", ""))))
 
     def end(self, error: BaseException | None = None) -> None:
@@ -189,12 +193,12 @@ class Feed:
         data, offset, epoch = push.get("data"), push.get("offset"), push.get("epoch")
         if isinstance(offset, int) and isinstance(epoch, str):
             here = self.position
-            if here is not None and here.epoch == epoch and offset <= here.offset:
+            if here is not None and here.epoch == epoch and offset <= here.offset and not self._rebase:
                 return  # seen already (a replay overlapping live messages, or the past)
             if self.behind or self._queued >= self.max_queue:
                 self.behind = True  # recovered from `position` by a rejoin
                 return
-            self.position = Position(epoch, offset)
+            self.position, self._rebase = Position(epoch, offset), False
             self._put(Message(self.room, data, offset, epoch))
         elif self._queued >= self.max_queue:
             self._dropped += 1
