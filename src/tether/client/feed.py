@@ -133,8 +133,8 @@ class Feed:
 
     # -- the connection's side -------------------------------------------------------------------
     def begin_join(self) -> Position | None:
-        """A join is being sent: hold the room's messages until its reply. Returns the
-        `since` to send (None: join from nothing)."""
+        """A join is being sent: hold the room's pushes until its reply (a replay is at most
+        the server's `max_recover` messages). Returns the `since` to send (None: from nothing)."""
         self.joining, self.behind, self._rebase = True, False, False
         self._held.clear()
         self._since = self.position
@@ -145,7 +145,7 @@ class Feed:
         self._held.clear()
 
     def joined(self, recovered: bool, position: Position | None, presence: Mapping[str, Any] | None) -> Joined:
-        """The join's reply: queue the Joined event, then the messages held meanwhile."""
+        """The join's reply: queue the Joined event, then apply the pushes held meanwhile."""
         self.joining = False
         self.joins += 1
         self.recovered = recovered
