@@ -285,15 +285,10 @@ class Hub:
         return await self._router.backplane.count()
 
     # -- delivery: every path ends in fan_out -------------------------------------------------
-    def _deliver(self, kind: TopicKind, name: str, members: dict[str, Member] | None, data: Any,
-                  exclude: Exclude, waits: Waits | None) -> int:
-        """Encode `data` once and deliver it (`_deliver_everywhere`)."""
-        return self._deliver_everywhere(kind, name, members, *encode_message(data), exclude, waits)
-
-    def _deliver_everywhere(self, kind: TopicKind, name: str, members: dict[str, Member] | None, opcode: int,
-                            payload: bytes, exclude: Exclude, waits: Waits | None) -> int:
-        """This node's `members` get the message through the fan-out loop, then, in a
-        cluster, one envelope takes it to the other nodes' members of the topic."""
+    def _deliver(self, kind: TopicKind, name: str, members: dict[str, Member] | None, opcode: int,
+                 payload: bytes, exclude: Exclude, waits: Waits | None) -> int:
+        """This node's `members` get the message (encoded once) through the fan-out loop,
+        then, in a cluster, one envelope takes it to the other nodes' members of the topic."""
         skip = excluded(exclude)
         sent = fan_out(members.values(), opcode, payload, skip, waits) if members else 0
         router = self._router
@@ -302,7 +297,8 @@ class Hub:
         return sent
 
     def _broadcast_now(self, path: str, data: Any, exclude: Exclude = None, waits: Waits | None = None) -> int:
-        return self._deliver(TopicKind.PATH, path, self._registry.paths.get(path), data, exclude, waits)
+        return self._deliver(TopicKind.PATH, path, self._registry.paths.get(path), *encode_message(data), exclude,
+                             waits)
 
     def _publish_now(self, room: str, data: Any, exclude: Exclude = None, waits: Waits | None = None) -> int:
         if self._shaped:
@@ -312,9 +308,10 @@ class Hub:
                 return self._publish_kept(room, data, exclude, policy, room_format)
             if room_format is not None:
                 framed = room_format.frame(room, None, room_format.encode(data))
-                return self._deliver_everywhere(TopicKind.ROOM, room, self._registry.rooms.get(room), OP_TEXT, framed,
-                                                exclude, waits)
-        return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), data, exclude, waits)
+                return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), OP_TEXT, framed, exclude,
+                                     waits)
+        return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), *encode_message(data), exclude,
+                             waits)
 
     def _publish_kept(self, room: str, data: Any, exclude: Exclude, policy: HistoryPolicy,
                       room_format: RoomFormat | None) -> int:
@@ -385,7 +382,7 @@ class Hub:
         """Send `data` to every member of `room` on every node as it is: not numbered, not
         kept and not formatted, in any room (the live layer's presence changes). Returns how
         many of this node's members got it; nobody waits, whatever the slow-client mode."""
-        return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), data, None, None)
+        return self._deliver(TopicKind.ROOM, room, self._registry.rooms.get(room), *encode_message(data), None, None)
 
     async def publish(self, room: str, data: Any, exclude: Exclude = None) -> int:
         """Send `data` to every member of `room`; returns how many got it. In "wait" mode it
