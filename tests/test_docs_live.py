@@ -3,6 +3,7 @@ text says, driven over real sockets."""
 
 from __future__ import annotations
 
+import ast
 import json
 import pathlib
 import re
@@ -99,3 +100,47 @@ def http_post(url: str, data: Any) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request) as response:
         return response.status, response.read()
+
+
+class _Done(Exception):
+    """Ends an example's endless `async for` after its first message."""
+
+
+async def run_client_example(source: str, name: str, url: str, prints_before_loop: int = 0,
+                             **names: Any) -> list[tuple[Any, ...]]:
+    """Run a client example as written (top-level `async with`), against `url`: its `print`
+    calls are recorded, and the first one inside the message loop ends it."""
+    printed: list[tuple[Any, ...]] = []
+
+    def record(*values: Any) -> None:
+        printed.append(values)
+        if len(printed) > prints_before_loop:
+            raise _Done
+
+    code = compile(source.replace("ws://127.0.0.1:8000/live", url), name, "exec",
+                   flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    try:
+        await eval(code, {"__name__": "client_example", "print": record, **names})
+    except _Done:
+        pass
+    return printed
+
+
+def test_the_readme_and_guide_client_examples(serve_native: Any) -> None:
+    guide = guide_app(2)
+    readme_server, guide_server = serve_native(readme_app()), serve_native(guide)
+
+    async def scenario() -> None:
+        printed = await run_client_example(PYTHON[1], "README.md (Live channels, client)",
+                                           readme_server.ws_url("/live"))
+        assert printed == [({"user": "ann", "text": "hello"},)]
+
+        async def get_token() -> str:
+            return "ada"
+        printed = await run_client_example(GUIDE_BLOCKS[3], "docs/live.md (client)", guide_server.ws_url("/live"),
+                                           1, get_token=get_token)
+        recovered, position, presence = printed[0]
+        assert recovered is False and position.offset == 0
+        assert list(presence.values()) == [{"user": "ada", "color": "teal"}]
+        assert printed[1] == (1, {"op": "insert", "at": 0, "text": "y", "by": "ada"})
+    run(scenario())
