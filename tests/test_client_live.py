@@ -137,6 +137,8 @@ def test_connect_join_publish_and_messages_with_offsets(serve) -> None:
             await plain.publish("hello")
             (message,) = await take(plain, 1)
             assert (message.data, message.offset, message.epoch) == ("hello", None, None)
+            with pytest.raises(ValueError):
+                await plain.publish(float("nan"))  # not JSON: refused before it is sent
             with pytest.raises(LiveError) as no_history:
                 await plain.history()
             assert (no_history.value.code, no_history.value.name) == (422, "no_history")

@@ -153,6 +153,11 @@ def _stop_for(code: int, reason: str, by_server: bool) -> LiveClosed | None:
     return None
 
 
+def _encode(command: Mapping[str, Any]) -> str:
+    """A command as JSON text; ValueError for NaN or infinities, which JSON does not have."""
+    return json.dumps(command, allow_nan=False)
+
+
 def _decode(text: str | bytes) -> dict[str, Any] | None:
     try:
         frame = json.loads(text)
@@ -409,7 +414,7 @@ class LiveClient:
         """Send the command `op` with `fields` and no id: no reply (errors land in `errors`)."""
         ws = await self._wait_ready()
         try:
-            await ws.send(json.dumps({**fields, "op": op}))
+            await ws.send(_encode({**fields, "op": op}))
         except WebSocketDisconnect as exc:
             raise LiveDisconnected(f"{op}: the connection closed") from exc
 
@@ -427,7 +432,7 @@ class LiveClient:
 
     async def _call(self, ws: ClientWebSocket, op: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         ident = next(self._ids)
-        text = json.dumps({**fields, "op": op, "id": ident})
+        text = _encode({**fields, "op": op, "id": ident})
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         try:
@@ -569,7 +574,7 @@ class LiveClient:
             async with asyncio.timeout(self._open_timeout):
                 token = await self._token()
                 ident = next(self._ids)
-                await ws.send(json.dumps({"id": ident, "op": "connect", "token": token}))
+                await ws.send(_encode({"id": ident, "op": "connect", "token": token}))
                 while True:
                     frame = _decode(await ws.receive())
                     if frame is not None and frame.get("id") == ident:
