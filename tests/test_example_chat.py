@@ -1,17 +1,23 @@
-"""The chat example (examples/chat), served for real and driven by real clients."""
+"""The chat example (examples/chat), on live channels, served for real and driven by real
+clients: headless Chromium pages (tests/browser.py) and a small Python client of the live
+protocol. The in-process tests serve the app with the `serve` fixture; the restart tests run
+it as `make run` does (`python -m tether run app:app` in examples/chat, its own process),
+alone (history kept in the process) and as two nodes on a real redis-server."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -19,6 +25,7 @@ from websockets.sync.client import connect
 
 from .browser import Browser
 from .netutil import reserve_port, wait_until
+from .redisutil import redis_server_fixture  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHAT = ROOT / "examples" / "chat" / "app.py"
@@ -28,46 +35,180 @@ SCREENSHOT = ROOT / "docs" / "chat.png"
 ROOM_RULE = "a room name is 1 to 32 letters, digits, - or _"
 STATUS = "document.getElementById('status').textContent"
 LOG = "document.getElementById('log').innerText"
+ONLINE = "document.getElementById('online').innerText"
+NOTICE = "(document.getElementById('notice').hidden ? '' : document.getElementById('notice-text').textContent)"
+# The messages the page shows, in the order it shows them: [[name, text], ...].
+SHOWN = ("[...document.querySelectorAll('#log li:not(.divider)')]"
+         ".map((li) => [li.querySelector('.who').textContent.slice(0, -2), li.lastChild.textContent])")
+NOT_RECOVERED = "Some messages could not be recovered; reloading history."
 
 
-def load_chat_app():
+def load_chat_module():
     spec = importlib.util.spec_from_file_location("chat_example", CHAT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.app
+    return module
 
 
 @pytest.fixture
 def chat(serve):
-    return serve(load_chat_app())
+    module = load_chat_module()
+    server = serve(module.app)
+    server.module = module
+    return server
 
+
+def login(base_url: str, name: Any) -> tuple[int, dict]:
+    """POST /login: (status, JSON body)."""
+    request = urllib.request.Request(f"{base_url}/login", data=json.dumps({"name": name}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+class LiveClient:
+    """Just enough of the live protocol (docs/live-protocol.md) for a test, on `websockets`'
+    sync client: `ask(op, **fields)` sends a command and returns its reply; the pushes met
+    meanwhile are kept in `pushes` (pings answered)."""
+
+    def __init__(self, ws_url: str, token: str | None) -> None:
+        self.socket = connect(ws_url, subprotocols=["tether.live.v1"], open_timeout=10).__enter__()
+        self.ids = itertools.count(1)
+        self.pushes: list[dict] = []
+        self.connected = self.ask("connect", token=token)
+
+    def _receive(self, timeout: float) -> dict:
+        message = json.loads(self.socket.recv(timeout=timeout))
+        if message.get("push") == "ping":
+            self.socket.send('{"op": "pong"}')
+        elif "push" in message:
+            self.pushes.append(message)
+        return message
+
+    def ask(self, op: str, **fields: Any) -> dict:
+        command_id = next(self.ids)
+        self.socket.send(json.dumps({"op": op, "id": command_id, **fields}))
+        deadline = time.monotonic() + 10
+        while True:
+            message = self._receive(max(0.01, deadline - time.monotonic()))
+            if message.get("id") == command_id:
+                return message
+
+    def messages(self, room: str = "chat:lobby") -> list[dict]:
+        return [push["data"] for push in self.pushes if push["push"] == "message" and push["room"] == room]
+
+    def wait_for_message(self, text: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(message.get("text") == text for message in self.messages()):
+            self._receive(max(0.01, deadline - time.monotonic()))
+
+    def say(self, text: str) -> None:
+        reply = self.ask("publish", room="chat:lobby", data={"text": text})
+        assert "result" in reply, reply
+
+    def close(self) -> None:
+        self.socket.__exit__(None, None, None)
+
+    def __enter__(self) -> LiveClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def live_client(base_url: str, name: str) -> LiveClient:
+    status, body = login(base_url, name)
+    assert status == 200, body
+    return LiveClient(base_url.replace("http://", "ws://") + "/live", body["token"])
+
+
+# -- the server's side: the page, the login, the room's hooks ------------------------------------
 
 def test_the_page_and_its_assets_are_served(chat):
     page = urllib.request.urlopen(chat.url("/")).read().decode()
-    assert "<title>tether chat</title>" in page and "/static/chat.js" in page
+    assert "<title>tether chat</title>" in page and 'type="module" src="/static/chat.js"' in page
     script = urllib.request.urlopen(chat.url("/static/chat.js")).read().decode()
-    assert "new WebSocket" in script
+    assert 'import { Client } from "/tether.js";' in script
+    assert urllib.request.urlopen(chat.url("/static/chat.css")).status == 200
+    client = urllib.request.urlopen(chat.url("/tether.js")).read().decode()
+    assert "export class Client" in client
 
 
-def test_two_people_chat_in_a_room_and_see_joins_and_leaves(chat):
-    with connect(chat.ws_url("/ws/gotham?name=batman")) as batman:
-        assert json.loads(batman.recv()) == {"type": "welcome", "room": "gotham", "others": 0}
-        with connect(chat.ws_url("/ws/gotham?name=robin")) as robin:
-            assert json.loads(robin.recv()) == {"type": "welcome", "room": "gotham", "others": 1}
-            assert json.loads(batman.recv()) == {"type": "join", "name": "robin"}
-            robin.send("holy websockets")
-            expected = {"type": "message", "name": "robin", "text": "holy websockets"}
-            assert json.loads(batman.recv()) == expected and json.loads(robin.recv()) == expected
-        assert json.loads(batman.recv()) == {"type": "leave", "name": "robin"}
+def test_login_gives_a_signed_token_that_the_live_endpoint_turns_into_the_name(chat):
+    base = chat.url("").rstrip("/")
+    for name, error in (("", "type a name"), ("   ", "type a name"), (None, "type a name"), (7, "type a name"),
+                        ("x" * 33, "a name is at most 32 printable characters"),
+                        ("bell\a", "a name is at most 32 printable characters")):
+        assert login(base, name) == (400, {"error": error}), name
+    status, body = login(base, "  Ada Lovelace ")
+    assert status == 200 and body["name"] == "Ada Lovelace"
+    ada = LiveClient(chat.ws_url("/live"), body["token"])
+    try:
+        assert ada.connected["result"]["expires_in"] == pytest.approx(3600, abs=5)
+        joined = ada.ask("join", room="chat:lobby", info={"name": "someone else"})["result"]
+        assert joined["recovered"] is False and joined["position"]["offset"] == 0
+        # The presence info is the room hook's, from the identity: not what the client sent.
+        assert joined["presence"] == {ada.connected["result"]["client"]: {"name": "Ada Lovelace"}}
+        # Messages are checked, stripped, and signed with the sender's name.
+        assert ada.ask("publish", room="chat:lobby", data={"text": "  hello  ", "name": "mallory"})["result"] == {}
+        for data, reason in (({"text": "   "}, 'a message is {"text": "..."} with some text'),
+                             ("hello", 'a message is {"text": "..."} with some text'),
+                             ({"text": 5}, 'a message is {"text": "..."} with some text'),
+                             ({"text": "x" * 1001}, "a message is at most 1000 characters")):
+            error = ada.ask("publish", room="chat:lobby", data=data)["error"]
+            assert (error["code"], error["message"]) == (403, reason), data
+        assert ada.ask("publish", room="chat:lobby", data={"text": " " + "y" * 1000 + " "})["result"] == {}
+        ada.wait_for_message("y" * 1000)
+        assert ada.messages() == [{"name": "Ada Lovelace", "text": "hello"}, {"name": "Ada Lovelace", "text": "y" * 1000}]
+        history = ada.ask("history", room="chat:lobby", since=0)["result"]
+        assert [message["offset"] for message in history["messages"]] == [1, 2]
+        # A room name that breaks the rule is refused in words.
+        error = ada.ask("join", room="chat:a/b")["error"]
+        assert (error["code"], error["message"]) == (403, ROOM_RULE)
+    finally:
+        ada.close()
+
+    # A token this server did not make, a tampered one, an expired one, none: refused (4001).
+    make_token = chat.module.make_token
+    name, expires, signature = make_token("ada").split(".")
+    tampered = f"{name}.{int(expires) + 3600}.{signature}"
+    for token, reason in (("made-up", "not a token of this server (log in again)"),
+                          (tampered, "not a token of this server (log in again)"),
+                          (make_token("ada", lifetime=-10), "token expired"),
+                          (None, "log in first")):
+        with pytest.raises(ConnectionClosed) as closed:
+            refused = LiveClient(chat.ws_url("/live"), token)
+            assert refused.connected["error"]["code"] == 401
+            refused.socket.recv(timeout=10)
+        assert closed.value.rcvd.reason == reason, token
+        assert closed.value.rcvd.code == (4003 if reason == "token expired" else 4001)
 
 
 def test_rooms_are_separate(chat):
-    with connect(chat.ws_url("/ws/a?name=x")) as a, connect(chat.ws_url("/ws/b?name=y")) as b:
-        a.recv(), b.recv()
-        a.send("only a")
-        assert json.loads(a.recv())["text"] == "only a"
-        with pytest.raises(TimeoutError):
-            b.recv(timeout=0.2)
+    base = chat.url("").rstrip("/")
+    with live_client(base, "ada") as ada, live_client(base, "bob") as bob:
+        ada.ask("join", room="chat:a")
+        assert list(bob.ask("join", room="chat:b")["result"]["presence"].values()) == [{"name": "bob"}]
+        ada.ask("publish", room="chat:a", data={"text": "only a"})
+        assert ada.ask("history", room="chat:a")["result"]["messages"] == [
+            {"offset": 1, "data": {"name": "ada", "text": "only a"}}]
+        assert bob.ask("history", room="chat:b")["result"]["messages"] == []
+        assert bob.messages("chat:a") == bob.messages("chat:b") == []
+        assert [push["push"] for push in bob.pushes] == ["presence"]  # its own join, nothing of room a
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+def log_in_with_the_form(browser: Browser, url: str, name: str, room: str = "lobby") -> None:
+    """Open the page, type a name (and a room) and press Join, as a person would."""
+    browser.goto(url)
+    browser.wait_for("document.readyState === 'complete' && !document.getElementById('join').hidden")
+    browser.evaluate(f"document.getElementById('name').value = {json.dumps(name)};"
+                     f"document.getElementById('room').value = {json.dumps(room)};"
+                     "document.querySelector('#join button').click(); true")
 
 
 def say_in_the_page(browser: Browser, text: str) -> None:
@@ -76,63 +217,72 @@ def say_in_the_page(browser: Browser, text: str) -> None:
                      "document.querySelector('#say button').click(); true")
 
 
-def test_a_person_in_a_browser_chats_with_a_python_client(chat):
-    browser = Browser()
-    try:
-        with connect(chat.ws_url("/ws/lobby?name=python")) as bot:
-            assert json.loads(bot.recv())["type"] == "welcome"
-            browser.goto(chat.url("/"))
-            browser.wait_for("location.pathname === '/' && document.readyState === 'complete'")
-            # Fill the form and press Join, as a person would.
-            browser.evaluate("document.getElementById('name').value = 'browser';"
-                             "document.querySelector('#join button').click(); true")
-            assert json.loads(bot.recv(timeout=10)) == {"type": "join", "name": "browser"}
-            browser.wait_for("!document.getElementById('say').hidden")
-            say_in_the_page(browser, "hello from chromium")
-            assert json.loads(bot.recv(timeout=10)) == {
-                "type": "message", "name": "browser", "text": "hello from chromium"}
-            bot.send("<b>hello</b> browser")
-            log = browser.wait_for("document.getElementById('log').innerText.includes('python: <b>hello</b>')"
-                                   " && document.getElementById('log').innerText")
-            assert "browser: hello from chromium" in log
-            # The markup arrived as text: nothing was injected into the page.
-            assert browser.evaluate("document.querySelectorAll('#log b').length") == 0
-            status = browser.evaluate("document.getElementById('status').textContent")
-            assert status == "connected to lobby as browser"
-    finally:
-        browser.close()
+def online(browser: Browser) -> list[str]:
+    return browser.evaluate("[...document.querySelectorAll('#online li')].map((li) => li.textContent)")
 
 
-def test_a_room_name_that_is_not_allowed_is_refused_in_words(chat):
-    # The server accepts the handshake and closes at once with 1008 and the rule as the
-    # reason, which a browser can read (a refused handshake would only show it code 1006).
-    for path in ("/ws/a%2Fb", "/ws/" + "x" * 33, "/ws/a%20b", "/ws/"):
-        with connect(chat.ws_url(path + "?name=x")) as refused:
-            with pytest.raises(ConnectionClosed) as closed:
-                refused.recv(timeout=10)
-        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, ROOM_RULE), path
+def test_two_people_see_each_other_online_and_chat_and_a_third_gets_the_history(chat):
+    with Browser() as ada, Browser() as grace:
+        log_in_with_the_form(ada, chat.url("/"), "ada")
+        ada.wait_for(f"{STATUS} === 'connected to lobby as ada'")
+        assert online(ada) == ["ada (you)"]
+        assert ada.evaluate("location.search") == "?name=ada&room=lobby"  # a reload comes back here
+        log_in_with_the_form(grace, chat.url("/"), "grace")
+        grace.wait_for(f"{STATUS} === 'connected to lobby as grace'")
+        assert online(grace) == ["ada", "grace (you)"]  # from the join's reply
+        ada.wait_for(f"{ONLINE}.includes('grace')", timeout=1)  # within a second of grace's join
+        assert online(ada) == ["ada (you)", "grace"]
+        assert ada.evaluate("document.getElementById('count').textContent") == "(2)"
+
+        say_in_the_page(ada, "hello grace")
+        grace.wait_for(f"{LOG}.includes('hello grace')")
+        say_in_the_page(grace, "  <b>hi</b> ada  ")
+        ada.wait_for(f"{LOG}.includes('ada')")
+        conversation = [["ada", "hello grace"], ["grace", "<b>hi</b> ada"]]
+        assert ada.wait_for(f"(() => {{ const shown = {SHOWN}; return shown.length === 2 && shown; }})()") == conversation
+        assert grace.wait_for(f"(() => {{ const shown = {SHOWN}; return shown.length === 2 && shown; }})()") == conversation
+        # The markup arrived as text: nothing was injected into the page.
+        assert ada.evaluate("document.querySelectorAll('#log b').length") == 0
+        assert ada.evaluate("document.getElementById('text').value") == ""
+        assert grace.evaluate(NOTICE) == "" and ada.evaluate(NOTICE) == ""
+
+        # A third page: the history on joining, in order, and everyone online.
+        with Browser() as linus:
+            log_in_with_the_form(linus, chat.url("/"), "linus")
+            linus.wait_for(f"{STATUS} === 'connected to lobby as linus'")
+            assert linus.wait_for(f"(() => {{ const shown = {SHOWN}; return shown.length === 2 && shown; }})()") \
+                == conversation
+            assert online(linus) == ["ada", "grace", "linus (you)"]
+            ada.wait_for(f"{ONLINE}.includes('linus')", timeout=1)
+            say_in_the_page(linus, "hi both")
+            for page in (ada, grace, linus):
+                assert page.wait_for(f"(() => {{ const shown = {SHOWN}; return shown.length === 3 && shown; }})()") \
+                    == [*conversation, ["linus", "hi both"]]
+        # linus closed his browser: he leaves the online list.
+        ada.wait_for(f"!{ONLINE}.includes('linus')", timeout=5)
+        assert online(ada) == ["ada (you)", "grace"]
+
+
+def test_names_and_rooms_that_are_not_allowed_are_refused_in_words(chat):
     with Browser() as browser:
-        browser.goto(chat.url("/"))
-        browser.wait_for("document.readyState === 'complete'")
-        # A person types a room with a slash: the page answers before connecting.
-        browser.evaluate("document.getElementById('name').value = 'browser';"
-                         "document.getElementById('room').value = 'a/b';"
-                         "document.querySelector('#join button').click(); true")
+        log_in_with_the_form(browser, chat.url("/"), "   ")
+        error = browser.wait_for("!document.getElementById('error').hidden && document.getElementById('error').textContent")
+        assert error == "Cannot log in: type a name."
+        # A room with a slash: the page answers before logging in.
+        log_in_with_the_form(browser, chat.url("/"), "ada", "a/b")
         error = browser.wait_for("!document.getElementById('error').hidden && document.getElementById('error').textContent")
         assert error == f"Cannot join “a/b”: {ROOM_RULE}."
-        assert browser.evaluate("socket === null && !document.getElementById('join').hidden")
-        # Without the page's check (an older page, a script), the server's refusal is what
-        # the page shows, and it does not retry.
-        browser.evaluate("document.getElementById('error').textContent = ''; connect('browser', 'a/b'); true")
-        error = browser.wait_for("document.getElementById('error').textContent")
-        assert error == f"Cannot join “a/b”: {ROOM_RULE}."
-        assert browser.evaluate("socket.readyState === WebSocket.CLOSED && retries === 0 && ticker === null")
+        assert browser.evaluate("window.chat.client === null && document.getElementById('say').hidden")
         assert browser.evaluate(STATUS) == "not connected"
-        assert browser.evaluate("document.getElementById('say').hidden && !document.getElementById('join').hidden")
+        # The form still works.
+        browser.evaluate("document.getElementById('room').value = 'lobby';"
+                         "document.querySelector('#join button').click(); true")
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
 
 
 LAYOUT = """(() => {
   const log = document.getElementById('log'), input = document.getElementById('text');
+  const people = document.getElementById('people');
   const inside = (rect, box) => rect.top >= box.top - 1 && rect.bottom <= box.bottom + 1
                                 && rect.left >= box.left - 1 && rect.right <= box.right + 1;
   const viewport = {top: 0, left: 0, bottom: innerHeight, right: innerWidth};
@@ -146,6 +296,7 @@ LAYOUT = """(() => {
     logScrolls: log.scrollHeight > log.clientHeight,
     inputInView: inside(input.getBoundingClientRect(), viewport),
     sendInView: inside(document.getElementById('send').getBoundingClientRect(), viewport),
+    onlineInView: inside(people.getBoundingClientRect(), viewport),
     newestInView: inside(items.at(-1).getBoundingClientRect(), log.getBoundingClientRect()),
   };
 })()"""
@@ -153,44 +304,41 @@ LAYOUT = """(() => {
 
 @pytest.mark.parametrize("width, height, mobile", [(390, 700, True), (1280, 800, False)], ids=["phone", "desktop"])
 def test_long_words_wrap_and_the_input_stays_in_view(chat, width, height, mobile):
-    with Browser() as browser, connect(chat.ws_url("/ws/lobby?name=python")) as bot:
-        bot.recv(timeout=10)
+    with Browser() as browser:
         browser.set_viewport(width, height, mobile=mobile)
         browser.goto(chat.url("/?name=browser&room=lobby"))
         browser.wait_for(f"{STATUS} === 'connected to lobby as browser'")
-        assert json.loads(bot.recv(timeout=10)) == {"type": "join", "name": "browser"}
-        bot.send("x" * 400)  # one word far wider than any screen
+        publish = chat.module.app.hub.publish  # server code publishing: no rate limit to mind
+        chat.call(publish("chat:lobby", {"name": "python", "text": "x" * 400}))  # far wider than any screen
         for number in range(60):
-            bot.send(f"message {number}")
+            chat.call(publish("chat:lobby", {"name": "python", "text": f"message {number}"}))
         browser.wait_for(f"{LOG}.endsWith('python: message 59')")
-        while json.loads(bot.recv(timeout=10)).get("text") != "message 59":
-            pass  # the bot reads its own messages too (a full queue would stall its closing)
         layout = browser.evaluate(LAYOUT)
         assert layout["width"] == width  # the viewport meta tag is honoured on a phone
         assert not layout["pageScrollsSideways"] and layout["itemsThatOverflow"] == 0
         assert layout["longWordLines"] > 2  # it wrapped
         assert layout["logScrolls"] and layout["newestInView"]
-        assert layout["inputInView"] and layout["sendInView"]
+        assert layout["inputInView"] and layout["sendInView"] and layout["onlineInView"]
         # The window shrinks (a phone's keyboard opens): the input and the newest message stay in view.
         browser.set_viewport(width, height // 2, mobile=mobile)
         layout = browser.wait_for(f"(() => {{ const layout = {LAYOUT}; return layout.newestInView && layout; }})()")
         assert layout["inputInView"] and layout["sendInView"] and not layout["pageScrollsSideways"]
 
 
+# -- restarts: the demo as its own process -----------------------------------------------------------
+
 class ChatProcess:
     """The chat example served as `make run` does (`python -m tether run app:app`, in its
     own process), on a port of our choosing: it can be stopped and started again there."""
 
-    def __init__(self, port: int, log: pathlib.Path) -> None:
+    def __init__(self, port: int, log: pathlib.Path, **env: str) -> None:
         self.port = port
         self.log = log
+        self.env = env
         self.process: subprocess.Popen | None = None
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
 
     def _answers(self) -> bool:
         assert self.process.poll() is None, f"the chat server exited: {self.log.read_text()[-2000:]}"
@@ -204,7 +352,7 @@ class ChatProcess:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tether", "run", "app:app", "--port", str(self.port), "--log-level", "warning"],
-                cwd=CHAT.parent, stdout=log, stderr=subprocess.STDOUT)
+                cwd=CHAT.parent, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._answers, timeout=20, interval=0.05, message="the chat server to answer")
         return self
 
@@ -215,53 +363,173 @@ class ChatProcess:
             self.process.wait(20)
 
 
-@pytest.mark.parametrize("how", ["terminate", "kill"])
-def test_the_page_reconnects_by_itself_when_the_server_comes_back(tmp_path, how):
-    server = ChatProcess(reserve_port(), tmp_path / "server.log").start()
+@pytest.fixture
+def chat_processes(tmp_path):
+    """`chat_processes(**env)` starts the demo in one more process (all killed after the test)."""
+    started: list[ChatProcess] = []
+
+    def start(**env: str) -> ChatProcess:
+        process = ChatProcess(reserve_port(), tmp_path / f"server-{len(started)}.log", **env)
+        started.append(process)
+        return process.start()
+
     try:
-        with Browser() as browser:
-            browser.goto(server.url("/?name=browser&room=lobby"))
-            browser.wait_for(f"{STATUS} === 'connected to lobby as browser'")
-            server.stop(how)
-            lost = browser.wait_for(f"{STATUS}.startsWith('connection lost') && {STATUS}")
-            assert re.fullmatch(r"connection lost — reconnecting( in \d+\.\d s)?…", lost), lost
-            assert browser.evaluate("document.getElementById('send').disabled")
-            # While the server stays away the page keeps trying, waiting longer each time:
-            # the third wait is drawn from 1 to 2 s (0.5 s doubled twice, with jitter).
-            browser.wait_for(f"parseFloat({STATUS}.match(/in ([0-9.]+) s/)?.[1]) > 1", timeout=15)
-            server.start()  # the same port
-            browser.wait_for(f"{STATUS} === 'connected to lobby as browser'", timeout=20)
-            assert not browser.evaluate("document.getElementById('send').disabled")
-            with connect(server.ws_url("/ws/lobby?name=python")) as bot:
-                # The page is back in the room, and messages flow both ways.
-                assert json.loads(bot.recv(timeout=10)) == {"type": "welcome", "room": "lobby", "others": 1}
-                say_in_the_page(browser, "back again")
-                assert json.loads(bot.recv(timeout=10)) == {"type": "message", "name": "browser", "text": "back again"}
-                bot.send("welcome back")
-                browser.wait_for(f"{LOG}.endsWith('python: welcome back')")
+        yield start
     finally:
-        server.stop("kill")
+        for process in started:
+            process.stop("kill")
 
 
-def test_the_readme_screenshot(chat, tmp_path):
+def shown_count(browser: Browser, count: int, timeout: float = 10) -> list[list[str]]:
+    """Wait until the page shows `count` messages (or more); return them."""
+    return browser.wait_for(f"(() => {{ const shown = {SHOWN}; return shown.length >= {count} && shown; }})()",
+                            timeout=timeout)
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_without_redis_the_page_comes_back_and_says_what_could_not_be_recovered(chat_processes, how):
+    # The history lives in the process (no backplane): a new process starts the room afresh,
+    # so the rejoin is not recovered, and the page says so.
+    server = chat_processes()
+    with Browser() as browser:
+        browser.goto(server.url("/?name=ada&room=lobby"))
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
+        browser.evaluate("window.samePage = true")  # gone if the page were reloaded
+        say_in_the_page(browser, "before the restart")
+        shown_count(browser, 1)
+        server.stop(how)
+        browser.wait_for(f"{STATUS} === 'connection lost — reconnecting…'")
+        assert browser.evaluate("document.getElementById('send').disabled")
+        assert browser.evaluate("document.getElementById('people').classList.contains('stale')")
+        server.start()  # the same port
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'", timeout=20)
+        assert browser.wait_for(NOTICE) == NOT_RECOVERED
+        assert browser.evaluate("[...document.querySelectorAll('#log li.divider')].map((li) => li.textContent)") == [
+            "some messages could not be recovered"]
+        assert not browser.evaluate("document.getElementById('send').disabled")
+        assert online(browser) == ["ada (you)"]
+        with live_client(server.url(""), "grace") as grace:
+            grace.ask("join", room="chat:lobby")
+            grace.say("welcome back")
+            assert shown_count(browser, 2) == [["ada", "before the restart"], ["grace", "welcome back"]]
+            # What was shown before stays, above the divider; the new messages come below it.
+            assert browser.evaluate("document.querySelector('#log li.divider').nextElementSibling.textContent") \
+                == "grace: welcome back"
+            say_in_the_page(browser, "thanks")
+            grace.wait_for_message("thanks")
+        assert browser.evaluate("window.samePage") is True
+        # The notice can be dismissed.
+        browser.evaluate("document.getElementById('dismiss').click(); true")
+        assert browser.evaluate(NOTICE) == ""
+
+
+def test_on_redis_after_a_crash_the_page_shows_what_was_said_meanwhile_once_in_order(chat_processes, redis_server):
+    # Two nodes on one Redis: the page's node is killed, the other goes on taking messages,
+    # and the first comes back on its port. The room's history lives in Redis.
+    node = chat_processes(TETHER_BACKPLANE=redis_server.url)
+    other = chat_processes(TETHER_BACKPLANE=redis_server.url)
+    with Browser() as browser, live_client(other.url(""), "grace") as grace:
+        grace.ask("join", room="chat:lobby")
+        browser.goto(node.url("/?name=ada&room=lobby"))
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
+        browser.wait_for(f"{ONLINE}.includes('grace')", timeout=1)  # presence across the nodes
+        browser.evaluate("window.samePage = true")  # gone if the page were reloaded
+        for number in range(1, 4):
+            grace.say(f"message {number}")
+        shown_count(browser, 3)
+
+        node.stop("kill")
+        browser.wait_for(f"{STATUS} === 'connection lost — reconnecting…'")
+        for number in range(4, 9):  # said while the page's node is down
+            grace.say(f"message {number}")
+        node.start()  # the same port
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'", timeout=20)
+        grace.say("message 9")  # after the rejoin
+        shown = shown_count(browser, 9)
+        # Every message once, in order, without a reload, and nothing to apologise for.
+        assert shown == [["grace", f"message {number}"] for number in range(1, 10)]
+        assert browser.evaluate("window.samePage") is True
+        assert browser.evaluate("[window.chat.joins, window.chat.room.recovered]") == [2, True]
+        assert browser.evaluate(NOTICE) == ""
+        assert browser.evaluate("document.querySelectorAll('#log li.divider').length") == 0
+        offsets = browser.evaluate("[...document.querySelectorAll('#log li')].map((li) => Number(li.dataset.offset))")
+        assert offsets == list(range(1, 10))
+        say_in_the_page(browser, "back")
+        grace.wait_for_message("back")
+        assert shown_count(browser, 10)[-1] == ["ada", "back"]
+
+
+def test_the_readme_screenshot(serve_native, tmp_path):
     """The conversation the README shows, played for real. With TETHER_UPDATE_SCREENSHOT=1
     the picture replaces docs/chat.png; otherwise it goes to a temporary file."""
-    with Browser() as browser, connect(chat.ws_url("/ws/lobby?name=grace")) as grace:
-        grace.recv(timeout=10)
-        browser.set_viewport(720, 480)
+    chat = serve_native(load_chat_module().app)
+    base = chat.url("").rstrip("/")
+    with Browser() as browser, live_client(base, "grace") as grace, live_client(base, "linus") as linus:
+        for client in (grace, linus):
+            client.ask("join", room="chat:lobby")
+        grace.say("hi ada! this page is plain HTML, CSS and tether.js: no build step")
+        browser.set_viewport(900, 600)
         browser.goto(chat.url("/?name=ada&room=lobby"))
         browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
-        grace.recv(timeout=10)
-        grace.send("hi ada! this page is plain HTML, CSS and JS: no build step")
-        browser.wait_for(f"{LOG}.endsWith('build step')")
-        say_in_the_page(browser, "and long words wrap: https://example.org/tether/examples/chat/static/chat.js?reconnect=exponential_backoff_with_jitter")
-        with connect(chat.ws_url("/ws/lobby?name=linus")) as linus:
-            linus.recv(timeout=10)
-            linus.send("stop the server and start it again: the page says so, then reconnects by itself")
-            browser.wait_for(f"{LOG}.endsWith('by itself')")
-        browser.wait_for(f"{LOG}.endsWith('linus left')")
+        shown_count(browser, 1)  # the history, on joining
+        say_in_the_page(browser, "hi grace! the online list comes from presence, and the room's last messages "
+                                 "show on joining")
+        shown_count(browser, 2)
+        linus.say("stop the server and start it again: the page reconnects by itself, "
+                  "and with Redis it shows what was said meanwhile, once")
+        grace.say("try it: make run, then open two tabs")
+        shown_count(browser, 4)
+        assert online(browser) == ["ada (you)", "grace", "linus"]
         browser.evaluate("document.getElementById('text').value = 'nice'; document.activeElement.blur(); true")
         update = os.environ.get("TETHER_UPDATE_SCREENSHOT") == "1"
         picture = browser.screenshot(SCREENSHOT if update else tmp_path / "chat.png")
     assert picture.read_bytes().startswith(b"\x89PNG") and picture.stat().st_size < 100_000
     assert SCREENSHOT.is_file(), "run with TETHER_UPDATE_SCREENSHOT=1 to write docs/chat.png"
+
+
+@pytest.mark.xfail(strict=True, reason="server bug (reported): a member that joined with `since` on a node that "
+                   "has not itself delivered up to that position (a restarted node) gets no presence pushes until "
+                   "the room's next message: tether.hub.history._Keeping.deliver drops the unnumbered notify frames")
+def test_on_redis_the_online_list_stays_current_after_a_recovered_rejoin(chat_processes, redis_server):
+    node = chat_processes(TETHER_BACKPLANE=redis_server.url)
+    other = chat_processes(TETHER_BACKPLANE=redis_server.url)
+    with Browser() as browser, live_client(other.url(""), "grace") as grace:
+        grace.ask("join", room="chat:lobby")
+        browser.goto(node.url("/?name=ada&room=lobby"))
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
+        grace.say("hello")
+        shown_count(browser, 1)
+        node.stop("kill")
+        browser.wait_for(f"{STATUS} === 'connection lost — reconnecting…'")
+        node.start()
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'", timeout=20)
+        assert browser.evaluate("[window.chat.joins, window.chat.room.recovered]") == [2, True]
+        with live_client(other.url(""), "linus") as linus:  # someone comes in on the other node
+            linus.ask("join", room="chat:lobby")
+            browser.wait_for(f"{ONLINE}.includes('linus')", timeout=2)
+
+
+def test_on_redis_a_history_that_was_lost_is_said_on_the_page(chat_processes, redis_server):
+    # The room's history is wiped from Redis under a running node (FLUSHALL: as a Redis that
+    # lost its data): the next message starts a new epoch. The node tells its members (a
+    # `lost` push); the page says so, reads the history again and goes on below a divider.
+    node = chat_processes(TETHER_BACKPLANE=redis_server.url)
+    with Browser() as browser, live_client(node.url(""), "grace") as grace:
+        grace.ask("join", room="chat:lobby")
+        browser.goto(node.url("/?name=ada&room=lobby"))
+        browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
+        grace.say("one")
+        grace.say("two")
+        shown_count(browser, 2)
+        redis_server.execute("FLUSHALL")
+        grace.say("three")
+        assert shown_count(browser, 3) == [["grace", "one"], ["grace", "two"], ["grace", "three"]]
+        notice = browser.wait_for(NOTICE)
+        assert notice.startswith("Some messages may not have reached this page (the history of room 'chat:lobby' "
+                                 "was lost (epoch ") and notice.endswith("); reloading history.")
+        assert browser.evaluate("[...document.querySelectorAll('#log li')].map((li) => li.textContent)") == [
+            "grace: one", "grace: two", "the room's history started again", "grace: three"]
+        grace.say("four")
+        assert shown_count(browser, 4)[-1] == ["grace", "four"]
+        assert browser.evaluate("window.chat.notices.length") == 1  # the history was read without a failure
+        assert browser.evaluate(STATUS) == "connected to lobby as ada"
