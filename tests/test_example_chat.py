@@ -487,9 +487,6 @@ def test_the_readme_screenshot(serve_native, tmp_path):
     assert SCREENSHOT.is_file(), "run with TETHER_UPDATE_SCREENSHOT=1 to write docs/chat.png"
 
 
-@pytest.mark.xfail(strict=True, reason="server bug (reported): a member that joined with `since` on a node that "
-                   "has not itself delivered up to that position (a restarted node) gets no presence pushes until "
-                   "the room's next message: tether.hub.history._Keeping.deliver drops the unnumbered notify frames")
 def test_on_redis_the_online_list_stays_current_after_a_recovered_rejoin(chat_processes, redis_server):
     node = chat_processes(TETHER_BACKPLANE=redis_server.url)
     other = chat_processes(TETHER_BACKPLANE=redis_server.url)

@@ -180,6 +180,28 @@ async def test_a_join_during_a_stream_of_publishes_from_another_node_has_no_gap_
         await hub.stop()
 
 
+@async_test
+async def test_a_member_still_catching_up_gets_notifications_at_once() -> None:
+    """A member that joined from a position this node has not delivered up to yet (the node
+    had no members of the room) waits for the node to catch up for numbered messages only:
+    a `notify` (the live layer's presence) reaches it at once, and in order with the rest."""
+    a, b, _, _ = await two_nodes(10)
+    writer, _ = await open_connection(b)
+    await writer.join("chat:1")
+    for n in range(3):
+        await b.publish("chat:1", n)
+    await settle()
+    position, _ = await b.history("chat:1")
+    recovery, channel = await member_at(a, position)
+    assert recovery.recovered and recovery.position == position
+    a.notify("chat:1", "someone joined")
+    await b.publish("chat:1", 3)
+    await settle(20)
+    assert channel.messages() == ["someone joined", "3"]
+    for hub in (a, b):
+        await hub.stop()
+
+
 def test_the_memory_store_bounds_size_and_age_and_forgets_expired_rooms() -> None:
     now = [0.0]
     store = MemoryHistory(clock=lambda: now[0])

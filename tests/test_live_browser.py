@@ -548,17 +548,18 @@ def test_the_client_keeps_order_offsets_and_presence_whatever_the_server_sends(s
     presence = lambda joined, left: {"push": "presence", "room": "chat:x", "joined": joined, "left": left}  # noqa: E731
     serve(browser, 0, message(6), message(6), presence({"c2": 2}, {}), message(7),
           {"id": 2, "result": {"recovered": True, "position": {"epoch": "E", "offset": 7}, "presence": {"c1": 1}}})
-    # Live: a duplicate, a diff the state already holds, a leave, a ping.
+    # Live: a duplicate, a diff the state already holds, a leave, a ping; a loss, after which
+    # the next offset is taken whatever it is (a history restored from an older copy goes back).
     serve(browser, 0, message(7), message(8), presence({"c1": 1}, {}), presence({}, {"c2": 2}), {"push": "ping"},
           {"push": "lost", "room": "chat:x", "reason": "backplane down"},
-          {"push": "message", "room": "elsewhere", "data": "not ours"})
+          {"push": "message", "room": "elsewhere", "data": "not ours"}, message(3))
     assert [(e["event"], e.get("data") or e.get("members") or e.get("recovered") or e.get("reason"))
             for e in events(browser, "a")] == [
         ("join", True), ("presence", {"c1": 1}), ("message", "m6"), ("presence", {"c1": 1, "c2": 2}),
         ("message", "m7"), ("message", "m8"), ("presence", {"c1": 1, "c2": 2}), ("presence", {"c1": 1}),
-        ("lost", "backplane down")]
+        ("lost", "backplane down"), ("message", "m3")]
     assert sent(browser, 0)[3:] == [{"op": "pong"}]
-    assert js(browser, "T.rooms['a chat:x'].position") == {"epoch": "E", "offset": 8}
+    assert js(browser, "T.rooms['a chat:x'].position") == {"epoch": "E", "offset": 3}
 
     # A command in flight when the connection drops is rejected; the client reconnects and
     # rejoins from where it is.
@@ -570,12 +571,12 @@ def test_the_client_keeps_order_offsets_and_presence_whatever_the_server_sends(s
     wait_sent(browser, 1, 1)
     serve(browser, 1, {"id": 5, "result": {"client": "c9", "ping": 30, "expires_in": None}})
     join = sent(browser, 1)[1]
-    assert join["since"] == {"epoch": "E", "offset": 8} and join["op"] == "join"
+    assert join["since"] == {"epoch": "E", "offset": 3} and join["op"] == "join"
     # Not recovered: nothing up to the new position is the app's (it reloads); later ones are.
     serve(browser, 1, message(19),
           {"id": join["id"], "result": {"recovered": False, "position": {"epoch": "E", "offset": 20}, "presence": {}}},
           message(21), message(1, "F"))  # history lost: a new epoch starts at 1
-    tail = events(browser, "a")[9:]
+    tail = events(browser, "a")[10:]
     assert [(e["event"], e.get("data", e.get("recovered"))) for e in tail] == [
         ("join", False), ("presence", None), ("message", "m21"), ("message", "m1")]
     assert js(browser, "T.rooms['a chat:x'].position") == {"epoch": "F", "offset": 1}

@@ -95,13 +95,14 @@ def recover(since: Position, now: Position, stored: list[Stored], max_recover: i
 
 
 class _Keeping:
-    """The channel of a `Catchup`: what the fan-out hands it is kept, with the room's offset;
-    once the replay is done (`forward_after`), what comes after it goes to the connection."""
+    """The channel of a `Catchup`: what the fan-out hands it is kept, with its offset (None
+    for what is not a numbered message: a `Hub.notify`); once the replay is done
+    (`forward_after`), what comes after it goes to the connection, notifications at once."""
 
     __slots__ = ("kept", "_offset", "_after", "_forward")
 
-    def __init__(self, offset: Callable[[], int]) -> None:
-        self.kept: list[tuple[int, int, bytes]] = []  # (offset, opcode, payload)
+    def __init__(self, offset: Callable[[], int | None]) -> None:
+        self.kept: list[tuple[int | None, int, bytes]] = []  # (offset, opcode, payload)
         self._offset = offset
         self._after = 0
         self._forward: Callable[[bytes, int, bytes], bool] | None = None
@@ -114,7 +115,9 @@ class _Keeping:
         if self._forward is None:
             self.kept.append((offset, opcode, payload))
             return True
-        return offset <= self._after or self._forward(frame, opcode, payload)
+        if offset is not None and offset <= self._after:
+            return True  # the replay held it
+        return self._forward(frame, opcode, payload)
 
     def deliver_or_wait(self, frame: bytes, opcode: int, payload: bytes) -> bool:
         return self.deliver(frame, opcode, payload)
@@ -124,7 +127,7 @@ class Catchup:
     """A connection joining a history room from a position (see the module doc): a `Member`
     of the room's dict whose channel keeps the live messages until `finish`."""
 
-    def __init__(self, ws: Member, offset: Callable[[], int]) -> None:
+    def __init__(self, ws: Member, offset: Callable[[], int | None]) -> None:
         self.ws = ws
         self.id = ws.id
         self.path = ws.path
@@ -158,9 +161,9 @@ class Catchup:
             last = stored.offset
         keeping = self.channel
         for offset, opcode, payload in keeping.kept:
-            if offset > last:
+            if offset is None or offset > last:
                 channel.deliver(encode_frame(opcode, payload), opcode, payload)
-                last = offset
+                last = last if offset is None else offset
         keeping.kept.clear()
         keeping.forward_after(last, channel.deliver)
         return last

@@ -57,6 +57,9 @@ class HistoryKeeper:
         self._router = router
         self._formats = formats  # the rooms whose messages are framed with their position
         self._positions: dict[str, Position] = {}
+        # The offset of the numbered message being fanned out now (None: anything else is,
+        # e.g. a notification): what a catchup keeps a message with.
+        self._delivering: int | None = None
         # room -> (offset, catchup) of members whose replay went past this node's position
         self._catching_up: dict[str, list[tuple[int, Catchup]]] = {}
         # room under repair -> the messages that came meanwhile, in order
@@ -92,7 +95,7 @@ class HistoryKeeper:
                        join: Callable[[], Awaitable[None] | None]) -> Recovery:
         """Join `ws` to the history `room` (`join()` makes it a member) and catch it up from
         `since`: whole, or not at all (see `tether.hub.history`)."""
-        catchup = Catchup(ws, lambda: self._positions.get(room, NOWHERE).offset)
+        catchup = Catchup(ws, lambda: self._delivering)
         waiting = join()
         members = self._registry.rooms[room]
         members[ws.id] = catchup  # live messages wait in it until the replay is done
@@ -141,7 +144,11 @@ class HistoryKeeper:
         elif last is not None:
             self._lost(room, f"the history of room {room!r} was lost (epoch {last.epoch} -> {position.epoch})")
         self._positions[room] = position
-        fan_out(members.values(), *self._framed(room, position, opcode, payload), exclude)
+        self._delivering = position.offset
+        try:
+            fan_out(members.values(), *self._framed(room, position, opcode, payload), exclude)
+        finally:
+            self._delivering = None
         if room in self._catching_up:
             self._caught_up(room, members, position.offset)
 

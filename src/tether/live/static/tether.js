@@ -264,6 +264,9 @@ export class Client extends Emitter {
       room.presence = members;
       emit(room, "presence", members);
     } else if (push.push === "lost") {
+      // The position is no longer one to go on from (e.g. a history restored from an older
+      // copy goes on from lower offsets): the next message sets it, whatever its offset.
+      room.position = null;
       emit(room, "lost", { reason: push.reason });
     }
   }
