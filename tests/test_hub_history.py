@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from tether.backplane import from_url
+from tether.backplane.base import BackplaneState
 from tether.backplane.history import NOWHERE, HistoryLimits, MemoryHistory, Position, Stored
 from tether.backplane.memory import MemoryBackplane, MemoryBus
 from tether.exceptions import InvalidState
@@ -19,6 +23,7 @@ from tether.hub import Hub
 from tether.hub.history import HistoryPolicy, HistoryRooms, recover
 
 from .recording import async_test, open_connection, settle
+from .redisutil import RedisServer, redis_server_fixture  # noqa: F401
 
 
 def bound_hub() -> Hub:
@@ -335,3 +340,39 @@ async def test_publish_sync_from_another_thread_numbers_history_messages_in_call
     position, kept = await hub.history("chat:1")
     assert position.offset == 20 and [m.data for m in kept] == [str(n) for n in range(20)]
     assert channel.threads == {threading.get_ident()}  # delivered on the loop's thread only
+
+
+def test_on_redis_a_publish_that_cannot_be_kept_is_reported_once_and_an_outage_without_a_position_too(
+        redis_server: RedisServer) -> None:  # noqa: F811
+    """A history room's publish lost because Redis is down reaches nobody: the members here
+    hear of it (once until the room delivers again); and when Redis is back, a room this node
+    has no position in (nothing delivered here yet, or a failed read-back) is reported too."""
+    async def scenario() -> None:
+        hub = bound_hub()
+        hub.keep_history("chat:{name}", size=10)
+        losses: list[tuple[str, str]] = []
+        hub.on_loss(lambda room, reason: losses.append((room, reason)))
+        await hub.start(from_url(redis_server.url, hub.node))
+        ws, _ = await open_connection(hub)
+        await ws.join("chat:1")
+        redis_server.kill()
+        await until(lambda: hub.backplane.state is BackplaneState.DOWN)
+        for n in range(3):
+            await hub.publish("chat:1", n)
+        await until(lambda: losses)
+        await until(lambda: hub.backplane.lost >= 3)  # all three lost; reported once
+        [(room, reason)] = losses
+        assert room == "chat:1" and reason.startswith("a message published into room 'chat:1' on this node was lost: "
+                                                      "the backplane ")  # "is down" or "went down"
+        redis_server.start()
+        await until(lambda: len(losses) == 2)
+        assert "no position in room 'chat:1'" in losses[1][1]
+        await hub.stop()
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+async def until(condition: Callable[[], Any], timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.01)

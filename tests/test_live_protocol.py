@@ -521,3 +521,21 @@ def test_declarations_are_checked() -> None:
         app.live("/other", ping_interval=0)
     with pytest.raises(TypeError):
         app.live("/other", max_rom=3)
+
+
+def test_a_command_that_needs_an_unreachable_backplane_gets_503_and_the_connection_goes_on(
+        redis_server: Any) -> None:
+    app = live_app(backplane=redis_server.url)
+    server = RunningServer(app).start()
+    try:
+        async def scenario() -> None:
+            client = await peer(server)
+            await client.result("join", room="chat:u")
+            redis_server.kill()
+            error = await client.error("history", room="chat:u")
+            assert (error["code"], error["name"]) == (503, "unavailable")
+            assert error["message"].startswith("the backplane is unreachable (")
+            assert await client.result("leave", room="chat:u") == {}
+        run(scenario())
+    finally:
+        server.stop()

@@ -62,6 +62,10 @@ class Backplane(ABC):
     #: What the backplane calls (on the event loop) when it is UP again after being DOWN: the
     #: hub reads back what its history rooms missed and reports the loss for the others.
     resumed: Callable[[], None] | None = None
+    #: What the backplane calls (on the event loop) when a history room's publish from this
+    #: node could not be numbered and kept (`kept_lost(room, why)`): the hub tells the room's
+    #: members here of the loss. An engine that cannot lose a publish never calls it.
+    kept_lost: Callable[[str, str], None] | None = None
 
     #: what every channel and key name starts with (one cluster's names: several may share a server)
     prefix: str = "tether"

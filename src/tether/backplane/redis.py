@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -555,9 +556,19 @@ class RedisBackplane(Backplane):
         counted in `lost` when it cannot be sent or Redis refuses it)."""
         ttl = 0 if limits.ttl is None else max(1, math.ceil(limits.ttl * 1000))
         room = topic.name
+        result = self._loop.create_future()
+        result.add_done_callback(functools.partial(self._kept_or_lost, room))
         self._command("evalsha", (_PUBLISH_KEPT_SHA, 2, self.keys.history_meta(room), self.keys.history(room),
                                   self.channel(topic), envelope, new_epoch(), limits.size, ttl,
-                                  ttl or int(HISTORY_IDLE_TTL * 1000)), None, True)
+                                  ttl or int(HISTORY_IDLE_TTL * 1000)), result, True)
+
+    def _kept_or_lost(self, room: str, result: asyncio.Future[Any]) -> None:
+        """A history room's publish was answered: when it failed, tell the hub (`kept_lost`)."""
+        if result.cancelled() or self.kept_lost is None:
+            return
+        error = result.exception()
+        if error is not None:
+            self.kept_lost(room, str(error) or type(error).__name__)
 
     async def history(self, topic: Topic, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
         """One EVALSHA of `_READ_KEPT` through the writer (after every publish called before

@@ -117,7 +117,8 @@ class Hub:
     # -- the backplane -----------------------------------------------------------------------
     async def start(self, backplane: Backplane) -> None:
         """Serve through `backplane` (called by `App.startup()`)."""
-        await self._router.start(backplane, self._presence.gone, self._snapshot, self._keeper.resumed)
+        await self._router.start(backplane, self._presence.gone, self._snapshot, self._keeper.resumed,
+                                 self._keeper.publish_lost)
 
     async def stop(self) -> None:
         """Leave the cluster (called by `App.shutdown()`)."""

@@ -65,6 +65,8 @@ class HistoryKeeper:
         # room under repair -> the messages that came meanwhile, in order
         self._repairing: dict[str, list[_Held]] = {}
         self._loss_listeners: list[LossListener] = []
+        # rooms told of a lost publish since they last delivered a message
+        self._publishes_lost: set[str] = set()
 
     # -- declarations -----------------------------------------------------------------------------
     def declare(self, pattern: str, policy: HistoryPolicy) -> None:
@@ -119,6 +121,7 @@ class HistoryKeeper:
     def forget(self, room: str) -> None:
         """The room's last member here left."""
         self._positions.pop(room, None)
+        self._publishes_lost.discard(room)
         self._catching_up.pop(room, None)
         self._repairing.pop(room, None)
 
@@ -144,6 +147,7 @@ class HistoryKeeper:
         elif last is not None:
             self._lost(room, f"the history of room {room!r} was lost (epoch {last.epoch} -> {position.epoch})")
         self._positions[room] = position
+        self._publishes_lost.discard(room)
         self._delivering = position.offset
         try:
             fan_out(members.values(), *self._framed(room, position, opcode, payload), exclude)
@@ -183,8 +187,22 @@ class HistoryKeeper:
             if self.policy(room) is None:
                 self._lost(room, "the backplane was unreachable: messages published on other nodes meanwhile "
                                  "did not reach this one")
-            elif last is not None and room not in self._repairing:
+            elif room in self._repairing:
+                continue
+            elif last is not None:
                 self._repair(room, last, [])
+            else:  # a failed read-back forgot it (or nothing was delivered here): nothing to read from
+                self._lost(room, f"the backplane was unreachable and this node has no position in room {room!r} "
+                                 "to read back from")
+
+    def publish_lost(self, room: str, why: str) -> None:
+        """A message published into `room` from this node could not be kept (the backplane
+        says why): nobody got it, and the members here hear of the loss — once until the
+        room delivers again (an outage loses every publish)."""
+        if room in self._publishes_lost or room not in self._registry.rooms:
+            return
+        self._publishes_lost.add(room)
+        self._lost(room, f"a message published into room {room!r} on this node was lost: {why}")
 
     def _repair(self, room: str, last: Position, held: list[_Held]) -> None:
         self._repairing[room] = held

@@ -63,11 +63,13 @@ class ClusterRouter:
 
     # -- the backplane -----------------------------------------------------------------------
     async def start(self, backplane: Backplane, members_gone: MembersGone, snapshot: Snapshot,
-                    resumed: Callable[[], None] | None = None) -> None:
+                    resumed: Callable[[], None] | None = None,
+                    kept_lost: Callable[[str, str], None] | None = None) -> None:
         """Serve through `backplane`: start it with `received` as its callback (and `resumed`
         as the one it calls when it is back after an outage), then subscribe every topic
         followed so far."""
         backplane.resumed = resumed
+        backplane.kept_lost = kept_lost
         self.backplane = backplane
         self.cluster = backplane.cluster
         self._following = {topic: backplane.channel(topic) for topic in self._following}

@@ -173,6 +173,11 @@ class LiveConnection:
         except CommandError as error:
             self._refused(error)
             return
+        except ConnectionError as exc:  # the backplane (a history or presence read) is down
+            logger.warning("live %s: %s could not be answered: %s", self.websocket.path, command.op, exc)
+            self._refused(CommandError(ErrorCode.UNAVAILABLE, f"the backplane is unreachable ({exc}); try again",
+                                       None, command_id))
+            return
         except Exception:
             logger.exception("live %s: a hook failed", self.websocket.path)
             self._refused(CommandError(ErrorCode.INTERNAL, "the server failed (it logged why)", None, command_id))

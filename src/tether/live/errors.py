@@ -41,6 +41,7 @@ class ErrorCode(enum.Enum):
     RATE_LIMITED = (429, "rate_limited")
     TOO_MANY_ROOMS = (429, "too_many_rooms")
     INTERNAL = (500, "internal")
+    UNAVAILABLE = (503, "unavailable")
 
     @property
     def code(self) -> int:
