@@ -277,27 +277,38 @@ def test_a_closed_deflate_connection_gets_nothing_and_raises_nothing(serve_nativ
 
 # -- a browser ----------------------------------------------------------------------------------
 def test_chromium_offers_deflate_and_the_chat_demo_works_compressed(serve_native):
-    from .browser import Browser
-    from .test_example_chat import load_chat_app, say_in_the_page
+    from tether.server.compression import DeflateChannel
 
-    app = load_chat_app()
+    from .browser import Browser
+    from .test_example_chat import LOG, STATUS, load_chat_module, log_in_with_the_form, login, say_in_the_page
+
+    app = load_chat_module().app
     app.settings.permessage_deflate = True
     chat = serve_native(app)
-    with connect(chat.ws_url("/ws/lobby?name=python"), compression="deflate") as bot, Browser() as browser:
-        assert json.loads(bot.recv(timeout=10))["type"] == "welcome"
-        browser.goto(chat.url("/"))
-        browser.wait_for("document.readyState === 'complete'")
-        browser.evaluate("document.getElementById('name').value = 'browser';"
-                         "document.querySelector('#join button').click(); true")
-        assert json.loads(bot.recv(timeout=10)) == {"type": "join", "name": "browser"}
-        browser.wait_for("!document.getElementById('say').hidden")
-        # The browser's offer was accepted: the page's socket names the extension.
-        assert browser.evaluate("socket.extensions").startswith("permessage-deflate")
+    _, body = login(chat.url("").rstrip("/"), "python")
+    with connect(chat.ws_url("/live"), subprotocols=["tether.live.v1"], compression="deflate") as bot, \
+            Browser() as browser:
+        bot.send(json.dumps({"op": "connect", "id": 1, "token": body["token"]}))
+        bot.send(json.dumps({"op": "join", "id": 2, "room": "chat:lobby"}))
+
+        def next_push(kind):
+            while True:
+                message = json.loads(bot.recv(timeout=10))
+                if message.get("push") == kind:
+                    return message
+
+        log_in_with_the_form(browser, chat.url("/"), "browser")
+        browser.wait_for(f"{STATUS} === 'connected to lobby as browser'")
+        while "browser" not in [info["name"] for info in next_push("presence")["joined"].values()]:
+            pass
+        # Both offers were accepted: every live connection's channel compresses.
+        connections = [app.hub.get(connection_id) for connection_id in app.hub.ids("/live")]
+        assert len(connections) == 2 and all(isinstance(ws.channel, DeflateChannel) for ws in connections)
         long_text = "compressible " * 40  # past the threshold: sent compressed both ways
         say_in_the_page(browser, long_text)
-        assert json.loads(bot.recv(timeout=10)) == {"type": "message", "name": "browser", "text": long_text}
-        bot.send("hello " * 40)
-        browser.wait_for("document.getElementById('log').innerText.includes('python: hello hello')")
+        assert next_push("message")["data"] == {"name": "browser", "text": long_text.strip()}
+        bot.send(json.dumps({"op": "publish", "id": 3, "room": "chat:lobby", "data": {"text": "hello " * 40}}))
+        browser.wait_for(f"{LOG}.includes('hello hello')")
 
 
 # -- the TestClient -------------------------------------------------------------------------------
