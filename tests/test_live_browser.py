@@ -369,6 +369,49 @@ def test_reconnect_after_a_restart_rejoins_and_recovers_every_message_once(serve
     assert states(browser, "a")[-1] == "connected" and "closed" not in states(browser, "a")
 
 
+def test_two_pages_on_two_nodes_through_a_crash_of_one(servers, browser, redis_server):
+    """The issue's check: two pages in one room on two nodes (Redis); presence within 1 s of
+    a join; the first page's node is SIGKILLed and restarted while the second page keeps
+    publishing; the first page reconnects by itself and shows every message once, in order;
+    the second page's presence drops the dead node's member within 30 s (3 heartbeats of 2 s)."""
+    url = f"{redis_server.url}?heartbeat=2"
+    first_node = servers(TETHER_BACKPLANE=url, LIVE_PING="2")
+    second_node = servers(TETHER_BACKPLANE=url, LIVE_PING="2")
+    with Browser() as second:
+        open_page(browser, first_node)
+        open_page(second, second_node)
+        js(second, "T.connect('bob') && T.join('bob', 'chat:two')")
+        wait_events(second, "bob", "join", 1)
+        js(browser, "T.connect('ada') && T.join('ada', 'chat:two')")
+        joined_at = time.monotonic()
+        wait_events(browser, "ada", "join", 1)
+        ada = js(browser, "T.clients.ada.id")
+        members = lambda: js(second, "T.rooms['bob chat:two'].presence")  # noqa: E731
+        wait_until(lambda: ada in members(), timeout=10, message="bob to see ada")
+        assert time.monotonic() - joined_at < 1 + 1  # within 1 s of the join (+ the polling's own time)
+        publish = lambda n: js(second, f"T.rooms['bob chat:two'].publish({{n: {n}}}).then(() => true)")  # noqa: E731
+        for n in (1, 2):
+            assert publish(n)
+        wait_events(browser, "ada", "message", 2)
+
+        first_node.kill()
+        killed_at = time.monotonic()
+        wait_until(lambda: "disconnected" in states(browser, "ada"), timeout=10, message="ada to see the crash")
+        for n in range(3, 7):
+            assert publish(n)
+        first_node.start()
+        joins = wait_events(browser, "ada", "join", 2, timeout=20)
+        assert joins[1]["recovered"] is True
+        assert publish(7)
+        wait_events(browser, "ada", "message", 7)
+        assert [data["n"] for data, _ in messages(browser, "ada", "chat:two")] == list(range(1, 8))
+        # The dead node's member leaves bob's list; ada's new connection is in it.
+        new_ada = js(browser, "T.clients.ada.id")
+        wait_until(lambda: ada not in members() and new_ada in members(), timeout=30,
+                   message="the dead node's member to leave the presence")
+        assert time.monotonic() - killed_at < 30
+
+
 def test_a_rejoin_is_not_recovered_when_the_history_was_trimmed(servers, browser, redis_server):
     node = servers(TETHER_BACKPLANE=redis_server.url)
     publisher = servers(TETHER_BACKPLANE=redis_server.url)
