@@ -6,6 +6,7 @@ docs/live-protocol.md is the contract this module implements.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,37 @@ __all__ = ["Command", "read_command", "reply", "error_reply", "push", "position_
 
 #: The heartbeat push, sent every `ping_interval`.
 PING = '{"push":"ping"}'
+#: How deep a command's JSON may nest (objects and arrays), whatever the settings.
+MAX_DEPTH = 32
+
+
+class _NotJSON(ValueError):
+    """A value JSON cannot carry back out: NaN, an infinity, a lone surrogate."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"the number {text[:40]} is too large to be sent back")
+    return value
+
+
+def _constant(name: str) -> float:
+    raise _NotJSON(f"{name} is not JSON")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests objects and arrays more than `limit` deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _size(text: str) -> int:
@@ -84,15 +116,29 @@ class Command:
 
 def read_command(text: str, settings: LiveSettings) -> Command:
     """The command `text` holds; CommandError (with the command's id when it could be read)
-    when it is over `max_command_size`, not JSON, not an object, or its `id` or `op` is not
-    of the right type."""
+    when it is over `max_command_size`, not JSON (NaN, infinities and numbers too large for a
+    float are not), holds a string that is not Unicode (a lone surrogate: it could not be
+    sent on), nests deeper than `MAX_DEPTH`, is not an object, or its `id` or `op` is not of
+    the right type."""
     if _size(text) > settings.max_command_size:
         raise CommandError(ErrorCode.TOO_LARGE, f"the command is over {settings.max_command_size} bytes",
                            "max_command_size")
     try:
-        message = json.loads(text)
+        message = json.loads(text, parse_float=_finite, parse_constant=_constant)
+    except _NotJSON as exc:
+        raise CommandError(ErrorCode.BAD_REQUEST, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise CommandError(ErrorCode.BAD_REQUEST, f"not taken: JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise CommandError(ErrorCode.BAD_REQUEST, f"not JSON: {exc}") from None
+    if (text.count("[") + text.count("{") > MAX_DEPTH) and _deeper_than(message, MAX_DEPTH):
+        raise CommandError(ErrorCode.BAD_REQUEST, f"not taken: JSON nested deeper than {MAX_DEPTH} levels")
+    if "\\u" in text:  # an escape may make a lone surrogate, which cannot be sent on as UTF-8
+        try:
+            json.dumps(message, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CommandError(ErrorCode.BAD_REQUEST, "not taken: a string holds a lone surrogate "
+                               "(not Unicode text)") from None
     if not isinstance(message, dict):
         raise CommandError(ErrorCode.BAD_REQUEST, f"a command is a JSON object, not {type(message).__name__}")
     command_id = message.get("id")

@@ -73,6 +73,7 @@ class LiveConnection:
         self._commands = TokenBucket(settings.command_burst, settings.commands_per_second)
         self._errors = TokenBucket(settings.max_errors, 1.0)
         self._expiry: asyncio.TimerHandle | None = None
+        self._closing = False  # a close is on its way: what the client sent meanwhile is not run
         self._handlers: dict[str, Callable[[Command], Awaitable[dict[str, Any]]]] = {
             "connect": self._connect_again, "join": self._join, "leave": self._leave, "publish": self._publish,
             "presence": self._presence, "history": self._history, "refresh": self._refresh,
@@ -85,8 +86,11 @@ class LiveConnection:
             self.websocket.send_nowait(text)
 
     def close(self, code: int, reason: str) -> None:
-        """Close the connection soon (the session ends with it)."""
-        spawn(self.websocket.close(code, reason))
+        """Close the connection soon (the session ends with it); nothing it sends from now
+        on is run."""
+        if not self._closing:
+            self._closing = True
+            spawn(self.websocket.close(code, reason))
 
     # -- the first command --------------------------------------------------------------------------
     async def connect(self, text: str) -> bool:
@@ -156,6 +160,8 @@ class LiveConnection:
     # -- every later command --------------------------------------------------------------------------
     async def run(self, text: str) -> None:
         """Answer one client message (see the module doc)."""
+        if self._closing:
+            return
         self.heard = asyncio.get_running_loop().time()
         command_id = None
         try:
