@@ -136,6 +136,8 @@ def doc_tables() -> tuple[set[tuple[int, str]], set[int], set[str]]:
 
 
 DOC_ERRORS, DOC_CLOSES, DOC_SETTINGS = doc_tables()
+#: How deep a command's JSON may nest (the doc, under Limits: "may nest 32 levels deep at most").
+MAX_DEPTH = int(re.findall(r"may nest (\d+) levels deep", DOC.read_text(encoding="utf-8"))[0])
 ERROR_CODES = {name: code for code, name in DOC_ERRORS}
 LIMIT_ERRORS = {"too_large", "rate_limited", "too_many_rooms"}  # the errors that name a limit
 PUSH_KINDS = {"message", "presence", "lost", "ping"}
@@ -312,22 +314,6 @@ def _finite(text: str) -> float:
 def strict_loads(text: str) -> Any:
     """JSON as RFC 8259 has it (and as a browser's JSON.parse reads it): no NaN, no Infinity."""
     return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-
-
-def unsafe(value: Any, depth: int = 0) -> bool:
-    """Whether `value` holds what JSON cannot carry back: NaN, an infinity, a lone surrogate
-    (only UTF-8 goes on the wire), or nesting deeper than a client's parser may follow."""
-    if depth > 200:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value) or math.isinf(value)
-    if isinstance(value, str):
-        return _has_surrogate(value)
-    if isinstance(value, list):
-        return any(unsafe(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or unsafe(v, depth + 1) for k, v in value.items())
-    return False
 
 
 def _has_surrogate(text: str) -> bool:
@@ -626,11 +612,9 @@ class Spec:
         self.ids: set[Any] = ids if ids is not None else {None}  # what an error's id may be
         self.id = id
         self.silent = silent  # never answered (pong)
-        self.quiet = False  # no answer is right too, whatever the id
         self.counted = counted  # spends a command token (None: depends on the answer)
         self.on_result: Callable[[dict[str, Any] | None], None] | None = None
         self.closes: set[int] = set()  # the connection must then close with one of these
-        self.closes_on_error: set[int] = set()  # ... if it is answered with an error
 
     def also(self, errors: dict[str, str | None], optional: bool = False) -> None:
         target = self.optional if optional else self.must
@@ -653,44 +637,57 @@ class Sent:
 
 
 def read_spec(text: str, settings: LiveSettings) -> tuple[Spec, dict[str, Any] | None]:
-    """What the doc says of reading `text` (400 or 413 for what cannot be read, a command's
-    id echoed when it could be read), and the command, or None."""
-    spec = Spec()
+    """What the doc says of reading `text`, and the command (None when it cannot be read):
+    413 over `max_command_size`; 400 for what is not JSON (NaN, infinities and numbers too
+    large for a double are not), holds a lone surrogate escape, nests deeper than MAX_DEPTH,
+    is not an object, or whose id is not an integer (all with id null), or whose op is not a
+    string (with its id, or null)."""
+    spec = Spec(counted=False)
     size = len(text.encode("utf-8"))
     if size > settings.max_command_size:
         spec.also({"too_large": "max_command_size"})
-        spec.counted = False
         return spec, None
     try:
-        message = json.loads(text)
+        message = strict_loads(text)
     except (ValueError, RecursionError):
         spec.also({"bad_request": None})
-        spec.counted = False
         return spec, None
-    if not isinstance(message, dict):
+    if depth(message) > MAX_DEPTH or _holds_surrogate(message) or not isinstance(message, dict):
         spec.also({"bad_request": None})
-        spec.counted = False
         return spec, None
     command_id = message.get("id")
-    if command_id is not None and (type(command_id) is not int):
+    if command_id is not None and type(command_id) is not int:
         spec.also({"bad_request": None})
-        spec.counted = False
         return spec, None
     spec.id = command_id
     spec.ids = {None, command_id}
     if not isinstance(message.get("op"), str):
         spec.also({"bad_request": None})
-        spec.counted = False
         return spec, None
-    try:
-        strict_loads(text)
-    except (ValueError, RecursionError):
-        spec.also({"bad_request": None}, optional=True)  # NaN, Infinity, 1e400: not JSON
-        spec.counted = None
-    if _too_deep(message):
-        spec.also({"bad_request": None}, optional=True)
-        spec.counted = None
+    spec.counted = True
     return spec, message
+
+
+def depth(value: Any) -> int:
+    """How deep `value` nests objects and arrays (a scalar 0, `[]` 1)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _holds_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _has_surrogate(value)
+    if isinstance(value, list):
+        return any(_holds_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
+    return False
 
 
 class Model:
@@ -723,11 +720,7 @@ class Model:
             return spec
         op = command["op"]
         if op == "pong":
-            if not spec.optional:
-                return Spec(silent=True, counted=False, id=spec.id, ids=spec.ids)
-            spec.counted = None
-            spec.quiet = True  # a pong not quite JSON: refused, or a pong
-            return spec
+            return Spec(silent=True, counted=False, id=spec.id, ids=spec.ids)
         handler = getattr(self, "op_" + op, None) if op in OPS_KNOWN else None
         if handler is None:
             spec.also({"unknown_op": None})
@@ -759,8 +752,6 @@ class Model:
             spec.must = {"unauthorized": {None}}
             spec.closes = {4003}
             return spec
-        if spec.optional:  # NaN somewhere in a connect: refused (4002) or taken
-            spec.closes_on_error = {4002}
 
         def connected(result: dict[str, Any] | None) -> None:
             if result is not None:
@@ -787,8 +778,6 @@ class Model:
         if len(room) > self.settings.max_room_length:
             spec.also({"too_large": "max_room_length"})
             return None
-        if _has_surrogate(room):
-            spec.also({"bad_request": None}, optional=True)
         return room
 
     def op_connect(self, command: dict[str, Any], spec: Spec) -> None:
@@ -798,11 +787,8 @@ class Model:
         room = self.room_of(command, spec)
         decl = declared(room) if room is not None else Room(None)
         info = command.get("info")
-        if info is not None:
-            if json_size(info) > self.settings.max_info_size:
-                spec.also({"too_large": "max_info_size"}, optional=room is not None and not decl.presence)
-            if unsafe(info):
-                spec.also({"bad_request": None}, optional=True)
+        if info is not None and json_size(info) > self.settings.max_info_size:
+            spec.also({"too_large": "max_info_size"}, optional=room is not None and not decl.presence)
         since = command.get("since")
         if since is not None and not _since_ok(since):
             spec.also({"bad_request": None}, optional=room is not None and not decl.history)
@@ -857,8 +843,6 @@ class Model:
             spec.also({"bad_request": None})
             return
         data = command["data"]
-        if unsafe(data):
-            spec.also({"bad_request": None}, optional=True)
         if decl.kind == "chat" and data == "refuse-me":
             spec.also({"forbidden": None})
         if decl.kind == "chat" and data == "boom-me":
@@ -978,16 +962,6 @@ def _since_ok(since: Any) -> bool:
         return True
     return isinstance(since, dict) and isinstance(since.get("epoch"), str) and type(since.get("offset")) is int \
         and since["offset"] >= 0
-
-
-def _too_deep(value: Any, depth: int = 0) -> bool:
-    if depth > 200:
-        return True
-    if isinstance(value, list):
-        return any(_too_deep(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return any(_too_deep(item, depth + 1) for item in value.values())
-    return False
 
 
 def _deep(depth: int) -> Any:
@@ -1654,9 +1628,8 @@ class Harness:
                 break
             spec = model.expect(item.text, now)
             self.judge(spec, replies)
-        if model.closes or model.phase in ("closing", "closed"):
-            replies.clear()  # commands the server ran after a due close: not judged
-        assert not replies, f"replies no command asked for: {list(replies)[:3]!r}"
+        assert not replies, (f"answered a command sent after the close {sorted(model.closes)} was due: "
+                             if model.closes else "replies no command asked for: ") + repr(list(replies)[:3])
         due, allowed = model.timed_closes(now)
         close = fuzz.close
         if close is not None and not was_closed:
@@ -1690,10 +1663,6 @@ class Harness:
         if reply is None:
             if fuzz.close is not None:  # closed before it was answered
                 model.closes |= spec.closes
-                return
-            if spec.quiet:
-                if model.phase == "connected":
-                    model.commands.took(None)
                 return
             assert not spec.must and not rate_must, f"no answer; the doc wants {self.wanted(spec, rate_must)}"
             assert spec.id is None, f"no answer to the command with id {spec.id}; the doc wants " \
@@ -1742,7 +1711,7 @@ class Harness:
         """Closes the answer makes due, and the error budget (close 4004 when it is spent)."""
         model = self.model
         assert model is not None
-        model.closes |= spec.closes | (spec.closes_on_error if error else set())
+        model.closes |= spec.closes
         if error and model.phase == "connected":
             errors = model.errors
             if errors.hi < 1:

@@ -270,25 +270,10 @@ def test_the_http_check_passes_a_refusal_and_a_protocol_error_as_documented():
 # -- live channels (fuzz/fuzz_live.py) -------------------------------------------------------------
 fuzz_live = load("fuzz_live")
 LIVE = inputs("live")
-# Findings of fuzz_live reported and not fixed yet (fuzz/crashers/live): each must still fail,
-# so that its fix shows here (strict xfail) and its entry goes.
-LIVE_OPEN_FINDINGS = {
-    "presence-info-NaN-sent-as-NaN": "a join's info NaN goes to the room's members as NaN (not JSON)",
-    "presence-info-1e400-sent-as-Infinity": "a join's info 1e400 (valid JSON) goes out as Infinity (not JSON)",
-    "publish-data-NaN-sent-as-NaN": "a publish's data NaN goes to every member as NaN (not JSON)",
-    "presence-info-lone-surrogate-breaks-the-room": "info with a lone surrogate: the presence diff fails to "
-    "encode (logged), and every later presence or join reply of the room fails its receiver's session (1011)",
-    "publish-data-lone-surrogate-500-logged": "data with a lone surrogate: 500 internal and an ERROR logged",
-    "room-name-lone-surrogate-breaks-presence": "a room name with a lone surrogate: the presence diff fails "
-    "to encode (logged) and the join reply fails the session (1011)",
-    "deep-json-command-500-logged": "deeply nested JSON: RecursionError, answered 500 internal and logged",
-    "deep-json-first-message-1011": "deeply nested JSON first: RecursionError out of the session, close 1011",
-    "commands-still-run-after-4004": "the commands queued behind the error that spends the budget still run "
-    "and are answered (a publish reaches the room) before the close 4004",
-    "reader-deep-json-recursion-error": "read_command raises RecursionError on deeply nested JSON",
-    "reader-info-NaN-taken": "read_command and info() take NaN, which the server cannot send back as JSON",
-    "reader-room-lone-surrogate-taken": "room() takes a lone surrogate, which cannot go out as UTF-8",
-}
+# Findings of fuzz_live reported and not fixed yet (fuzz/crashers/live, name -> what is wrong):
+# each must still fail, so that its fix shows here (strict xfail) and its entry goes. The first
+# twelve, fixed by 52da442, stay in crashers/live as regression inputs.
+LIVE_OPEN_FINDINGS: dict[str, str] = {}
 
 
 def live_params(paths: list[pathlib.Path]) -> list[object]:
@@ -339,9 +324,13 @@ def test_the_live_seeds_reach_every_documented_answer():
 LIVE_SEED = {p.name[5:]: p.read_bytes() for p in LIVE if p.name.startswith("seed-")}
 
 
+LIVE_CRASHER = {p.name: p.read_bytes() for p in LIVE if p.parent.parent.name == "crashers"}
+
+
 def live_check(name: str) -> None:
-    """One seed on a harness of its own (the module's keeps running the others' inputs)."""
-    data = LIVE_SEED[name]
+    """One seed or saved finding on a harness of its own (the module's keeps running the
+    others' inputs)."""
+    data = LIVE_SEED.get(name) or LIVE_CRASHER[name]
     harness = fuzz_live.Harness(fuzz_live.PROFILES[data[0] & 3])
     harness.check(data)  # closes the harness when it raises
     harness.close()
@@ -422,3 +411,27 @@ def test_the_live_reader_check_fails_on_an_exception_out_of_read_command(monkeyp
     monkeypatch.setattr(fuzz_live.live_commands, "read_command", read_command)
     with pytest.raises(KeyError):
         fuzz_live.check(LIVE_SEED["reader"])
+
+
+def test_the_live_check_fails_when_the_reader_takes_nan(monkeypatch):
+    from tether.live import commands, connection
+
+    def lenient(text, settings):  # json.loads as it is: NaN, Infinity and 1e400 pass
+        message = json.loads(text)
+        return commands.Command(message["op"], message.get("id"), message)
+
+    monkeypatch.setattr(connection, "read_command", lenient)
+    with pytest.raises(AssertionError, match="not JSON|the doc wants bad_request"):
+        live_check("presence-info-NaN-sent-as-NaN")
+
+
+def test_the_live_check_fails_when_commands_run_after_the_close(monkeypatch):
+    from tether.live import connection
+    from tether.tasks import spawn
+
+    def close(self, code, reason):  # closes, but what the client sent meanwhile still runs
+        spawn(self.websocket.close(code, reason))
+
+    monkeypatch.setattr(connection.LiveConnection, "close", close)
+    with pytest.raises(AssertionError, match=r"after the close \[4004\] was due"):
+        live_check("commands-still-run-after-4004")
