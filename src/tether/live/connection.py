@@ -52,6 +52,10 @@ class Authenticated:
         return f"Authenticated({self.identity!r}, expires_at={self.expires_at!r})"
 
 
+class _Expired(CommandError):
+    """The token's identity expired already: a refused connect closes with 4003, not 4001."""
+
+
 class LiveConnection:
     """A connection of a live endpoint, as the app's hooks see it: `id`, `identity`,
     `expires_at`, `rooms` (joined, by name) and `websocket` (the core connection: headers,
@@ -64,7 +68,6 @@ class LiveConnection:
         self.identity: Any = None
         self.expires_at: float | None = None
         self.rooms: dict[str, LiveRoom] = {}
-        self.connected = False
         #: loop time of the last message heard from the client (the heartbeat reads it)
         self.heard = asyncio.get_running_loop().time()
         self._settings = settings
@@ -113,7 +116,6 @@ class LiveConnection:
             expired = isinstance(error, _Expired)
             self.close(CloseCode.TOKEN_EXPIRED if expired else CloseCode.UNAUTHORIZED, error.message)
             return False
-        self.connected = True
         if command.id is not None:
             self.send(reply(command.id, {"client": self.id, "ping": self._settings.ping_interval, **result}))
         return True
@@ -298,7 +300,3 @@ class LiveConnection:
         messages = [{"offset": message.offset, "data": json.loads(message.data)} for message in kept]
         return {"position": position_json(position), "messages": messages}
 
-
-
-class _Expired(CommandError):
-    """The token's identity expired already: a refused connect closes with 4003, not 4001."""
