@@ -190,9 +190,14 @@ class RawWS(asyncio.Protocol):
         self.transport = None
         self.streaming = False
         self.close_code = None
+        self.close_reason = ""
         self.errors: list[str] = []
 
     # hooks
+    def on_open(self) -> None:
+        """The server's 101 was read: frames may be sent from now on (RFC 6455 4.1: a client
+        waits for the handshake's answer before it sends anything more)."""
+
     def on_text(self, payload: bytes):
         return None
 
@@ -229,6 +234,7 @@ class RawWS(asyncio.Protocol):
                 return
             del buf[:end + 4]
             self.opened.set_result(True)
+            self.on_open()
         pos, size = 0, len(buf)
         while size - pos >= 2:
             b0, n = buf[pos], buf[pos + 1] & 0x7F
@@ -258,6 +264,7 @@ class RawWS(asyncio.Protocol):
                     return
             elif op == 8:
                 self.close_code = int.from_bytes(frame[:2], "big") if len(frame) >= 2 else 1005
+                self.close_reason = frame[2:].decode(errors="replace")
                 if not self.transport.is_closing():
                     self.transport.write(CLOSE_1000)
                     self.transport.close()
@@ -375,6 +382,18 @@ def proc_status(pid: int) -> dict:
     except OSError:
         pass
     return out
+
+
+def listen_overflows() -> dict:
+    """The machine's TcpExt ListenOverflows and ListenDrops (/proc/net/netstat): SYNs or
+    handshakes dropped because a listening socket's accept queue was full."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+            return {k: table.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
+    return {}
 
 
 def run_loop(coro):

@@ -82,9 +82,8 @@ class Receiver(lc.RawWS):
         self.epoch = None
         self.bad = []
 
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        if self.live:  # pipelined: the server runs them in order after the handshake
+    def on_open(self):
+        if self.live:  # connect and join at once (the server runs them in order)
             self.send_text('{"op":"connect","id":1,"token":null}')
             self.send_text(json.dumps({"op": "join", "id": 2, "room": self.room}))
 
@@ -401,6 +400,17 @@ def report(recs, a):
             for note in r.get("server_log", [])[:2]:
                 print(f"       server log: {note}")
     print()
+    cpu = {}
+    for r in recs:
+        if r.get("ok") == 1 and "server_cpu_us_per_delivery" in r:
+            cpu.setdefault((r["row"], r["size"]), []).append(r["server_cpu_us_per_delivery"])
+    for size in a.sizes:  # the same comparison by server CPU per delivery (less moved by other processes)
+        base = {row: statistics.median(cpu[row, size]) for row in ("ws-room", "ws-broadcast") if (row, size) in cpu}
+        for row in ("live", "live-history"):
+            if (row, size) in cpu and base:
+                mine = statistics.median(cpu[row, size])
+                print(f"{size} B: {row} {mine:.2f} µs of server CPU per delivery; " + ", ".join(
+                    f"{k} {v:.2f} µs ({v / mine:.3f} as a rate)" for k, v in base.items()))
     verdicts = []
     for size in a.sizes:
         raw = {row: med[row, size] for row in ("ws-room", "ws-broadcast") if (row, size) in med}
@@ -448,12 +458,28 @@ def main():
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--report", default=None, help="print the table of a results.jsonl instead of running")
+    ap.add_argument("--max-other", type=float, default=None,
+                    help="--report: use only the runs where other processes took under this CPU %%")
     a = ap.parse_args()
     if a.receiver:
         lc.run_loop(receiver_main(a))
         return
     a.rows = [r for r in a.rows.split(",") if r]
     a.sizes = [int(s) for s in a.sizes.split(",") if s]
+    if a.report:
+        with open(a.report) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        if recs:
+            a.conns, a.messages, a.per_tick, a.procs = (recs[0][k] for k in ("conns", "messages", "per_tick", "procs"))
+            a.rows = [r for r in ROWS if any(x["row"] == r for x in recs)]
+            a.sizes = sorted({x["size"] for x in recs})
+        if a.max_other is not None:
+            kept = [r for r in recs if r.get("ok") == 1 and r.get("other_cpu_pct", 1e9) < a.max_other]
+            print(f"# runs with other CPU under {a.max_other:g} %: {len(kept)} of {len(recs)}")
+            recs = kept
+        report(recs, a)
+        return
     for r in a.rows:
         if r not in ROWS:
             sys.exit(f"unknown row {r}; known: {', '.join(ROWS)}")

@@ -41,6 +41,7 @@ import contextlib
 import datetime
 import itertools
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -142,9 +143,28 @@ class Group:
             self.waiting.set_result(True)
 
 
+class FailedAttempts(logging.Handler):
+    """Counts the client's failed reconnection attempts by error type (its INFO log lines
+    "live: reconnecting to URL failed (error); attempt n")."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.by_error = {}
+
+    def emit(self, record):
+        if record.msg.startswith("live: reconnecting to") and len(record.args) >= 2:
+            name = type(record.args[1]).__name__
+            self.by_error[name] = self.by_error.get(name, 0) + 1
+
+
 async def client_main(a):
     from tether.client import connect
     loop = asyncio.get_running_loop()
+    failed = FailedAttempts()
+    log = logging.getLogger("tether.client")
+    log.addHandler(failed)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # counted, not printed
     group = Group()
     sem = asyncio.Semaphore(a.parallel)
     url = f"ws://127.0.0.1:{a.port}/live"
@@ -152,7 +172,7 @@ async def client_main(a):
     async def open_one(i):
         c = StormClient(group)
         async with sem:
-            c.client = connect(url, open_timeout=30)
+            c.client = connect(url, min_delay=a.min_delay, max_delay=a.max_delay, open_timeout=a.client_open_timeout)
             await c.client.start()
             c.room = await c.client.join(f"h:s{i % a.rooms}")
         c.reader = asyncio.ensure_future(c.read())
@@ -184,6 +204,7 @@ async def client_main(a):
             print("ARMED", flush=True)
         elif line[0] == "STORM":
             last, timeout = int(line[1]), float(line[2])
+            before = dict(failed.by_error)  # node A listens again from here on
             for c in group.clients:
                 c.last = last
                 if c.at(last):
@@ -200,7 +221,9 @@ async def client_main(a):
                    "failures": [f"client {a.first + i}: {why}" for i, why in bad[:3]],
                    "done_t": sorted(done_t), "rejoin_t_max": max(rejoin_t) if rejoin_t else None,
                    "rejoins": sum(c.rejoins for c in cs), "connects": sum(c.client.connects for c in cs),
-                   "not_rejoined": sum(1 for c in cs if c.t_rejoin is None)}
+                   "not_rejoined": sum(1 for c in cs if c.t_rejoin is None), "failed_attempts": failed.by_error,
+                   "failed_after_listen": {k: v - before.get(k, 0) for k, v in failed.by_error.items()
+                                           if v > before.get(k, 0)}}
             print("DONE " + json.dumps(out), flush=True)
     await asyncio.gather(*(asyncio.wait_for(c.client.close(), 10) for c in group.clients), return_exceptions=True)
 
@@ -239,7 +262,8 @@ async def drive(a, cl, ports, rec, logf, state):
         for count in per:
             args = [sys.executable, os.path.abspath(__file__), "--client-proc", "--port", str(port),
                     "--first", str(first), "--count", str(count), "--rooms", str(a.rooms),
-                    "--parallel", str(a.parallel), "--settle", str(a.settle)]
+                    "--parallel", str(a.parallel), "--settle", str(a.settle), "--min-delay", str(a.min_delay),
+                    "--max-delay", str(a.max_delay), "--client-open-timeout", str(a.client_open_timeout)]
             cmd = lc.pinned(cl, cl.CLIENT_CPU, args)
             first += count
             procs.append(await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
@@ -272,18 +296,29 @@ async def drive(a, cl, ports, rec, logf, state):
         k += a.missed
         await asyncio.sleep(max(0.0, t_kill + a.down - time.monotonic()))
         # 5. restart
+        overflows0 = lc.listen_overflows()
         t_restart = time.monotonic()
-        srv = state["a"] = lc.start_server(cl, lc.server_argv(a.python, port, backplane), env, logf, cl.SERVER_CPU)
+        argv = lc.server_argv(a.python, port, backplane)
+        if a.profile:  # the restarted node under cProfile (written when it stops, after the run)
+            argv[1:1] = ["-m", "cProfile", "-o", a.profile]
+        with open(state["log_a2"], "w") as log_a2:  # the child keeps its own descriptor
+            srv = state["a"] = lc.start_server(cl, argv, env, log_a2, cl.SERVER_CPU)
         cpu = cl.CpuTracker([srv.pid])
         ccpu = cl.CpuTracker([p.pid for p in procs])
         tk0, ck0 = cpu.sample(), ccpu.sample()
         t_listen = await loop.run_in_executor(None, lc.wait_listening, port, srv, 60.0)
         last = k + a.live
         rss_peak = [0]
+        timeline = rec["timeline"] = []  # (s after t_listen, server-side ESTABLISHED sockets, A's CPU s)
 
         async def rss_sampler():
+            n = 0
             while True:
                 rss_peak[0] = max(rss_peak[0], lc.proc_status(srv.pid).get("VmRSS", 0))
+                if n % 5 == 0:
+                    timeline.append((round(time.monotonic() - t_listen, 2), len(cl._tcp_inodes(local_port=port)),
+                                     round((cl.proc_ticks(srv.pid)) / cl.HZ, 2)))
+                n += 1
                 await asyncio.sleep(0.1)
 
         sampler = asyncio.ensure_future(rss_sampler())
@@ -295,6 +330,8 @@ async def drive(a, cl, ports, rec, logf, state):
         dones = [json.loads(x[5:]) for x in await lines(procs, "DONE", a.storm_timeout + a.settle + 30)]
         sampler.cancel()
         tk1, ck1 = cpu.sample(), ccpu.sample()
+        overflows1 = lc.listen_overflows()
+        rec["listen_overflows"] = {k: overflows1[k] - overflows0.get(k, 0) for k in overflows1}
         status = lc.proc_status(srv.pid)
         done_t = sorted(t for d in dones for t in d["done_t"])
         n_done = sum(d["done"] for d in dones)
@@ -304,6 +341,10 @@ async def drive(a, cl, ports, rec, logf, state):
             clients_done=n_done, failed=failed, failures=[f for d in dones for f in d["failures"]][:5],
             not_rejoined=sum(d["not_rejoined"] for d in dones), rejoins=sum(d["rejoins"] for d in dones),
             connects=sum(d["connects"] for d in dones), last_k=last,
+            failed_attempts={k: sum(d["failed_attempts"].get(k, 0) for d in dones)
+                             for k in {k for d in dones for k in d["failed_attempts"]}},
+            failed_after_listen={k: sum(d["failed_after_listen"].get(k, 0) for d in dones)
+                                 for k in {k for d in dones for k in d["failed_after_listen"]}},
             down_s=round(t_restart - t_kill, 3), listen_after_restart_s=round(t_listen - t_restart, 3),
             storm_from_restart_s=round(t_end - t_restart, 3) if t_end else None,
             storm_from_listen_s=round(t_end - t_listen, 3) if t_end else None,
@@ -330,6 +371,7 @@ def run_once(a, cl, ports, logdir, rep):
     base = ports.get(3)
     port, port_b, rport = base, base + 1, base + 2
     rec = {"rep": rep, "clients": a.clients, "procs": a.procs, "rooms": a.rooms, "before": a.before,
+           "min_delay": a.min_delay, "max_delay": a.max_delay, "client_open_timeout": a.client_open_timeout,
            "missed": a.missed, "live": a.live, "down": a.down, "port": port,
            "time": datetime.datetime.now().isoformat(timespec="seconds"), "pre_busy_pct": busy,
            "quiet_wait_s": waited}
@@ -337,6 +379,8 @@ def run_once(a, cl, ports, logdir, rep):
     tmp = tempfile.mkdtemp(prefix="live-storm-redis-")
     state = {"port": port, "port_b": port_b, "a": None, "b": None, "redis": None,
              "backplane": f"redis://127.0.0.1:{rport}/0"}
+    for node in ("a", "a2", "b"):  # node A, node A restarted, node B
+        state[f"log_{node}"] = os.path.join(logdir, f"storm.{rep}.{node}.log")
     with open(logpath, "w") as logf:
         try:
             state["redis"] = cl.start_redis(rport, logf, tmp)
@@ -345,9 +389,10 @@ def run_once(a, cl, ports, logdir, rep):
             rec["server_cmd"] = " ".join(shlex.quote(x) for x in argv)
             logf.write(f"[live_storm.py] {rec['server_cmd']}\n")
             logf.flush()
-            state["a"] = lc.start_server(cl, argv, env, logf, cl.SERVER_CPU)
-            state["b"] = lc.start_server(cl, lc.server_argv(a.python, port_b, state["backplane"]), env, logf,
-                                         cl.SERVER_CPU)
+            with open(state["log_a"], "w") as log_a, open(state["log_b"], "w") as log_b:
+                state["a"] = lc.start_server(cl, argv, env, log_a, cl.SERVER_CPU)
+                state["b"] = lc.start_server(cl, lc.server_argv(a.python, port_b, state["backplane"]), env, log_b,
+                                             cl.SERVER_CPU)
             lc.wait_listening(port, state["a"])
             lc.wait_listening(port_b, state["b"])
             lc.run_loop(drive(a, cl, ports, rec, logf, state))
@@ -360,9 +405,10 @@ def run_once(a, cl, ports, logdir, rep):
             for name in ("a", "b", "redis"):
                 cl.stop(state[name])
             shutil.rmtree(tmp, ignore_errors=True)
-    notes = cl.server_log_notes(logpath, limit=8)
-    if notes:
-        rec["server_log"] = notes
+    for node in ("a", "a2", "b"):
+        notes = cl.server_log_notes(state[f"log_{node}"], limit=12)
+        if notes:
+            rec[f"log_{node}"] = notes
     return rec
 
 
@@ -382,7 +428,9 @@ def fmt(r):
             f"A VmHWM {mib(r['a_vmhwm_kib'])} MiB (first node before kill: VmHWM "
             f"{mib(r['a_before_kill'].get('VmHWM'))} RSS {mib(r['a_before_kill'].get('VmRSS'))} MiB) "
             f"A CPU {r['a_cpu_s']}s clients CPU {r['clients_cpu_s']}s connects={r['connects']} "
-            f"rejoins={r['rejoins']} open={r.get('open_s')}s")
+            f"rejoins={r['rejoins']} failed reconnection attempts {r.get('failed_attempts')} (after node A "
+            f"listened: {r.get('failed_after_listen')}) accept-queue overflows {r.get('listen_overflows')} "
+            f"open={r.get('open_s')}s")
 
 
 def main():
@@ -397,9 +445,14 @@ def main():
     ap.add_argument("--down", type=float, default=2.0, help="seconds from the kill to the restart")
     ap.add_argument("--ping", type=float, default=25.0, help="the live endpoint's ping_interval (s)")
     ap.add_argument("--parallel", type=int, default=100, help="connections opened at once per process (step 1)")
+    ap.add_argument("--min-delay", type=float, default=0.25, help="the clients' reconnect backoff: first ceiling (s)")
+    ap.add_argument("--max-delay", type=float, default=10.0, help="the clients' reconnect backoff: cap (s)")
+    ap.add_argument("--client-open-timeout", type=float, default=10.0,
+                    help="the clients' open_timeout: handshake + connect reply (s)")
     ap.add_argument("--open-timeout", type=float, default=600.0)
     ap.add_argument("--storm-timeout", type=float, default=120.0)
     ap.add_argument("--settle", type=float, default=0.5)
+    ap.add_argument("--profile", default=None, help="run the restarted node A under cProfile, writing this file")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--python", default=os.path.join(lc.ROOT, ".venv", "bin", "python"),
                     help="python of the nodes (default: this checkout's .venv; needs redis-py)")
@@ -445,8 +498,12 @@ def main():
             rf.write(json.dumps(rec) + "\n")
             rf.flush()
             print(fmt(rec), flush=True)
-            for note in rec.get("server_log", [])[:4]:
-                print(f"  server log: {note}")
+            if rec.get("timeline"):
+                print("  node A after it listens (s: server-side ESTABLISHED connections, CPU s): " + " ".join(
+                    f"{t:g}:{n}/{c:g}" for t, n, c in rec["timeline"][::2]))
+            for node, name in (("a", "node A"), ("a2", "node A restarted"), ("b", "node B")):
+                for note in rec.get(f"log_{node}", [])[:6]:
+                    print(f"  {name} log: {note[:200]}")
     ok = [r for r in recs if r.get("ok") == 1]
     if ok:
         st = [r["storm_from_restart_s"] for r in ok]
