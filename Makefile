@@ -141,9 +141,12 @@ lock:
 
 # Coverage-guided fuzzing with atheris (fuzz/README.md): the frame parser on the C and on the
 # pure-Python unmasking, the handshake validator and the HTTP request path, FUZZ_RUNS inputs
-# each; a failing input is saved under build/fuzz/ and the run fails.
+# each, then the live protocol's client commands, FUZZ_LIVE_RUNS (a whole app per input: about
+# 40 a second); a failing input is saved under build/fuzz/ and the run fails.
 FUZZ_RUNS ?= 1000000
 FUZZ_SHORT_RUNS ?= 50000
+FUZZ_LIVE_RUNS ?= 20000
+FUZZ_SHORT_LIVE_RUNS ?= 2500
 FUZZ_STAMP := $(VENV)/.installed-fuzz
 
 $(FUZZ_STAMP): $(STAMP)
@@ -154,10 +157,11 @@ fuzz: $(FUZZ_STAMP) check-lock
 	@for target in frames 'frames --pure' handshake http; do \
 	  $(BIN)/python fuzz/run.py $$target --runs $(FUZZ_RUNS) || exit 1; \
 	done
+	$(BIN)/python fuzz/run.py live --runs $(FUZZ_LIVE_RUNS)
 
 # The short fuzz CI runs, so that a regression the corpus does not pin is still caught.
 fuzz-short:
-	@$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SHORT_RUNS)
+	@$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SHORT_RUNS) FUZZ_LIVE_RUNS=$(FUZZ_SHORT_LIVE_RUNS)
 
 # Side by side with the peers (see BENCHMARKS.md); needs ../shared/bench.
 bench: $(STAMP)

@@ -1,9 +1,9 @@
 """Run one fuzz target under atheris (coverage-guided, libFuzzer): `python fuzz/run.py TARGET`.
 
     python fuzz/run.py frames [--pure] [--runs N] [--max-time S] [-- libFuzzer options...]
-    python fuzz/run.py handshake | http ...
+    python fuzz/run.py handshake | http | live ...
 
-TARGET is `frames`, `handshake` or `http` (the modules fuzz_TARGET.py beside this file);
+TARGET is `frames`, `handshake`, `http` or `live` (the modules fuzz_TARGET.py beside this file);
 `--pure` runs the frame parser on the pure-Python unmasking (TETHER_PURE_PYTHON=1), the
 default on the C accelerator (which must then be built). tether is imported under
 `atheris.instrument_imports`, so libFuzzer sees which of its branches an input reaches.
@@ -26,7 +26,7 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("frames", "handshake", "http")
+TARGETS = ("frames", "handshake", "http", "live")
 
 
 def main(argv: list[str]) -> None:
