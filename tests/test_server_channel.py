@@ -30,7 +30,7 @@ from tether.protocol import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEX
 
 from .apps import echo_app
 from .netutil import kernel_send_buffer_bound, reserve_port, small_rcvbuf_socket, wait_until
-from .rawws import RawWebSocket
+from .rawws import RawWebSocket, upgrade_request
 
 MIB = 1 << 20
 MASK = b"\x11\x22\x33\x44"
@@ -313,3 +313,26 @@ def test_a_silent_client_is_still_closed_by_keepalive(serve_native):
     ws = RawWebSocket(server.port, "/echo", timeout=10)  # reads, never answers, never sends
     assert ws.expect_close() == (1011, "keepalive ping timeout")
 
+
+
+def test_frames_that_came_with_the_upgrade_request_are_handled_before_later_ones(serve_native):
+    """A client that sends frames in the same write as its upgrade request and more right
+    after (not waiting for the 101) gets them handled in the order sent: the channel reads
+    the socket on only after the bytes that followed the request. (Before, reading resumed
+    first, and on uvloop a later read was sometimes handled first.)"""
+    server = serve_native(echo_app())
+
+    def frame(text: str) -> bytes:
+        return encode_frame(OP_TEXT, text.encode(), mask=MASK)
+
+    for attempt in range(40):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(upgrade_request("/echo") + frame("first") + frame("second")[:3])
+            sock.sendall(frame("second")[3:] + frame("third"))
+            received = b""
+            while received.count(b"third") == 0:
+                chunk = sock.recv(65536)
+                assert chunk, f"attempt {attempt}: the connection closed"
+                received += chunk
+            _, _, frames = received.partition(b"\r\n\r\n")
+            assert frames.index(b"first") < frames.index(b"second") < frames.index(b"third"), attempt

@@ -82,10 +82,20 @@ class NativeChannel(WriteFlowControl, ChannelBase, asyncio.Protocol):
         self.transport.set_protocol(self)
         self.server.connections.add(self)
         self._schedule_ping()
-        self.transport.resume_reading()
-        if self._leftover:
+        if self._leftover:  # what came after the request goes first, reading only after it
             leftover, self._leftover = self._leftover, b""
-            self.loop.call_soon(self.data_received, leftover)
+            self.loop.call_soon(self._receive_leftover, leftover)
+        else:
+            self.transport.resume_reading()
+
+    def _receive_leftover(self, leftover: bytes) -> None:
+        """The bytes that followed the upgrade request (in its read), then the socket's: read
+        on only now, so that nothing the client sent later is handled before them."""
+        if self._lost:
+            return
+        self.data_received(leftover)
+        if not self._held_by_core and not self._backlog and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def write_refusal(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.transport.write(http_response(status, [*headers, ("Connection", "close")], body))
