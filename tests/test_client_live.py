@@ -313,6 +313,36 @@ def test_a_full_queue_is_caught_up_from_the_position_every_message_once(serve_na
     run(main())
 
 
+def test_a_replay_past_the_queue_read_at_once_still_catches_up(serve_native) -> None:
+    """A rejoin whose replay is longer than max_queue, read by an application that never
+    awaits between messages (it drains the queue before the rejoin is done): the room still
+    rejoins from its position once the client is ready, and loses nothing. (It used to stay
+    behind on that connection, dropping every live message without a Lost event.)"""
+    app = live_app(commands_per_second=1000, command_burst=1000)
+    server = serve_native(app)
+
+    async def cut_then_publish(connection_id: str, count: int) -> None:
+        await app.hub.close(connection_id, 1001, "going away")  # the client reconnects
+        for n in range(count):
+            await app.hub.publish("chat:burst", n)
+
+    async def main() -> None:
+        async with connect(server.ws_url("/live"), max_queue=10, min_delay=0.05, max_delay=0.1) as client:
+            room = await client.join("chat:burst")
+            await asyncio.to_thread(server.call, cut_then_publish(client.id, 30))
+            got = []
+            async with asyncio.timeout(10):
+                async for message in room:
+                    got.append(message.data)  # no await between messages
+                    if got == list(range(30)):
+                        break
+            await asyncio.to_thread(server.call, app.hub.publish("chat:burst", "live"))
+            (after,) = await take(room, 1)
+            assert after.data == "live"
+
+    run(main())
+
+
 def test_a_backplane_outage_is_surfaced_as_lost_in_a_room_without_history(serve_native) -> None:
     """The node's Redis restarts: members of a room without history get a `lost` push, seen
     as room.lost and a Lost event between the messages."""

@@ -526,10 +526,11 @@ class LiveClient:
                 await self._call(ws, "leave", {"room": room.name})
             await self._join(ws, room, automatic=True)
         except LiveDisconnected:
-            pass
+            return  # the next connection's join does it
         finally:
             room._resyncing = False
             room._settled.set()
+        room._read()  # the replay may have filled the queue again, and been read down meanwhile
 
     @staticmethod
     async def _quietly(call: Awaitable[Any]) -> None:
@@ -692,6 +693,8 @@ class LiveClient:
             await asyncio.gather(*(self._join(ws, room, automatic=True) for room in rooms))
         if self._ws is ws and not self._stopped:
             self._ready.set()
+            for room in list(self._rooms.values()):  # read down while joining: no read will ask again
+                room._read()
 
     async def _heartbeat(self, ws: ClientWebSocket) -> None:
         """Abort `ws` once nothing was heard from it for 1.5 ping intervals."""
