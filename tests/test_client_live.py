@@ -6,13 +6,11 @@ is bounded and waits for a condition; ping intervals are short so that heartbeat
 from __future__ import annotations
 
 import asyncio
-import os
+import itertools
 import signal
-import subprocess
-import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from tether.client.live import _stop_for
 from tether.live import Authenticated, Refuse
 
 from .netutil import reserve_port
+from .processes import AppProcess, app_processes_fixture  # noqa: F401
 from .redisutil import RedisServer
 
 # The server's ping interval: long enough that a loaded machine's stalls do not look like dead
@@ -633,59 +632,33 @@ NODE_APP = textwrap.dedent("""
 """)
 
 
-class Node:
-    """`tether run live_node:app` in a subprocess on `port`, with a backplane (Redis) or none, pinging every `ping` s."""
-
-    def __init__(self, folder: Path, port: int, backplane: str | None, ping: float) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "live_node.py").write_text(NODE_APP)
-        self.folder, self.port, self.backplane, self.ping = folder, port, backplane, ping
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Node:
-        env = {**os.environ, "BACKPLANE": self.backplane or "", "PING": str(self.ping)}
-        with open(self.folder / "tether.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tether", "run", "live_node:app", "--port", str(self.port), "--log-level",
-                 "warning", "--shutdown-timeout", "1"], cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self, signum: int = signal.SIGKILL) -> None:
-        """SIGKILL (a crash), or SIGTERM (a graceful shutdown: its clients get 1001); then reap."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signum)
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return (self.folder / "tether.log").read_text(errors="replace")
-
-
-async def connect_when_up(node: Node, **options: Any) -> LiveClient:
+async def connect_when_up(node: AppProcess, **options: Any) -> LiveClient:
+    """A client of `node`, connecting again until the node accepts (15 s at most)."""
     deadline = time.monotonic() + 15
     while True:
         try:
-            return await connect(f"ws://127.0.0.1:{node.port}/live", **options)
+            return await connect(node.ws_url("/live"), **options)
         except OSError:
-            assert node.process is not None and node.process.poll() is None, node.log()
+            assert node.running, node.log()
             assert time.monotonic() < deadline, f"node :{node.port} not up:\n{node.log()}"
             await asyncio.sleep(0.05)
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
-    """`nodes(backplane, port, ping=PING)` starts a Node; all are killed after the test."""
-    started: list[Node] = []
+def nodes(app_processes: Callable[..., AppProcess], tmp_path: Path) -> Callable[..., AppProcess]:
+    """`nodes(backplane, port, ping=PING)` starts `tether run live_node:app` (tests/processes.py)
+    on `port`, with a backplane (Redis) or none, pinging every `ping` s, in a folder of its own;
+    it returns at once (`connect_when_up` waits). All are killed after the test."""
+    count = itertools.count()
 
-    def start(backplane: str | None, port: int, ping: float = PING) -> Node:
-        node = Node(tmp_path / f"node{len(started)}", port, backplane, ping).start()
-        started.append(node)
-        return node
+    def start(backplane: str | None, port: int, ping: float = PING) -> AppProcess:
+        folder = tmp_path / f"node{next(count)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "live_node.py").write_text(NODE_APP)
+        return app_processes(folder, "live_node:app", port=port, env={"BACKPLANE": backplane or "", "PING": str(ping)},
+                             args=["--shutdown-timeout", "1"], log=folder / "tether.log", ready=None)
 
-    yield start
-    for node in started:
-        if node.process is not None and node.process.poll() is None:
-            os.kill(node.process.pid, signal.SIGCONT)  # a test that failed while it was stopped
-        node.kill()
+    return start
 
 
 def test_a_stopped_server_is_found_dead_by_the_heartbeat_and_reconnected_after_it_resumes(nodes) -> None:
@@ -701,11 +674,11 @@ def test_a_stopped_server_is_found_dead_by_the_heartbeat_and_reconnected_after_i
             room = await client.join("chat:stop")
             await until(lambda: len(pings) >= 2, message="pings")
             assert node.process is not None
-            os.kill(node.process.pid, signal.SIGSTOP)
+            node.signal(signal.SIGSTOP)
             stopped_at = time.monotonic()
             await until(lambda: not client.connected, timeout=5, message="the dead connection found")
             assert time.monotonic() - stopped_at <= 2 * BEAT + SLACK
-            os.kill(node.process.pid, signal.SIGCONT)
+            node.signal(signal.SIGCONT)
             await until(lambda: client.connected, timeout=10, message="reconnected")
             # (on a loaded machine the resumed node may be slow to ping the new connection: more than one)
             assert client.connects >= 2 and room.joins == client.connects and room.recovered

@@ -11,9 +11,6 @@ import itertools
 import json
 import os
 import pathlib
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .browser import Browser
-from .netutil import reserve_port, wait_until
+from .netutil import reserve_port
+from .processes import AppProcess, app_processes_fixture  # noqa: F401
 from .redisutil import redis_server_fixture  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -327,57 +325,19 @@ def test_long_words_wrap_and_the_input_stays_in_view(chat, width, height, mobile
 
 # -- restarts: the demo as its own process -----------------------------------------------------------
 
-class ChatProcess:
-    """The chat example served as `make run` does (`python -m tether run app:app`, in its
-    own process), on a port of our choosing: it can be stopped and started again there."""
-
-    def __init__(self, port: int, log: pathlib.Path, **env: str) -> None:
-        self.port = port
-        self.log = log
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def _answers(self) -> bool:
-        assert self.process.poll() is None, f"the chat server exited: {self.log.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(self.url("/"), timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    def start(self) -> ChatProcess:
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tether", "run", "app:app", "--port", str(self.port), "--log-level", "warning"],
-                cwd=CHAT.parent, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._answers, timeout=20, interval=0.05, message="the chat server to answer")
-        return self
-
-    def stop(self, how: str = "terminate") -> None:
-        """`terminate`: a graceful shutdown (close 1001 to every page); `kill`: a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM if how == "terminate" else signal.SIGKILL)
-            self.process.wait(20)
-
-
 @pytest.fixture
-def chat_processes(tmp_path):
-    """`chat_processes(**env)` starts the demo in one more process (all killed after the test)."""
-    started: list[ChatProcess] = []
+def chat_processes(app_processes, tmp_path):
+    """`chat_processes(**env)` starts the demo as `make run` does (`python -m tether run app:app`
+    in examples/chat, its own process: tests/processes.py) on a port of our choosing, ready once
+    GET / answers: it can be killed or stopped and started again there (all killed after the
+    test). Its log goes to the test's tmp_path, not to examples/chat."""
 
-    def start(**env: str) -> ChatProcess:
-        process = ChatProcess(reserve_port(), tmp_path / f"server-{len(started)}.log", **env)
-        started.append(process)
-        return process.start()
+    def start(**env: str) -> AppProcess:
+        port = reserve_port()
+        return app_processes(CHAT.parent, "app:app", port=port, env=env, log=tmp_path / f"server-{port}.log",
+                             ready="/")
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.stop("kill")
+    return start
 
 
 def shown_count(browser: Browser, count: int, timeout: float = 10) -> list[list[str]]:
@@ -397,7 +357,10 @@ def test_without_redis_the_page_comes_back_and_says_what_could_not_be_recovered(
         browser.evaluate("window.samePage = true")  # gone if the page were reloaded
         say_in_the_page(browser, "before the restart")
         shown_count(browser, 1)
-        server.stop(how)
+        if how == "terminate":
+            server.stop()  # a graceful shutdown: close 1001 to every page
+        else:
+            server.kill()  # a crash
         browser.wait_for(f"{STATUS} === 'connection lost — reconnecting…'")
         assert browser.evaluate("document.getElementById('send').disabled")
         assert browser.evaluate("document.getElementById('people').classList.contains('stale')")
@@ -438,7 +401,7 @@ def test_on_redis_after_a_crash_the_page_shows_what_was_said_meanwhile_once_in_o
             grace.say(f"message {number}")
         shown_count(browser, 3)
 
-        node.stop("kill")
+        node.kill()
         browser.wait_for(f"{STATUS} === 'connection lost — reconnecting…'")
         for number in range(4, 9):  # said while the page's node is down
             grace.say(f"message {number}")
@@ -496,7 +459,7 @@ def test_on_redis_the_online_list_stays_current_after_a_recovered_rejoin(chat_pr
         browser.wait_for(f"{STATUS} === 'connected to lobby as ada'")
         grace.say("hello")
         shown_count(browser, 1)
-        node.stop("kill")
+        node.kill()
         browser.wait_for(f"{STATUS} === 'connection lost — reconnecting…'")
         node.start()
         browser.wait_for(f"{STATUS} === 'connected to lobby as ada'", timeout=20)

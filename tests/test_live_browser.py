@@ -5,21 +5,19 @@ on the same port), and on Redis where a room's history must outlive a server."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 
 from .browser import Browser
-from .netutil import reserve_port, wait_until
+from .netutil import wait_until
+from .processes import AppProcess, app_processes_fixture  # noqa: F401
 from .redisutil import redis_server_fixture  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -113,52 +111,9 @@ HARNESS = """(async () => {
 })()"""
 
 
-class LiveServer:
-    """The app above served by `python -m tether run` in its own process, on a fixed port
-    so that it can be killed and started again there."""
-
-    def __init__(self, directory: pathlib.Path, port: int | None = None, **env: str) -> None:
-        self.directory = directory
-        (directory / "liveapp.py").write_text(APP)
-        self.port = port or reserve_port()
-        self.env = env
-        self.log = directory / f"server-{self.port}.log"
-        self.process: subprocess.Popen | None = None
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def _answers(self) -> bool:
-        assert self.process.poll() is None, f"the server exited: {self.log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(self.url("/"), timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    def start(self) -> LiveServer:
-        env = {**os.environ, **self.env}
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tether", "run", "liveapp:app", "--port", str(self.port),
-                 "--log-level", "warning"],
-                cwd=self.directory, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._answers, timeout=20, interval=0.05, message="the live server to answer")
-        return self
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped process dies as well, but be sure
-            self.process.kill()
-            self.process.wait(20)
-
-    def stop(self) -> None:
-        """A graceful shutdown (SIGTERM): the server closes its connections with 1001."""
-        self.process.terminate()
-        self.process.wait(20)
+class LiveServer(AppProcess):
+    """The app above served by `python -m tether run liveapp:app` in its own process
+    (tests/processes.py), on a fixed port so that it can be killed and started again there."""
 
     def publish(self, room: str, *messages: object) -> None:
         """Server code publishing (app.hub.publish), one call per message, in order."""
@@ -170,20 +125,15 @@ class LiveServer:
 
 
 @pytest.fixture
-def servers(tmp_path):
-    """`servers(**env)` starts one more LiveServer (all killed after the test)."""
-    started: list[LiveServer] = []
+def servers(app_processes, tmp_path):
+    """`servers(port=None, **env)` starts one more LiveServer, ready once GET / answers (all
+    killed after the test)."""
+    (tmp_path / "liveapp.py").write_text(APP)
 
     def start(port: int | None = None, **env: str) -> LiveServer:
-        server = LiveServer(tmp_path, port, **env)
-        started.append(server)
-        return server.start()
+        return app_processes(tmp_path, "liveapp:app", kind=LiveServer, port=port, env=env, ready="/")
 
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.kill()
+    return start
 
 
 def js(browser: Browser, expression: str):
@@ -522,7 +472,7 @@ def test_node_runs_tether_js_too(servers):
     version = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
     flags = ["--experimental-websocket"] if int(version.lstrip("v").split(".")[0]) < 22 else []
     result = subprocess.run(["node", *flags, "--input-type=module", "-e", NODE_SCRIPT, "--",
-                             str(STATIC / "tether.js"), f"ws://127.0.0.1:{server.port}/live"],
+                             str(STATIC / "tether.js"), server.ws_url("/live")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     output = json.loads(result.stdout.strip().splitlines()[-1])
