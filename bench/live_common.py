@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import datetime
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -331,6 +334,28 @@ def cluster():
         sys.path.insert(0, BENCH)
     import cluster as cl
     return cl
+
+
+def prepare_run(name: str, out: str | None, port_base: int, nice: int):
+    """What every live benchmark does before its runs: this process (the clients' parent) on
+    CLIENT_CPU with the file limit raised, SIGTERM taken as Ctrl-C, the results folder
+    (`bench-results/<name>-<stamp>/`, or `out`) with its logs/, and the port pool.
+    Returns (the cluster module, the port pool, the logs folder, the results.jsonl path)."""
+    cl = cluster()
+    cl.NICE = nice
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {int(cl.CLIENT_CPU)})
+    cl.raise_nofile()
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out or os.path.join(os.getcwd(), "bench-results", f"{name}-{stamp}")
+    logdir = os.path.join(out, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    return cl, cl.PortPool(port_base), logdir, os.path.join(out, "results.jsonl")
 
 
 def server_argv(python: str, port: int, backplane: str | None = None, extra: tuple = ()) -> list[str]:

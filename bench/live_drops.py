@@ -43,13 +43,11 @@ PID; every wait is bounded.
 """
 import argparse
 import asyncio
-import contextlib
 import datetime
 import itertools
 import json
 import os
 import shlex
-import signal
 import statistics
 import time
 
@@ -395,22 +393,7 @@ def main():
     ap.add_argument("--quiet-wait", type=float, default=60.0)
     ap.add_argument("--nice", type=int, default=0, help="nice value of the server (0 = off)")
     a = ap.parse_args()
-    cl = lc.cluster()
-    cl.NICE = a.nice
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {int(cl.CLIENT_CPU)})
-    cl.raise_nofile()
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = a.out or os.path.join(os.getcwd(), "bench-results", f"live-drops-{stamp}")
-    logdir = os.path.join(out, "logs")
-    os.makedirs(logdir, exist_ok=True)
-    resfile = os.path.join(out, "results.jsonl")
-    ports = cl.PortPool(a.port_base)
+    cl, ports, logdir, resfile = lc.prepare_run("live-drops", a.out, a.port_base, a.nice)
     print(f"# results -> {resfile}", flush=True)
     recs = []
     with open(resfile, "a") as rf:

@@ -47,7 +47,6 @@ import json
 import os
 import random
 import shlex
-import signal
 import statistics
 import sys
 import time
@@ -485,22 +484,7 @@ def main():
             sys.exit(f"unknown row {r}; known: {', '.join(ROWS)}")
     if a.conns < a.procs:
         sys.exit("--conns must be at least --procs")
-    cl = lc.cluster()
-    cl.NICE = a.nice
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {int(cl.CLIENT_CPU)})
-    cl.raise_nofile()
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = a.out or os.path.join(os.getcwd(), "bench-results", f"live-fanout-{stamp}")
-    logdir = os.path.join(out, "logs")
-    os.makedirs(logdir, exist_ok=True)
-    resfile = os.path.join(out, "results.jsonl")
-    ports = cl.PortPool(a.port_base)
+    cl, ports, logdir, resfile = lc.prepare_run("live-fanout", a.out, a.port_base, a.nice)
     rnd = random.Random(a.seed)
     print(f"# results -> {resfile}", flush=True)
     print(f"# server {a.python}; clients {sys.executable}", flush=True)

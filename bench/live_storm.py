@@ -470,24 +470,9 @@ def main():
     if a.client_proc:
         lc.run_loop(client_main(a))
         return
-    cl = lc.cluster()
-    cl.NICE = a.nice
+    cl, ports, logdir, resfile = lc.prepare_run("live-storm", a.out, a.port_base, a.nice)
     if not os.access(cl.REDIS_SERVER, os.X_OK):
         sys.exit(f"{cl.REDIS_SERVER} not found (apt-get install redis-server)")
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {int(cl.CLIENT_CPU)})
-    cl.raise_nofile()
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = a.out or os.path.join(os.getcwd(), "bench-results", f"live-storm-{stamp}")
-    logdir = os.path.join(out, "logs")
-    os.makedirs(logdir, exist_ok=True)
-    resfile = os.path.join(out, "results.jsonl")
-    ports = cl.PortPool(a.port_base)
     import resource
     print(f"# results -> {resfile}; RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)}", flush=True)
     recs = []
