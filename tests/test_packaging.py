@@ -18,6 +18,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_works(tmp_path):
     wheel = next((tmp_path / "dist").glob("tether-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "tether/py.typed" in names
+    assert {"tether/live/static/tether.js", "tether/live/static/tether.d.ts"} <= set(names)  # the browser client
     assert any(name.startswith("tether/protocol/_mask") and name.endswith(".so") for name in names), names
     assert not any(name.startswith(("tests/", "examples/")) for name in names)
     env_dir = tmp_path / "clean"
@@ -35,7 +36,9 @@ def test_the_wheel_installs_into_a_clean_venv_and_works(tmp_path):
         "assert p.ACCELERATED; "
         "from tether import App; from tether.testing import TestClient; "
         "app = App(); app.get('/')(lambda: 'hi'); "
-        "c = TestClient(app); print(c.get('/').text); c.close()"
+        "app.live('/live'); "
+        "c = TestClient(app); print(c.get('/').text); "
+        "assert 'export class Client' in c.get('/tether.js').text; c.close()"
     )
     out = subprocess.run([python, "-c", check], capture_output=True, text=True, env={"PYTHONPATH": site},
                          cwd=tmp_path)
