@@ -706,8 +706,12 @@ def test_a_hundred_reconnects_leave_redis_connected_clients_flat(redis_server, s
             redis_server.execute("CLIENT", "KILL", "TYPE", "normal")  # command connections (the helper's skipped)
         assert redis_server.client_kill_pubsub() == len(nodes)
         for node, before in zip(nodes, outages, strict=True):
-            wait_until(lambda node=node, before=before: (s := node.status())["outages"] > before and s["state"] == "up",
-                       timeout=5, interval=0.01, message=f"recovery {cycle} of :{node.port}")
+            try:
+                wait_until(lambda node=node, before=before: (s := node.status())["outages"] > before
+                           and s["state"] == "up", timeout=5, interval=0.01, message=f"recovery {cycle} of :{node.port}")
+            except AssertionError as failure:  # once seen in CI (1 run in 5): keep what the node said
+                raise AssertionError(f"{failure}; outages before {before}, now {node.try_status()}; "
+                                     f"its log ends:\n{node.log()[-4000:]}") from None
             reconnects += 1
     assert reconnects == 100
     # Old connections may take a moment to be closed; a leak would leave dozens.
