@@ -302,8 +302,9 @@ def test_chromium_offers_deflate_and_the_chat_demo_works_compressed(serve_native
         while "browser" not in [info["name"] for info in next_push("presence")["joined"].values()]:
             pass
         # Both offers were accepted: every live connection's channel compresses.
-        connections = [app.hub.get(connection_id) for connection_id in app.hub.ids("/live")]
-        assert len(connections) == 2 and all(isinstance(ws.channel, DeflateChannel) for ws in connections)
+        connections = [ws for connection_id in app.hub.ids("/live") if (ws := app.hub.get(connection_id))]
+        assert len(connections) >= 2, connections  # the page's and the bot's (and any the page is replacing)
+        assert all(isinstance(ws.channel, DeflateChannel) for ws in connections), [ws.channel for ws in connections]
         long_text = "compressible " * 40  # past the threshold: sent compressed both ways
         say_in_the_page(browser, long_text)
         assert next_push("message")["data"] == {"name": "browser", "text": long_text.strip()}
