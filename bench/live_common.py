@@ -238,22 +238,9 @@ class RawWS(asyncio.Protocol):
             del buf[:end + 4]
             self.opened.set_result(True)
             self.on_open()
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b0, n = buf[pos], buf[pos + 1] & 0x7F
-            head = 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-            if size - pos < head + n:
-                break
-            frame = bytes(buf[pos + head:pos + head + n])
-            pos += head + n
+        pos = 0
+        while (found := next_frame(buf, pos)) is not None:
+            b0, frame, pos = found
             op = b0 & 0x0F
             if not b0 & 0x80 or op == 0:
                 self.errors.append("fragmented frame")
@@ -334,6 +321,27 @@ def cluster():
         sys.path.insert(0, BENCH)
     import cluster as cl
     return cl
+
+
+def next_frame(buf: bytearray, pos: int) -> tuple[int, bytes, int] | None:
+    """The server frame (unmasked) that starts at `pos` in `buf`: (its first byte, its payload,
+    where the next one starts), or None when it is not whole yet."""
+    size = len(buf)
+    if size - pos < 2:
+        return None
+    b0, n = buf[pos], buf[pos + 1] & 0x7F
+    head = 2
+    if n == 126:
+        if size - pos < 4:
+            return None
+        n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+    elif n == 127:
+        if size - pos < 10:
+            return None
+        n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+    if size - pos < head + n:
+        return None
+    return b0, bytes(buf[pos + head:pos + head + n]), pos + head + n
 
 
 def prepare_run(name: str, out: str | None, port_base: int, nice: int):

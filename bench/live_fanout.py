@@ -118,22 +118,9 @@ class Receiver(lc.RawWS):
     def check_frames(self, data):
         buf = self.fbuf
         buf += data
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b0, n = buf[pos], buf[pos + 1] & 0x7F
-            head = 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-            if size - pos < head + n:
-                break
-            frame = bytes(buf[pos + head:pos + head + n])
-            pos += head + n
+        pos = 0
+        while (found := lc.next_frame(buf, pos)) is not None:
+            b0, frame, pos = found
             if b0 != 0x81:
                 self.bad.append(f"frame byte0 {b0:#x} at message {self.k}")
                 continue
