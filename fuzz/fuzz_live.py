@@ -780,6 +780,16 @@ class Model:
             return None
         return room
 
+    def joined_of(self, room: str | None, spec: Spec) -> Any:
+        """The declaration of `room` if this connection joined it; else None, and the doc's
+        answer is not_joined (nothing more when the room name itself was refused)."""
+        if room is None:
+            return None
+        decl = self.rooms.get(room)
+        if decl is None:
+            spec.also({"not_joined": None})
+        return decl
+
     def op_connect(self, command: dict[str, Any], spec: Spec) -> None:
         spec.also({"already_connected": None})
 
@@ -831,11 +841,8 @@ class Model:
 
     def op_publish(self, command: dict[str, Any], spec: Spec) -> None:
         room = self.room_of(command, spec)
-        if room is None:
-            return
-        decl = self.rooms.get(room)
-        if decl is None:
-            spec.also({"not_joined": None})
+        decl = self.joined_of(room, spec)
+        if room is None or decl is None:
             return
         if not decl.client_publish:
             spec.also({"forbidden": None})
@@ -855,11 +862,8 @@ class Model:
 
     def op_presence(self, command: dict[str, Any], spec: Spec) -> None:
         room = self.room_of(command, spec)
-        if room is None:
-            return
-        decl = self.rooms.get(room)
-        if decl is None:
-            spec.also({"not_joined": None})
+        decl = self.joined_of(room, spec)
+        if room is None or decl is None:
             return
         if not decl.presence:
             spec.also({"no_presence": None})
@@ -878,11 +882,8 @@ class Model:
             if value is not None and (type(value) is not int or value < 0):
                 spec.also({"bad_request": None}, optional=room is not None and room in self.rooms
                           and not self.rooms[room].history)
-        if room is None:
-            return
-        decl = self.rooms.get(room)
-        if decl is None:
-            spec.also({"not_joined": None})
+        decl = self.joined_of(room, spec)
+        if room is None or decl is None:
             return
         if not decl.history:
             spec.also({"no_history": None})
