@@ -63,12 +63,17 @@ lint: check-lock
 	$(BIN)/ruff check src tests fuzz
 
 # The chat page is tested in a real headless Chromium (Debian's package); the Redis tests in
-# a real redis-server, and the multi-host tests in network namespaces (iproute2's `ip`).
+# a real redis-server (alone, in cluster mode, and behind redis-sentinel), the NATS tests in a
+# real nats-server, and the multi-host tests in network namespaces (iproute2's `ip`).
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	@command -v redis-server >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
+	@command -v redis-sentinel >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-sentinel)
+	@command -v nats-server >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nats-server)
 	@command -v ip >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2)
 

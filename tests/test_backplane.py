@@ -606,7 +606,7 @@ def test_a_backplane_client_whose_connection_the_server_closed_fails_rather_than
     from tether.backplane.redis import RedisBackplane
 
     async def main() -> None:
-        client = RedisBackplane(bytes(6), redis_server.url)._client()
+        client = RedisBackplane(bytes(6), redis_server.url)._client_of(redis_server.url)
         try:
             assert await client.ping()
             assert redis_server.execute("CLIENT", "KILL", "TYPE", "normal") == 1  # not the helper's own
@@ -827,7 +827,8 @@ def test_the_command_refuses_an_unknown_backplane_scheme(tmp_path):
                              "--backplane", "ftp://x"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "tether: backplane 'ftp://x': unknown scheme 'ftp' (use redis://, rediss://, unix:// or memory://)"]
+        "tether: backplane 'ftp://x': unknown scheme 'ftp' (use redis://, rediss://, unix://, redis+sentinel://, "
+        "redis+cluster://, nats:// or memory://)"]
 
 
 def test_a_redis_that_is_not_there_yet_local_traffic_goes_on_and_the_node_joins_once_it_starts(

@@ -291,7 +291,12 @@ class RedisBackplane(Backplane):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
 
-    def _client(self) -> redis_asyncio.Redis:
+    async def _client(self) -> redis_asyncio.Redis:
+        """A client of the Redis server to use: `_client_of(url)` here; an engine that must
+        first find its server (Sentinel's) overrides it. Raises what connecting raises."""
+        return self._client_of(self.url)
+
+    def _client_of(self, url: str) -> redis_asyncio.Redis:
         """A redis-py client of `url` whose connection connects once. Its retries are off, and a
         reconnect redis-py would make without raising fails instead: its pool replaces a pooled
         connection the server closed (CLIENT KILL, a timeout) when the next command takes it,
@@ -308,9 +313,9 @@ class RedisBackplane(Backplane):
 
         options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0,
                                    "health_check_interval": 0, "redis_connect_func": connect_once}
-        if not self.url.startswith("unix:"):
+        if not url.startswith("unix:"):
             options["socket_keepalive"] = True  # TCP only: a half-open connection is found
-        return redis_asyncio.Redis.from_url(self.url, **options)
+        return redis_asyncio.Redis.from_url(url, **options)
 
     # -- state -------------------------------------------------------------------------------
     def _went_down(self, part: str, why: str) -> None:
@@ -359,7 +364,7 @@ class RedisBackplane(Backplane):
 
     # -- the subscriber ------------------------------------------------------------------------
     async def _listen(self) -> None:
-        client = self._client()
+        client = await self._client()
         pubsub = client.pubsub()
         try:
             channels = [self.inbox, *self._channels]
@@ -462,7 +467,7 @@ class RedisBackplane(Backplane):
         self._wakeup.set()
 
     async def _write(self) -> None:
-        client = self._client()
+        client = await self._client()
         try:
             await client.ping()
             self._pub_up = True
