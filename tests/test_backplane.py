@@ -1,7 +1,9 @@
-"""The Redis backplane (docs/scaling.md) end to end: nodes are real `tether run cluster_app:app
---backplane redis://...` processes (tests/cluster_app.py: WebSocket routes of three styles and
-HTTP endpoints that act on that node), Redis is a real redis-server (tests/redisutil.py) that
-the tests kill, restart, pause and cut connections of, clients are `websockets` clients.
+"""The backplane (docs/scaling.md) end to end: nodes are real `tether run cluster_app:app
+--backplane URL` processes (tests/cluster_app.py: WebSocket routes of three styles and HTTP
+endpoints that act on that node), clients are `websockets` clients. The tests that break
+nothing run on two nodes of each engine of tests/engines.py in turn (the `cluster` fixture);
+the others on a real redis-server (tests/redisutil.py) that they kill, restart, pause and cut
+connections of (each other engine's own failures: tests/test_backplane_<engine>.py).
 
 What is checked is what a client of another node sees: every addressing operation started on
 node A reaches a client of node B; exclusion; per-sender order; join-then-publish; workers on one
@@ -41,6 +43,7 @@ from websockets.sync.client import connect
 
 from tether import App
 
+from .engines import ENGINES, EnginePool, engine_pool_fixture  # noqa: F401
 from .netns import hosts, netns_available
 from .netutil import reserve_port, wait_until
 from .redisutil import RedisServer, redis_factory_fixture, redis_server_fixture, tls_supported  # noqa: F401
@@ -246,24 +249,26 @@ def tag() -> str:
 
 
 class Cluster:
-    def __init__(self, redis: RedisServer, a: Node, b: Node) -> None:
-        self.redis, self.a, self.b = redis, a, b
+    """Two nodes, A and B, of one cluster on `engine`'s servers (tests/engines.py)."""
+
+    def __init__(self, engine: str, servers: Any, a: Node, b: Node) -> None:
+        self.engine, self.servers, self.a, self.b = engine, servers, a, b
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One Redis and two nodes, A and B, shared by the tests that break nothing."""
-    redis = RedisServer().start()
-    folder = tmp_path_factory.mktemp("cluster")
-    nodes = [Node(folder / name, backplane_url(redis.url)) for name in ("a", "b")]
+@pytest.fixture(scope="module", params=list(ENGINES))
+def cluster(request: pytest.FixtureRequest, engine_pool: EnginePool,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two nodes on each engine's servers in turn, shared by the tests that break nothing."""
+    servers = engine_pool.servers(request.param)
+    folder = tmp_path_factory.mktemp(f"cluster-{request.param}")
+    nodes = [Node(folder / name, backplane_url(servers.url)) for name in ("a", "b")]
     try:
         for node in nodes:
             node.wait_state("up")
-        yield Cluster(redis, *nodes)
+        yield Cluster(request.param, servers, *nodes)
     finally:
         for node in nodes:
             node.kill()
-        redis.close()
 
 
 def two_nodes(start_node: Callable[..., Node], url: str) -> tuple[Node, Node]:
@@ -385,6 +390,7 @@ def test_presence_on_one_node_lists_the_members_of_the_others_with_their_info(cl
     wait_until(lambda: cluster.a.get("/presence", room=room) == expected, message="bob gone from A's presence")
 
 
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)
 def test_redis_holds_the_channels_and_keys_docs_scaling_names_while_they_are_needed(cluster, clients):
     """docs/scaling.md's table, read back from Redis: a node subscribes a path's and a room's
     channel while it has members of them and its own inbox always; a room's presence is a HASH
@@ -394,7 +400,7 @@ def test_redis_holds_the_channels_and_keys_docs_scaling_names_while_they_are_nee
     room, path = f"room-{t}", f"/fn/{t}"
     member = clients(cluster.b, path)
     member.join(room, {"name": "m"})
-    redis = cluster.redis
+    redis = cluster.servers
     node_b, node_a = cluster.b.status()["node"], cluster.a.status()["node"]
     assert sorted(redis.execute("PUBSUB", "CHANNELS", f"tether:*{t}")) == [f"tether:path:{path}", f"tether:room:{room}"]
     assert {f"tether:node:{node_a}", f"tether:node:{node_b}"} <= set(redis.execute("PUBSUB", "CHANNELS", "tether:node:*"))

@@ -1,10 +1,10 @@
 """History rooms on the backplane (`tether.backplane.history`, `Backplane.publish_kept` and
 `Backplane.history`): the contract, run against every engine that keeps history (the local
-backplane where one node is enough, the in-process cluster `MemoryBackplane`, and
-`RedisBackplane` on a real redis-server, tests/redisutil.py); then what only the Redis engine
-has: its keys and their TTL, `~` trimming, the epoch when Redis loses the keys, the scripts
-loaded again after SCRIPT FLUSH, publishes while Redis is down, and the Redis commands a
-publish and a read cost (docs/scaling.md, "History rooms").
+backplane where one node is enough, the in-process cluster `MemoryBackplane`, and every engine
+of tests/engines.py on its real servers); then what only the Redis engine has: its keys and
+their TTL, `~` trimming, the epoch when Redis loses the keys, the scripts loaded again after
+SCRIPT FLUSH, publishes while Redis is down, and the Redis commands a publish and a read cost
+(docs/scaling.md, "History rooms").
 
 The nodes here are bare backplanes, no hub: what a node hears on a history room's channel is
 decoded with `decode_kept` and kept per topic.
@@ -15,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-from tether.backplane import NodeState, Topic, TopicKind
+from tether.backplane import NodeState, Topic, TopicKind, from_url
 from tether.backplane.base import Backplane, BackplaneState
 from tether.backplane.envelope import Kind, encode, new_node_id
 from tether.backplane.history import NOWHERE, HistoryLimits, Position, Stored, decode_kept
 from tether.backplane.memory import LocalBackplane, MemoryBackplane, MemoryBus
 
+from .engines import ENGINES, engine_pool_fixture  # noqa: F401
 from .redisutil import RedisServer, redis_server_fixture  # noqa: F401
 
 TIMEOUT = 30.0     # a scenario's bound (nothing here is timed but the ttl tests' own sleeps)
@@ -66,15 +69,19 @@ class Node:
 
 
 class Engine:
-    """Nodes of one cluster of one kind: `local` (one node), `memory` (an in-process bus) or
-    `redis` (a redis-server)."""
+    """Nodes of one cluster of one kind: `local` (one node), `memory` (an in-process bus), or
+    a backplane URL's engine (`url`). On servers of its own (`server`, the Redis-only tests)
+    its nodes use the default prefix; on an engine's shared servers (tests/engines.py) they
+    name this cluster with a `?prefix=` of its own, so that the clusters sharing them keep apart."""
 
-    def __init__(self, kind: str, server: RedisServer | None = None) -> None:
-        self.kind, self.server = kind, server
+    def __init__(self, kind: str, url: str | None = None, server: RedisServer | None = None) -> None:
+        self.kind, self.url, self.server = kind, url, server
+        self.prefix = None if server is not None else f"t{uuid.uuid4().hex[:12]}"
         self.bus = MemoryBus()
         self.nodes: list[Node] = []
 
     async def node(self, query: str = "") -> Node:
+        """A node of this cluster; `query` adds options (or a `prefix` of its own) to the URL's."""
         backplane: Backplane
         if self.kind == "local":
             assert not self.nodes, "the local backplane is one node"
@@ -82,9 +89,11 @@ class Engine:
         elif self.kind == "memory":
             backplane = MemoryBackplane(new_node_id(), self.bus)
         else:
-            assert self.server is not None
-            from tether.backplane.redis import RedisBackplane
-            backplane = RedisBackplane(new_node_id(), self.server.url + query)
+            assert self.url is not None
+            options = dict(parse_qsl(query.lstrip("?")))
+            if self.prefix is not None:
+                options.setdefault("prefix", self.prefix)
+            backplane = from_url(f"{self.url}?{urlencode(options)}" if options else self.url, new_node_id())
         node = Node(backplane)
         self.nodes.append(node)
         await backplane.start(node.receive, lambda room, gone: None, NodeState)
@@ -124,16 +133,18 @@ def scenario(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None
 
 def engine_of(request: pytest.FixtureRequest) -> Engine:
     kind = request.param
-    return Engine(kind, request.getfixturevalue("redis_server") if kind == "redis" else None)
+    if kind in ENGINES:
+        return Engine(kind, request.getfixturevalue("engine_pool").servers(kind).url)
+    return Engine(kind)
 
 
-@pytest.fixture(params=["local", "memory", "redis"])
+@pytest.fixture(params=["local", "memory", *ENGINES])
 def engine(request: pytest.FixtureRequest) -> Engine:
     """Every engine, for what one node shows."""
     return engine_of(request)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *ENGINES])
 def cluster(request: pytest.FixtureRequest) -> Engine:
     """The engines with several nodes."""
     return engine_of(request)
@@ -141,7 +152,8 @@ def cluster(request: pytest.FixtureRequest) -> Engine:
 
 @pytest.fixture
 def redis(redis_server: RedisServer) -> Engine:  # noqa: F811
-    return Engine("redis", redis_server)
+    """One redis-server of this test's own, for what only the Redis engine shows."""
+    return Engine("redis", redis_server.url, redis_server)
 
 
 def offsets(stored: list[Stored]) -> list[int]:
