@@ -83,7 +83,8 @@ HISTORY_IDLE_TTL = 24 * 3600.0
 # One publish into a history room, atomic (docs/scaling.md, "History rooms").
 # KEYS: the room's meta HASH (epoch, offset, size) and its STREAM (<offset>-0: d envelope [x expiry ms]).
 # ARGV: channel, envelope, a fresh epoch (used only when the room has none), size, ttl in ms
-# (0: none), the keys' ttl in ms. Returns the offset. With a ttl it trims at most 16 expired
+# (0: none), the keys' ttl in ms, the publish command (PUBLISH; SPUBLISH on a Redis Cluster,
+# where the channel is of the keys' slot). Returns the offset. With a ttl it trims at most 16 expired
 # messages from the stream's head (two XRANGEs of one entry and an XTRIM when one expired, as
 # each publish does in a steady stream; a backlog goes 16 a publish); a read skips the rest.
 _PUBLISH_KEPT = """
@@ -120,7 +121,7 @@ else
 end
 redis.call('PEXPIRE', meta, ARGV[6])
 redis.call('PEXPIRE', stream, ARGV[6])
-redis.call('PUBLISH', ARGV[1], offset .. ' ' .. epoch .. ' ' .. envelope)
+redis.call(ARGV[7], ARGV[1], offset .. ' ' .. epoch .. ' ' .. envelope)
 return tonumber(offset)
 """
 
@@ -221,6 +222,9 @@ class _Keys:
 class RedisBackplane(Backplane):
     """A node of a cluster whose nodes share one Redis server (see the module doc)."""
 
+    #: the command a message is sent with (a Redis Cluster's engine sends SPUBLISH)
+    _publish_command = "publish"
+
     def __init__(self, node: bytes, url: str) -> None:
         super().__init__(node)
         self.url, options = _split_url(url)
@@ -258,11 +262,13 @@ class RedisBackplane(Backplane):
 
     async def stop(self) -> None:
         if self._pub_up:  # leave the cluster tidily: our count and heartbeat go now
-            done = self._loop.create_future()
-            self._command("hdel", (self.keys.count, self._node_name), None, False)
-            self._command("zrem", (self.keys.nodes, self._node_name), done, False)
+            done = []
+            for nodes, count in self._tallies():
+                done.append(self._loop.create_future())
+                self._command("hdel", (count, self._node_name), None, False)
+                self._command("zrem", (nodes, self._node_name), done[-1], False)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(done, timeout=1.0)
+                await asyncio.wait_for(asyncio.gather(*done), timeout=1.0)
         self.state = BackplaneState.STOPPED
         for task in self._tasks:
             task.cancel()
@@ -381,7 +387,10 @@ class RedisBackplane(Backplane):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 1.0)
 
-    async def _read(self, pubsub: Any, unconfirmed: set[str]) -> None:
+    async def _read(self, pubsub: Any, unconfirmed: set[str], probe: str | None = None) -> None:
+        """Deliver what `pubsub` hears until it fails or goes deaf: it is probed through the
+        channel `probe` (this node's inbox by default) after `probe` seconds of silence."""
+        probe = probe or self.inbox
         loop = self._loop
         heard = loop.time()
         probe_sent: float | None = None
@@ -400,29 +409,40 @@ class RedisBackplane(Backplane):
                         raise _Deaf(f"no answer to a probe through its own inbox within {self.probe} s")
                 elif now - heard > self.probe and self._pub_up:
                     self._probe_token = random.randbytes(8)
-                    self._command("publish", (self.inbox, encode(Kind.PROBE, 0, self.node, self._probe_token)),
-                                  None, False)
+                    self._command(self._publish_command,
+                                  (probe, encode(Kind.PROBE, 0, self.node, self._probe_token)), None, False)
                     probe_sent = now
                 continue
             heard, probe_sent = now, None
             kind = message["type"]
             channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
-            if kind == "message":
+            if kind in ("message", "smessage"):
                 data = message["data"]
-                if channel == self.inbox and data[:1] == b"\x05":
+                if channel == probe and data[:1] == b"\x05":
                     continue  # our probe came back: we hear
                 try:
                     receive(channel, data)
                 except Exception:
                     logger.exception("tether backplane: delivering a message from %s failed", channel)
-            elif kind == "subscribe":
+            elif kind in ("subscribe", "ssubscribe"):
                 unconfirmed.discard(channel)
                 waiter = self._confirmations.pop(channel, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
-                if channel == self.inbox and not self._sub_up:
-                    self._sub_up = True
-                    self._maybe_up()
+                if channel == probe:
+                    self._hears(channel)
+            elif kind == "sunsubscribe":
+                self._slot_moved(channel)
+
+    def _hears(self, probe: str) -> None:
+        """The subscription to the probe channel `probe` is in force: the subscriber is up."""
+        if not self._sub_up:
+            self._sub_up = True
+            self._maybe_up()
+
+    def _slot_moved(self, channel: str) -> None:
+        """Redis ended the subscription to the shard channel `channel` (a Redis Cluster slot
+        that moved, or a SUNSUBSCRIBE's reply); a single Redis server sends none."""
 
     def subscribe(self, channel: str) -> Awaitable[None] | None:
         if channel in self._channels:
@@ -512,6 +532,8 @@ class RedisBackplane(Backplane):
             if isinstance(value, NoScriptError) and not load_scripts:
                 again.append(command)
                 continue
+            if self._redirected(command, value):
+                continue
             if isinstance(value, Exception) and is_message:
                 refused.append(value)
             if result is not None and not result.done():
@@ -526,6 +548,12 @@ class RedisBackplane(Backplane):
         if again:
             await self._send(client, again, load_scripts=True)
 
+    def _redirected(self, command: tuple[str, tuple[Any, ...], asyncio.Future[Any] | None, bool],
+                    reply: Any) -> bool:
+        """Whether `reply` sends `command` elsewhere (a Redis Cluster's MOVED, ASK, TRYAGAIN),
+        which then takes care of it; a single Redis server redirects nothing."""
+        return False
+
     def _fail_queue(self) -> None:
         while self._queue:
             _, _, result, is_message = self._queue.popleft()
@@ -539,8 +567,9 @@ class RedisBackplane(Backplane):
         """Write this node's count, heartbeat and presence again (after a start or an outage;
         Redis may have restarted empty)."""
         state = self._snapshot()
-        self._command("zadd", (self.keys.nodes, {self._node_name: _now_ms()}), None, False)
-        self._command("hset", (self.keys.count, self._node_name, state.connections), None, False)
+        for nodes, count in self._tallies():
+            self._command("zadd", (nodes, {self._node_name: _now_ms()}), None, False)
+            self._command("hset", (count, self._node_name, state.connections), None, False)
         for room, members in state.presence.items():
             if members:
                 self._command("hset", (self.keys.presence(room), None, None, members), None, False)
@@ -554,7 +583,7 @@ class RedisBackplane(Backplane):
 
     # -- messages, presence, counts --------------------------------------------------------------
     def publish(self, channel: str, data: bytes) -> None:
-        self._command("publish", (channel, data), None, True)
+        self._command(self._publish_command, (channel, data), None, True)
 
     def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
         """One EVALSHA of `_PUBLISH_KEPT`, queued like a publish (in call order, pipelined;
@@ -565,7 +594,7 @@ class RedisBackplane(Backplane):
         result.add_done_callback(functools.partial(self._kept_or_lost, room))
         self._command("evalsha", (_PUBLISH_KEPT_SHA, 2, self.keys.history_meta(room), self.keys.history(room),
                                   self.channel(topic), envelope, new_epoch(), limits.size, ttl,
-                                  ttl or int(HISTORY_IDLE_TTL * 1000)), result, True)
+                                  ttl or int(HISTORY_IDLE_TTL * 1000), self._publish_command), result, True)
 
     def _kept_or_lost(self, room: str, result: asyncio.Future[Any]) -> None:
         """A history room's publish was answered: when it failed, tell the hub (`kept_lost`)."""
@@ -602,27 +631,48 @@ class RedisBackplane(Backplane):
     async def presence(self, room: str) -> dict[str, str]:
         try:
             entries = await self._call("hgetall", self.keys.presence(room))
-            live = await self._live_nodes()
+            live, _ = await self._live_nodes()
         except ConnectionError:
             return dict(self._snapshot().presence.get(room, {}))  # down: what this node knows
         return {key.decode(): value.decode() for key, value in entries.items()
                 if key.decode().replace("-", "")[:12] in live}
 
     def connections_changed(self, delta: int) -> None:
-        self._command("hincrby", (self.keys.count, self._node_name, delta), None, False)
+        for _, count in self._tallies():
+            self._command("hincrby", (count, self._node_name, delta), None, False)
 
     async def count(self) -> int:
         try:
-            counts = await self._call("hgetall", self.keys.count)
-            live = await self._live_nodes()
+            live, counts = await self._live_nodes()
         except ConnectionError:
             return self._snapshot().connections
-        return sum(int(value) for key, value in counts.items() if key.decode() in live)
+        return sum(counts.get(node, 0) for node in live)
 
-    async def _live_nodes(self) -> set[str]:
-        cutoff = _now_ms() - int(3000 * self.heartbeat)
-        nodes = await self._call("zrangebyscore", self.keys.nodes, cutoff, "+inf")
-        return {node.decode() for node in nodes} | {self._node_name}
+    def _tallies(self) -> list[tuple[str, str]]:
+        """The (nodes ZSET, count HASH) pairs every node writes its heartbeat and count into:
+        the one pair here (a Redis Cluster's engine keeps a copy per shard)."""
+        return [(self.keys.nodes, self.keys.count)]
+
+    async def _read_tallies(self) -> tuple[dict[str, float], dict[str, int]]:
+        """({node: its last heartbeat in ms, the newest any copy of `_tallies` holds}, {node:
+        its count}), every copy read at once. ConnectionError when the backplane is down."""
+        futures: list[asyncio.Future[Any]] = []
+        for nodes, count in self._tallies():
+            for name, args in (("zrange", (nodes, 0, -1, False, True)), ("hgetall", (count,))):
+                futures.append(self._loop.create_future())
+                self._command(name, args, futures[-1], False)
+        replies = await asyncio.gather(*futures)
+        beats: dict[str, float] = {}
+        for node, beat in (pair for reply in replies[::2] for pair in reply):
+            beats[node.decode()] = max(beat, beats.get(node.decode(), beat))
+        counts = {key.decode(): int(value) for reply in reversed(replies[1::2]) for key, value in reply.items()}
+        return beats, counts
+
+    async def _live_nodes(self) -> tuple[set[str], dict[str, int]]:
+        """(the nodes heard within 3 heartbeats, this one included; each node's count)."""
+        beats, counts = await self._read_tallies()
+        cutoff = _now_ms() - 3000 * self.heartbeat
+        return {node for node, beat in beats.items() if beat >= cutoff} | {self._node_name}, counts
 
     # -- heartbeat and the cleanup of dead nodes -------------------------------------------------
     async def _beat(self) -> None:
@@ -630,18 +680,17 @@ class RedisBackplane(Backplane):
             await asyncio.sleep(self.heartbeat)
             if not self._pub_up:
                 continue
-            self._command("zadd", (self.keys.nodes, {self._node_name: _now_ms()}), None, False)
+            for nodes, _ in self._tallies():
+                self._command("zadd", (nodes, {self._node_name: _now_ms()}), None, False)
             await self._bury_the_dead()
 
     async def _bury_the_dead(self) -> None:
         """Remove the presence entries and count of nodes silent for 3 heartbeats, reporting
         their members as gone (once: the first node to take the node's janitor lock does it)."""
-        nodes_key = self.keys.nodes
-        cutoff = _now_ms() - int(3000 * self.heartbeat)
+        cutoff = _now_ms() - 3000 * self.heartbeat
         try:
-            dead = await self._call("zrangebyscore", nodes_key, "-inf", f"({cutoff}")
-            for raw in dead:
-                node = raw.decode()
+            beats, _ = await self._read_tallies()
+            for node in (node for node, beat in beats.items() if beat < cutoff):
                 lock = await self._call("set", self.keys.janitor(node), self._node_name, None, 30_000, True)
                 if not lock:
                     continue
@@ -655,8 +704,9 @@ class RedisBackplane(Backplane):
                         await self._call("hdel", self.keys.presence(room), *gone)
                         self._members_gone(room, gone)
                 await self._call("delete", self.keys.presence_rooms(node))
-                await self._call("hdel", self.keys.count, node)
-                await self._call("zrem", nodes_key, node)
+                for nodes, count in self._tallies():
+                    await self._call("hdel", count, node)
+                    await self._call("zrem", nodes, node)
                 logger.warning("tether backplane: node %s stopped heartbeating; removed its members from "
                                "presence", node)
         except ConnectionError:
