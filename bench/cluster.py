@@ -76,6 +76,7 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 CLUSTER = os.path.join(BENCH, "cluster")
+sys.path.insert(0, CLUSTER)  # bench/cluster/engines.py, rooms.py, failover.py
 SHARED = os.environ.get("BENCH_SHARED") or os.path.normpath(os.path.join(ROOT, "..", "shared", "bench"))
 if not os.path.isdir(SHARED):
     SHARED = "/work/shared/bench"
@@ -360,6 +361,15 @@ def redis_cmdstats(port):
     return out
 
 
+def sum_cmdstats(ports):
+    """redis_cmdstats summed over several redis-servers (a cluster's shards, a Sentinel group's)."""
+    out = {}
+    for port in ports:
+        for k, v in redis_cmdstats(port).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def start_redis(port, logf, workdir):
     d = tempfile.mkdtemp(prefix="redis-", dir=workdir)
     argv = ["taskset", "-c", SERVER_CPU, REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
@@ -513,9 +523,10 @@ class Sampler(threading.Thread):
     connections have been seen, the ESTABLISHED sockets on the server port per worker pid (how the
     receivers are spread over the workers) and each pid's connections to Redis."""
 
-    def __init__(self, port, redis_port, want, cpu, redis_pid):
+    def __init__(self, port, redis_port, want, cpu, redis_pids):
         super().__init__(daemon=True)
-        self.port, self.redis_port, self.want, self.cpu, self.redis_pid = port, redis_port, want, cpu, redis_pid
+        self.port, self.redis_port, self.want, self.cpu = port, redis_port, want, cpu
+        self.redis_pids = set(redis_pids)  # the backplane's server processes (redis-server(s), nats-server)
         self.stop_evt = threading.Event()
         self.spread, self.redis_conns, self.timeline = {}, {}, []
 
@@ -523,9 +534,9 @@ class Sampler(threading.Thread):
         spread_done = False
         while not self.stop_evt.is_set():
             ticks = self.cpu.sample()
-            self.timeline.append((time.time(), sum(ticks.values()), ticks.get(self.redis_pid, 0)))
+            self.timeline.append((time.time(), sum(ticks.values()), sum(ticks.get(p, 0) for p in self.redis_pids)))
             if not spread_done:
-                pids = [p for p in self.cpu.pids if p != self.redis_pid]
+                pids = [p for p in self.cpu.pids if p not in self.redis_pids]
                 s = sockets_per_pid(pids, local_port=self.port)
                 if sum(s.values()) > sum(self.spread.values()):
                     self.spread = s
@@ -552,19 +563,35 @@ def burst_cpu(timeline, t_start, t_end):
 
 # ------------------------------------------------------------------ one fan-out run
 
-def run_fanout(name, rep, ports, logdir, a):
+def run_fanout(name, rep, ports, logdir, a, engine=None):
+    """One fan-out run of server `name`; with `engine` (--engines: redis, sentinel, cluster, nats)
+    the backplane's servers come from bench/cluster/engines.py (the test helpers), pinned to the
+    server CPU, and the row is labelled `name/engine`."""
     busy, waited = wait_quiet(a.quiet_pct, a.quiet_wait)
     port = ports.get(2)
     rport = port + 1
     redis_url = f"redis://127.0.0.1:{rport}/0"
-    rec = {"mode": "fanout", "server": name, "rep": rep, "port": port, "redis_port": rport, "workers": a.workers,
-           "conns": a.conns, "messages": a.messages, "nice": NICE,
+    label = f"{name}/{engine}" if engine else name
+    rec = {"mode": "fanout", "server": label, "engine": engine, "rep": rep, "port": port, "redis_port": rport,
+           "workers": a.workers, "conns": a.conns, "messages": a.messages, "nice": NICE,
            "time": datetime.datetime.now().isoformat(timespec="seconds"), "pre_busy_pct": busy, "quiet_wait_s": waited}
-    logpath = os.path.join(logdir, f"{name}.fanout.{rep}.log")
-    redis = srv = None
+    logpath = os.path.join(logdir, f"{label.replace('/', '-')}.fanout.{rep}.log")
+    redis = srv = eng = None
+    backplane_pids, cmd_ports = [], [rport]
     with open(logpath, "w") as logf:
         try:
-            redis = start_redis(rport, logf, logdir)
+            if engine:
+                import engines  # bench/cluster/engines.py (needs the project's venv)
+                eng = engines.start(engine, cpu=int(SERVER_CPU), nice=NICE)
+                redis_url = eng.url
+                backplane_pids = list(eng.pids)
+                cmd_ports = list(engines.redis_ports(eng).values())
+                rec.update(backplane_url=redis_url, backplane_procs={str(p): c for p, c in eng.pids.items()},
+                           redis_port=None)
+                logf.write(f"[cluster.py] engine {engine}: {redis_url} pids {eng.pids}\n")
+            else:
+                redis = start_redis(rport, logf, logdir)
+                backplane_pids = [redis.pid]
             argv, cwd, extra = server_spec(name, port, redis_url, a.workers)
             rec["server_cmd"] = " ".join(shlex.quote(x) for x in argv)
             logf.write(f"[cluster.py] {rec['server_cmd']}  (cwd {cwd})\n")
@@ -581,16 +608,16 @@ def run_fanout(name, rep, ports, logdir, a):
                 rec.update(ok=0, error=err)
                 return rec
             time.sleep(0.3)
-            cpu = CpuTracker([srv.pid, redis.pid])
+            cpu = CpuTracker([srv.pid, *backplane_pids])
             tk0 = cpu.sample()
-            cmd0 = redis_cmdstats(rport)
+            cmd0 = sum_cmdstats(cmd_ports)
             m0 = machine_ticks()
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             me0 = resource.getrusage(resource.RUSAGE_SELF)
             lgcmd = ["taskset", "-c", CLIENT_CPU, LOADGEN, "-m", "fanout", "-c", str(a.conns), "-M", str(a.messages),
                      "-P", "/broadcast", "-p", str(port), "-d", str(a.max_wait), "--timeout", str(a.timeout)]
             rec["cmd"] = " ".join(shlex.quote(x) for x in lgcmd[3:])
-            sampler = Sampler(port, rport, a.conns + 1, cpu, redis.pid)
+            sampler = Sampler(port, rport if redis else None, a.conns + 1, cpu, backplane_pids)
             t0 = time.time()
             lg = subprocess.Popen(lgcmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   preexec_fn=child_setup)
@@ -609,11 +636,11 @@ def run_fanout(name, rep, ports, logdir, a):
             m1 = machine_ticks()
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             me1 = resource.getrusage(resource.RUSAGE_SELF)
-            cmd1 = redis_cmdstats(rport)
+            cmd1 = sum_cmdstats(cmd_ports)
             wall = t1 - t0
             runner_cpu = (me1.ru_utime + me1.ru_stime) - (me0.ru_utime + me0.ru_stime)
             server_cpu = (sum(tk1.values()) - sum(tk0.values())) / HZ
-            redis_cpu = (tk1.get(redis.pid, 0) - tk0.get(redis.pid, 0)) / HZ
+            redis_cpu = sum(tk1.get(p, 0) - tk0.get(p, 0) for p in backplane_pids) / HZ
             client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
             busy_s = (m1[0] - m0[0]) / HZ
             rec.update(wall_s=round(wall, 3), server_cpu_pct=round(100 * server_cpu / wall, 1),
@@ -625,7 +652,10 @@ def run_fanout(name, rep, ports, logdir, a):
                        steal_pct=round(100 * (m1[1] - m0[1]) / max(1, m1[2] - m0[2]), 2),
                        cpu_s_by_pid={str(p): round((tk1.get(p, 0) - tk0.get(p, 0)) / HZ, 2) for p in tk1
                                      if tk1.get(p, 0) - tk0.get(p, 0) > 0})
-            rec["redis_pid"] = redis.pid
+            rec["redis_pid"] = redis.pid if redis else None
+            rec["backplane_cpu_pct"] = {f"{p}:{eng.pids[p] if eng else 'redis-server'}":
+                                        round(100 * (tk1.get(p, 0) - tk0.get(p, 0)) / HZ / wall, 1)
+                                        for p in backplane_pids}
             rec["spread"] = {str(p): n for p, n in sorted(sampler.spread.items())}
             rec["redis_conns"] = {str(p): n for p, n in sorted(sampler.redis_conns.items())}
             rec["redis_cmds"] = {k: cmd1[k] - cmd0.get(k, 0) for k in cmd1 if cmd1[k] - cmd0.get(k, 0) > 0
@@ -659,13 +689,15 @@ def run_fanout(name, rep, ports, logdir, a):
                                    if rec.get("registered", 0) < a.conns and rec.get("ping_rounds") == 50 else ""))
             if srv.poll() is not None:
                 rec.update(ok=0, error=f"server died (exit {srv.returncode})")
-            elif redis.poll() is not None:
+            elif redis and redis.poll() is not None:
                 rec.update(ok=0, error=f"redis-server died (exit {redis.returncode})")
         except RuntimeError as ex:
             rec.update(ok=0, error=str(ex))
         finally:
             stop(srv)
             stop(redis)
+            if eng:
+                eng.close()
     notes = server_log_notes(logpath)
     if notes:
         rec["server_log"] = notes
@@ -693,6 +725,17 @@ def fmt_fanout(r):
             f"other={r.get('other_cpu_pct', 0):.0f}% redis_cmds={r.get('redis_cmds', {}).get('_total', 0)}")
 
 
+def runs_of(recs, field, value, med):
+    """(runs, successful runs, their rates) of the records whose `field` is `value`; the median
+    rate goes into med[value] when one succeeded."""
+    rs = [r for r in recs if r[field] == value]
+    ok = [r for r in rs if r.get("ok") == 1]
+    rates = [r["rate"] for r in ok]
+    if rates:
+        med[value] = statistics.median(rates)
+    return rs, ok, rates
+
+
 def med_range(vals, f="{:.0f}"):
     if not vals:
         return "-"
@@ -709,11 +752,7 @@ def report_fanout(recs, servers):
     print("|---|---|---|---|---|---|---|---|---|---|")
     med = {}
     for s in servers:
-        rs = [r for r in recs if r["server"] == s]
-        ok = [r for r in rs if r.get("ok") == 1]
-        rates = [r["rate"] for r in ok]
-        if rates:
-            med[s] = statistics.median(rates)
+        rs, ok, rates = runs_of(recs, "server", s, med)
         spreads = [spread_str(r) for r in rs]
         cmds = [r["redis_cmds"].get("_total", 0) / max(1, r["messages"] + r.get("ping_rounds", 0))
                 for r in ok if r.get("redis_cmds")]
@@ -728,8 +767,11 @@ def report_fanout(recs, servers):
         print(f"  FAIL {r['server']} rep {r['rep']}: {r.get('error') or r.get('loadgen_stderr')}")
         for n in r.get("server_log", [])[:2]:
             print(f"       server log: {n}")
-    peers = {s: v for s, v in med.items() if s not in TETHERS}
     print()
+    if any("/" in s for s in servers):
+        report_engines(med, servers)
+        return
+    peers = {s: v for s, v in med.items() if s not in TETHERS}
     if peers:
         best = max(peers, key=peers.get)
         print(f"best peer: {best} {peers[best]:.0f} deliveries/s (median)")
@@ -748,6 +790,23 @@ def report_fanout(recs, servers):
     if uneven:
         print(f"WARNING: {len(uneven)} ok run(s) had receivers on fewer than --workers processes: "
               + ", ".join(f"{r['server']}#{r['rep']}" for r in uneven))
+
+
+def report_engines(med, labels):
+    """Issue 20's bar (--engines): each engine's median >= 50 % of single Redis's, same run."""
+    base = next((lab for lab in labels if lab.endswith("/redis")), None)
+    if base is None or base not in med:
+        print("single Redis (engine redis) did not run or failed every run: no ratios  [bar: not measured]")
+        return
+    for lab in labels:
+        if lab == base:
+            continue
+        if lab not in med:
+            print(f"{lab}: no successful run  [bar >= 0.5 of single Redis: NOT MET]")
+            continue
+        r = med[lab] / med[base]
+        print(f"{lab}: {med[lab]:.0f} deliveries/s = {r:.3f} of single Redis ({med[base]:.0f})  "
+              f"[bar >= 0.5: {'MET' if r >= 0.5 else 'NOT MET'}]")
 
 
 def report_history_bar(med, peers, servers):
@@ -909,6 +968,18 @@ def main():
                     help="loadgen -d: max wait for the burst to arrive (s); Panther needs ~60 s for 1000x200")
     ap.add_argument("--timeout", type=float, default=200, help="loadgen --timeout: hard limit per run (s)")
     ap.add_argument("--latency", action="store_true", help="cross-node latency mode instead of fan-out")
+    ap.add_argument("--engines", default=None,
+                    help="fan-out of --servers (default tether) on each backplane engine, from redis,sentinel,"
+                         "cluster,nats (issue 20; the servers from tests/: run with .venv/bin/python)")
+    ap.add_argument("--rooms", action="store_true",
+                    help="many-rooms mode (bench/cluster/rooms.py) on --engines (default redis,cluster)")
+    ap.add_argument("--room-count", type=int, default=3500, help="rooms: how many rooms")
+    ap.add_argument("--members", type=int, default=10, help="rooms: members per room")
+    ap.add_argument("--rounds", type=int, default=20, help="rooms: messages published into each room")
+    ap.add_argument("--per-client", type=int, default=17500,
+                    help="rooms: connections per rooms_client process (each process has at most RLIMIT_NOFILE fds)")
+    ap.add_argument("--sources", type=int, default=4,
+                    help="rooms: local addresses 127.0.0.1..N the members connect from (ephemeral ports per address)")
     ap.add_argument("--duration", type=float, default=5.0, help="latency: seconds of publishing")
     ap.add_argument("--interval-us", type=int, default=1000, help="latency: one message per this many µs")
     ap.add_argument("--client-python", default=None, help="latency: python with `websockets` (default: "
@@ -924,10 +995,18 @@ def main():
     a = ap.parse_args()
     global NICE, LOADGEN, TETHER_VENV
     NICE = a.nice
-    TETHER_VENV = a.tether_venv or TETHER_VENV
+    # without $VENVS/tether: the project's own venv (an editable install of this tree)
+    TETHER_VENV = a.tether_venv or (TETHER_VENV if os.access(f"{TETHER_VENV}/bin/python", os.X_OK)
+                                    else os.path.join(ROOT, ".venv"))
+    engine_list = [e for e in (a.engines or ("redis,cluster" if a.rooms else "")).split(",") if e]
+    if engine_list:
+        import rooms  # bench/cluster/rooms.py, and through it engines.py
+        for e in engine_list:
+            if e not in rooms.engines.HELPERS:
+                sys.exit(f"unknown engine {e}; known: {', '.join(rooms.engines.HELPERS)}")
     if not 18000 <= a.port_base <= PORT_MAX - 3:
         sys.exit("--port-base must be within 18000-18996")
-    servers = [s for s in (a.servers or ("tether" if a.latency else ",".join(KNOWN))).split(",") if s]
+    servers = [s for s in (a.servers or ("tether" if a.latency or engine_list else ",".join(KNOWN))).split(",") if s]
     for s in servers:
         if s not in KNOWN:
             sys.exit(f"unknown server {s}; known: {', '.join(KNOWN)}")
@@ -957,21 +1036,30 @@ def main():
     recs = []
     with open(resfile, "a") as rf:
         for rep in range(1, a.reps + 1):
-            order = servers[:]
+            order = [(s, e) for s in servers for e in engine_list] or [(s, None) for s in servers]
             rnd.shuffle(order)
-            for s in order:
+            for s, e in order:
                 if a.latency:
                     rec = run_latency(s, rep, ports, logdir, a, pyclient)
+                elif a.rooms:
+                    rec = rooms.run(sys.modules[__name__], e, rep, ports, logdir, a)
+                    recs.append(rec)
+                    rf.write(json.dumps(rec) + "\n")
+                    rf.flush()
+                    print(rooms.fmt(rec), flush=True)
+                    continue
                 else:
-                    rec = run_fanout(s, rep, ports, logdir, a)
+                    rec = run_fanout(s, rep, ports, logdir, a, e)
                 recs.append(rec)
                 rf.write(json.dumps(rec) + "\n")
                 rf.flush()
                 print(fmt_latency(rec) if a.latency else fmt_fanout(rec), flush=True)
     if a.latency:
         report_latency(recs, servers)
+    elif a.rooms:
+        rooms.report(sys.modules[__name__], recs, engine_list)
     else:
-        report_fanout(recs, servers)
+        report_fanout(recs, [f"{s}/{e}" for s in servers for e in engine_list] or servers)
 
 
 if __name__ == "__main__":
