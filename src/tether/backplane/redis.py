@@ -222,8 +222,9 @@ class _Keys:
 class RedisBackplane(Backplane):
     """A node of a cluster whose nodes share one Redis server (see the module doc)."""
 
-    #: the command a message is sent with (a Redis Cluster's engine sends SPUBLISH)
-    _publish_command = "publish"
+    #: the commands a message is sent and a channel (un)subscribed with (a Redis Cluster's
+    #: engine uses the sharded ones)
+    _publish_command, _subscribe_command, _unsubscribe_command = "publish", "subscribe", "unsubscribe"
 
     def __init__(self, node: bytes, url: str) -> None:
         super().__init__(node)
@@ -448,12 +449,12 @@ class RedisBackplane(Backplane):
         if channel in self._channels:
             return self._confirmations.get(channel)
         self._channels.add(channel)
-        pubsub = self._pubsub
+        pubsub = self._pubsub_of(channel)
         if pubsub is None or not self._sub_up:
             return None  # subscribed with everything else when the subscriber reconnects
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._confirmations[channel] = waiter
-        self._loop.create_task(self._send_subscription(pubsub, "subscribe", channel))
+        self._loop.create_task(self._send_subscription(pubsub, self._subscribe_command, channel))
         return waiter
 
     def unsubscribe(self, channel: str) -> None:
@@ -463,8 +464,14 @@ class RedisBackplane(Backplane):
         waiter = self._confirmations.pop(channel, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._pubsub is not None and self._sub_up:
-            self._loop.create_task(self._send_subscription(self._pubsub, "unsubscribe", channel))
+        pubsub = self._pubsub_of(channel)
+        if pubsub is not None and self._sub_up:
+            self._loop.create_task(self._send_subscription(pubsub, self._unsubscribe_command, channel))
+
+    def _pubsub_of(self, channel: str) -> Any:
+        """The subscriber connection (a redis-py PubSub) that `channel` is subscribed on, None
+        while there is none: the one here (a Redis Cluster's engine has one per shard)."""
+        return self._pubsub
 
     async def _send_subscription(self, pubsub: Any, command: str, channel: str) -> None:
         try:
@@ -518,6 +525,7 @@ class RedisBackplane(Backplane):
             getattr(pipe, name)(*args)
         try:
             results = await pipe.execute(raise_on_error=False)
+            self._check_replies(results)
         except Exception:
             lost = sum(1 for *_, is_message in batch if is_message)
             self.lost += lost
@@ -553,6 +561,11 @@ class RedisBackplane(Backplane):
         """Whether `reply` sends `command` elsewhere (a Redis Cluster's MOVED, ASK, TRYAGAIN),
         which then takes care of it; a single Redis server redirects nothing."""
         return False
+
+    def _check_replies(self, replies: list[Any]) -> None:
+        """Raise when a pipeline's `replies` (errors included) say this server can no longer
+        be written to, to make an outage of it (the batch is lost): an engine's hook (the
+        Sentinel one's for READONLY); here no reply does, each refusal is the message's own."""
 
     def _fail_queue(self) -> None:
         while self._queue:
