@@ -973,6 +973,12 @@ def main():
                          "cluster,nats (issue 20; the servers from tests/: run with .venv/bin/python)")
     ap.add_argument("--rooms", action="store_true",
                     help="many-rooms mode (bench/cluster/rooms.py) on --engines (default redis,cluster)")
+    ap.add_argument("--failover", action="store_true",
+                    help="Sentinel failover mode (bench/cluster/failover.py): --failovers kills per repetition")
+    ap.add_argument("--failovers", type=int, default=5, help="failover: kills of the master per repetition")
+    ap.add_argument("--interval-ms", type=float, default=5.0, help="failover: node A publishes every this many ms")
+    ap.add_argument("--recovery-limit", type=float, default=60.0,
+                    help="failover: give up on a failover after this many seconds without a message")
     ap.add_argument("--room-count", type=int, default=3500, help="rooms: how many rooms")
     ap.add_argument("--members", type=int, default=10, help="rooms: members per room")
     ap.add_argument("--rounds", type=int, default=20, help="rooms: messages published into each room")
@@ -1034,6 +1040,17 @@ def main():
     print(f"# results -> {resfile}", flush=True)
     print(f"# loadgen {LOADGEN}; venvs {VENVS}; shared harness {SHARED}", flush=True)
     recs = []
+    if a.failover:
+        import failover  # bench/cluster/failover.py (needs the project's venv)
+        with open(resfile, "a") as rf:
+            for rep in range(1, a.reps + 1):
+                for rec in failover.run(sys.modules[__name__], rep, ports, logdir, a):
+                    recs.append(rec)
+                    rf.write(json.dumps(rec) + "\n")
+                    rf.flush()
+                    print(failover.fmt(rec), flush=True)
+        failover.report(sys.modules[__name__], recs)
+        return
     with open(resfile, "a") as rf:
         for rep in range(1, a.reps + 1):
             order = [(s, e) for s in servers for e in engine_list] or [(s, None) for s in servers]
