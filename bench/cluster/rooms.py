@@ -63,6 +63,18 @@ def control(port: int, workers: int, rooms: int, rounds: int, limit: float = 30.
     return t_go, socks
 
 
+def cpu_ticks() -> dict[str, tuple[int, int]]:
+    """{'cpu0': (busy ticks, all ticks), ...} from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *v = line.split()
+                ticks = [int(x) for x in v[:8]]
+                out[name] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return out
+
+
 def run(h, engine: str, rep: int, ports, logdir: str, a) -> dict:
     """One many-rooms run on `engine` (h: the runner module, bench/cluster.py, for its process,
     CPU and readiness helpers). Returns the record written to results.jsonl."""
@@ -105,12 +117,14 @@ def run(h, engine: str, rep: int, ports, logdir: str, a) -> dict:
                 clients.append(subprocess.Popen(["taskset", "-c", h.CLIENT_CPU, *cmd], stdout=subprocess.PIPE,
                                                 stderr=logf, text=True,
                                                 preexec_fn=h.child_setup))  # noqa: PLW1509 (no thread runs here)
+            ready_cpu = 0
             for c in clients:
                 line = c.stdout.readline()
                 if not line.startswith("READY"):
                     rec.update(ok=0, error=f"a client ended before READY (exit {c.wait(10)})")
                     return rec
                 logf.write(f"[client] {line}")
+                ready_cpu += int(line.rsplit("cpu_us=", 1)[1])
                 if " errors=0" not in line:
                     rec.update(ok=0, error=f"members failed to join: {line.strip()}")
                     return rec
@@ -121,6 +135,7 @@ def run(h, engine: str, rep: int, ports, logdir: str, a) -> dict:
             redis_ports = engines.redis_ports(eng)
             cmd0 = {p: h.redis_cmdstats(rp).get("_total", 0) for p, rp in redis_ports.items()}
             tk0 = cpu.sample()
+            cpus0 = cpu_ticks()
             t_go, socks = control(port, a.workers, a.room_count, a.rounds)
             done = [ws.recv(timeout=a.timeout) for ws in socks.values()]
             rec["publisher_s"] = [float(d.split()[1]) for d in done]
@@ -130,6 +145,7 @@ def run(h, engine: str, rep: int, ports, logdir: str, a) -> dict:
                 results.append(h.parse_result(out) or {"ok": 0})
             t_end = time.monotonic_ns()
             tk1 = cpu.sample()
+            cpus1 = cpu_ticks()
             cmd1 = {p: h.redis_cmdstats(rp).get("_total", 0) for p, rp in redis_ports.items()}
             wall = (t_end - t_go) / 1e9
             delivered = sum(r.get("delivered", 0) for r in results)
@@ -146,6 +162,14 @@ def run(h, engine: str, rep: int, ports, logdir: str, a) -> dict:
                 return round(100 * (tk1.get(p, 0) - tk0.get(p, 0)) / h.HZ / wall, 1)
 
             rec["cpu_window_s"] = round(wall, 3)
+            rec["machine_busy_pct"] = {c: round(100 * (b1 - cpus0[c][0]) / max(1, n1 - cpus0[c][1]), 1)
+                                       for c, (b1, n1) in cpus1.items() if c in cpus0}
+            rec["clients_cpu_pct"] = round((sum(r.get("cpu_us", 0) for r in results) - ready_cpu) / 1e4 / wall, 1)
+            pubs = a.room_count * a.rounds
+            rec["workers_us_per_publish"] = round(
+                1e6 * sum(tk1.get(p, 0) - tk0.get(p, 0) for p in [srv.pid, *workers]) / h.HZ / pubs, 1)
+            rec["backplane_us_per_publish"] = round(
+                1e6 * sum(tk1.get(p, 0) - tk0.get(p, 0) for p in eng.pids) / h.HZ / pubs, 1)
             rec["workers_cpu_pct"] = {str(p): pct(p) for p in [srv.pid, *workers]}
             rec["backplane_cpu_pct"] = {f"{p}:{c}": pct(p) for p, c in eng.pids.items()}
             rec["redis_cmds"] = {str(redis_ports[p]): cmd1[p] - cmd0[p] for p in cmd1}
@@ -175,7 +199,9 @@ def fmt(r: dict) -> str:
         head += " FAIL " + str(r.get("error", ""))
     return (f"{head} {r.get('rate', 0):9.0f} deliv/s ({r.get('delivered', 0)}/{r.get('expected', 0)}) "
             f"{r.get('publishes_per_s', 0):.0f} publishes/s {r.get('secs', 0):.2f}s spread={r.get('spread')} "
-            f"workers CPU={r.get('workers_cpu_pct')} backplane CPU={r.get('backplane_cpu_pct')}")
+            f"workers CPU={r.get('workers_cpu_pct')} backplane CPU={r.get('backplane_cpu_pct')} "
+            f"clients CPU={r.get('clients_cpu_pct')} machine={r.get('machine_busy_pct')} "
+            f"us/publish workers={r.get('workers_us_per_publish')} backplane={r.get('backplane_us_per_publish')}")
 
 
 def report(h, recs: list[dict], engine_list: list[str]) -> None:

@@ -13,7 +13,8 @@
    DEADLINE_S passed, it prints
      RESULT ok=0|1 conns=N delivered=D expected=E mismatches=M errors=X first_ns=F last_ns=L
    (F, L: CLOCK_MONOTONIC of the first and the last delivery, the clock Python's
-   time.monotonic_ns() reads) and exits. Build: cc -O2 -o rooms_client rooms_client.c */
+   time.monotonic_ns() reads; READY and RESULT also give cpu_us, this process's CPU time so far)
+   and exits. Build: cc -O2 -o rooms_client rooms_client.c */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,12 @@ static double deadline_s = 300, stall_s = 20;
 static long long delivered, expected, mismatches, errors;
 static uint64_t first_ns, last_ns;
 static int efd, joined, inflight, started, shown;
+
+static long long cpu_us(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -210,7 +218,7 @@ int main(int argc, char **argv) {
     while (1) {
         while (started < nconns && inflight < inflight_max) { start_connect(&conns[started], started); started++; }
         if (!ready && joined + errors >= nconns) {
-            printf("READY conns=%d joined=%d errors=%lld\n", nconns, joined, errors);
+            printf("READY conns=%d joined=%d errors=%lld cpu_us=%lld\n", nconns, joined, errors, cpu_us());
             fflush(stdout);
             ready = 1;
         }
@@ -228,8 +236,8 @@ int main(int argc, char **argv) {
     }
     int ok = delivered == expected && !mismatches && !errors;
     printf("RESULT ok=%d conns=%d joined=%d delivered=%lld expected=%lld mismatches=%lld errors=%lld "
-           "first_ns=%llu last_ns=%llu\n", ok, nconns, joined, delivered, expected, mismatches, errors,
-           (unsigned long long)first_ns, (unsigned long long)last_ns);
+           "first_ns=%llu last_ns=%llu cpu_us=%lld\n", ok, nconns, joined, delivered, expected, mismatches, errors,
+           (unsigned long long)first_ns, (unsigned long long)last_ns, cpu_us());
     fflush(stdout);
     return ok ? 0 : 1;
 }
