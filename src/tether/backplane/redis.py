@@ -200,23 +200,32 @@ class _Keys:
         self.nodes = f"{prefix}:nodes"
         self.count = f"{prefix}:count"
 
+    def room(self, room: str) -> str:
+        """What a room's keys end with: `{<room>}`, its name as their hash tag (one Redis
+        Cluster slot for all of them)."""
+        return f"{{{room}}}"
+
     def presence(self, room: str) -> str:
-        """The room's presence HASH (the braces make it one Redis Cluster hash slot)."""
-        return f"{self.prefix}:presence:{{{room}}}"
+        """The room's presence HASH."""
+        return f"{self.prefix}:presence:{self.room(room)}"
+
+    def node(self, node: str) -> str:
+        """What a node's keys end with: its name (on a Redis Cluster, under a hash tag)."""
+        return node
 
     def presence_rooms(self, node: str) -> str:
-        return f"{self.prefix}:presence-rooms:{node}"
+        return f"{self.prefix}:presence-rooms:{self.node(node)}"
 
     def janitor(self, node: str) -> str:
-        return f"{self.prefix}:janitor:{node}"
+        return f"{self.prefix}:janitor:{self.node(node)}"
 
     def history(self, room: str) -> str:
         """A history room's STREAM of kept messages (one hash slot with its meta)."""
-        return f"{self.prefix}:history:{{{room}}}"
+        return f"{self.prefix}:history:{self.room(room)}"
 
     def history_meta(self, room: str) -> str:
         """A history room's HASH: `epoch`, `offset` (the last one given), `size`."""
-        return f"{self.prefix}:history-meta:{{{room}}}"
+        return f"{self.prefix}:history-meta:{self.room(room)}"
 
 
 class RedisBackplane(Backplane):
@@ -497,19 +506,22 @@ class RedisBackplane(Backplane):
         client = await self._client()
         try:
             await client.ping()
-            self._pub_up = True
-            self._maybe_up()
-            while True:
-                if not self._queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
-                await self._send(client, batch)
+            await self._drain(functools.partial(self._send, client))
         finally:
             self._pub_up = False
             self._fail_queue()
             with contextlib.suppress(Exception):  # as in _listen: a cancellation goes through
                 await asyncio.wait_for(client.aclose(), 1.0)
+
+    async def _drain(self, send: Any) -> None:
+        """Up: hand `send` what is queued, a batch at a time, until it raises."""
+        self._pub_up = True
+        self._maybe_up()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await send([self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))])
 
     async def _send(self, client: redis_asyncio.Redis, batch: list[tuple[str, tuple[Any, ...],
                     asyncio.Future[Any] | None, bool]], load_scripts: bool = False) -> None:
