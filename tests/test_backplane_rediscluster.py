@@ -1,0 +1,242 @@
+"""The Redis Cluster backplane (`tether.backplane.cluster`, docs/scaling.md) on a real Redis
+Cluster of 3 masters and 3 replicas (tests/clusterutil.py): what only this engine has. Every
+channel and key of a room on one slot, whatever the room's name; SPUBLISH and SSUBSCRIBE only
+(INFO commandstats, PUBSUB SHARDCHANNELS on the shards), one subscriber connection per shard;
+heartbeats and counts on every shard; nodes that are `tether run` processes delivering rooms,
+paths and inboxes across; a shard master SIGKILLed (its replica promoted: delivery again, the
+outage counted and logged); a slot migrated under a room (delivery follows, no outage).
+The contract every engine keeps is tests/test_backplane.py's and test_backplane_history.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tether.backplane import NodeState, Topic, TopicKind, from_url
+from tether.backplane.base import BackplaneState
+from tether.backplane.cluster import RedisClusterBackplane
+from tether.backplane.envelope import new_node_id
+from tether.backplane.history import HistoryLimits, decode_kept
+from tether.backplane.slots import slot_of
+
+from .clusterutil import RedisClusterServers, redis_cluster_fixture, redis_cluster_module_fixture  # noqa: F401
+from .test_backplane import BACK, LOST, WAIT, Client, Node, backplane_url, clients, first_after, start_node, tag  # noqa: F401
+
+AWKWARD = ["lobby", "", "}", "{", "}x", "{a}b", "a{}b", "{{}}", "x{", "room:with:colons", "é{ü}", "a" * 300]
+QUERY = "?heartbeat=0.5&probe=0.5"
+
+
+def naming() -> RedisClusterBackplane:
+    """A backplane that is never started: for its channel and key names."""
+    return RedisClusterBackplane(new_node_id(), "redis+cluster://127.0.0.1:7000")
+
+
+# -- names ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("url, problem", [
+    ("redis+cluster://", "no host:port"),
+    ("redis+cluster://127.0.0.1", "is not host:port"),
+    ("redis+cluster://127.0.0.1:7000,h2", "'h2' is not host:port"),
+    ("redis+cluster://127.0.0.1:0", "is not host:port"),
+    ("redis+cluster://127.0.0.1:70000", "is not host:port"),
+    ("redis+cluster://127.0.0.1:7000/0", "no database path"),
+    ("redis+cluster://127.0.0.1:7000?prefix=a{b}", "brace"),
+    ("redis+cluster://127.0.0.1:7000?heartbeat=0", "heartbeat and probe"),
+])
+def test_a_malformed_url_is_a_value_error_naming_the_problem(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("{", r"\{")):
+        from_url(url, new_node_id())
+
+
+def test_a_url_names_its_seeds_credentials_and_options() -> None:
+    backplane = from_url("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001,h:7002/?prefix=chat&heartbeat=2", b"n" * 6)
+    assert isinstance(backplane, RedisClusterBackplane)
+    assert backplane._seeds == ["10.0.0.1:7000", "[::1]:7001", "h:7002"]
+    assert backplane._node_url("h:7002") == "redis://u:p%40ss@h:7002"
+    assert (backplane.prefix, backplane.heartbeat) == ("chat", 2.0)
+
+
+@pytest.mark.parametrize("room", AWKWARD)
+def test_every_channel_and_key_of_a_room_is_on_one_slot_whatever_its_name(room: str) -> None:
+    backplane = naming()
+    names = [backplane.channel(Topic(kind, room)) for kind in (TopicKind.ROOM, TopicKind.KEPT)]
+    names += [backplane.keys.presence(room), backplane.keys.history(room), backplane.keys.history_meta(room)]
+    assert len({slot_of(name) for name in names}) == 1, names
+    for kind in TopicKind:
+        assert backplane.topic(backplane.channel(Topic(kind, room))) == Topic(kind, room)
+
+
+def test_a_channel_whose_tag_is_not_its_names_is_not_read_as_a_topic() -> None:
+    backplane = naming()
+    channel = backplane.channel(Topic(TopicKind.ROOM, "lobby"))
+    assert backplane.topic(channel.replace("lobby", "lobbx")) is None
+    assert backplane.topic("tether:room:lobby") is None
+    assert backplane.topic("other:" + channel.partition(":")[2]) is None
+
+
+def test_rooms_spread_over_every_shard() -> None:
+    backplane = naming()
+    slots = [slot_of(backplane.channel(Topic(TopicKind.ROOM, f"room-{i}"))) for i in range(3000)]
+    per_third = [sum(1 for slot in slots if slot * 3 // 16384 == third) for third in range(3)]
+    assert all(800 < count < 1200 for count in per_third), per_third
+
+
+# -- bare backplanes on one cluster ------------------------------------------------------------------
+class Bare:
+    """A started backplane and what it heard, per channel."""
+
+    def __init__(self, url: str) -> None:
+        self.backplane = RedisClusterBackplane(new_node_id(), url)
+        self.heard: dict[str, list[bytes]] = {}
+        self.gone: list[tuple[str, dict[str, str]]] = []
+
+    async def start(self) -> Bare:
+        await self.backplane.start(lambda channel, data: self.heard.setdefault(channel, []).append(data),
+                                   lambda room, gone: self.gone.append((room, gone)), NodeState)
+        assert self.backplane.state is BackplaneState.UP
+        return self
+
+    async def follow(self, topic: Topic) -> str:
+        channel = self.backplane.channel(topic)
+        waiter = self.backplane.subscribe(channel)
+        if waiter is not None:
+            await waiter
+        return channel
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.005)
+    return result
+
+
+def run(main: Callable[[], Any]) -> None:
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def commandstats(servers: RedisClusterServers) -> list[dict[str, int]]:
+    return [{key.removeprefix("cmdstat_"): value["calls"] for key, value in master.info("commandstats").items()}
+            for master in servers.masters]
+
+
+def test_rooms_go_by_spublish_to_their_shard_only_and_are_heard_with_ssubscribe(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+
+    async def main() -> None:
+        a, b = await Bare(url).start(), await Bare(url).start()
+        try:
+            rooms = [f"room-{i}" for i in range(30)] + AWKWARD
+            channels = [await b.follow(Topic(TopicKind.ROOM, room)) for room in rooms]
+            kept = await b.follow(Topic(TopicKind.KEPT, "}odd{"))
+            for channel in channels:
+                a.backplane.publish(channel, channel.encode())
+            a.backplane.publish_kept(Topic(TopicKind.KEPT, "}odd{"), b"kept", HistoryLimits(size=10))
+            await until(lambda: len(b.heard) == len(channels) + 1, "every room heard")
+            assert all(b.heard[channel] == [channel.encode()] for channel in channels)
+            assert [decode_kept(data)[::2] for data in b.heard[kept]] == [(1, b"kept")]
+            for channel in [*channels, kept]:  # subscribed on the slot's master, and there only
+                owner = servers.owner(slot_of(channel))
+                for master in servers.masters:
+                    listed = master.execute("PUBSUB", "SHARDCHANNELS", channel)
+                    assert listed == ([channel] if master is owner else []), (channel, master.port)
+        finally:
+            await a.backplane.stop()
+            await b.backplane.stop()
+
+    run(main)
+    stats = commandstats(servers)
+    assert all("publish" not in calls and "subscribe" not in calls for calls in stats), stats
+    assert all(calls.get("spublish", 0) > 0 and calls.get("ssubscribe", 0) > 0 for calls in stats), stats
+
+
+def test_one_subscriber_connection_per_shard_and_channels_of_a_slot_in_one_ssubscribe(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+    backplane = naming()
+    same_slot = [room for room in (f"r{i}" for i in range(200_000))
+                 if slot_of(backplane.channel(Topic(TopicKind.ROOM, room))) == 77][:5]
+    assert len(same_slot) == 5
+
+    async def main() -> None:
+        before = commandstats(servers)
+        node = Bare(url)
+        for room in same_slot:  # subscribed before the start: all at once when it connects
+            node.backplane.subscribe(node.backplane.channel(Topic(TopicKind.ROOM, room)))
+        await node.start()
+        try:
+            after = commandstats(servers)
+            # per shard: its probe channel, and on slot 77's shard one SSUBSCRIBE of the five
+            # rooms (the inbox is on some shard too)
+            calls = [after[i].get("ssubscribe", 0) - before[i].get("ssubscribe", 0) for i in range(3)]
+            assert sum(calls) == 3 + 1 + 1, calls
+            name = node.backplane._node_name
+            for master in servers.masters:
+                mine = [c for c in master.execute("CLIENT", "LIST").split("\n")
+                        if c and int(dict(f.split("=", 1) for f in c.split())["ssub"]) > 0]
+                assert len(mine) == 1, mine
+                owned = master.execute("PUBSUB", "SHARDCHANNELS", f"*{name}*")
+                assert len(owned) in (1, 2), owned  # its probe channel, and maybe its inbox
+        finally:
+            await node.backplane.stop()
+
+    run(main)
+
+
+def test_heartbeats_and_counts_are_on_every_shard_and_a_lost_copy_changes_no_count(redis_cluster_module):
+    servers = redis_cluster_module
+    prefix = tag()
+    url = servers.url + QUERY + f"&prefix={prefix}"
+
+    async def main() -> None:
+        a, b = await Bare(url).start(), await Bare(url).start()
+        try:
+            a.backplane.connections_changed(3)
+            b.backplane.connections_changed(4)
+            await until(lambda: all(len(m.execute("KEYS", f"{prefix}:count:*")) == 1 for m in servers.masters),
+                        "a count copy on every shard")
+            for master in servers.masters:
+                [key] = master.execute("KEYS", f"{prefix}:count:*")
+                assert await until(lambda key=key, master=master: master.execute("HLEN", key) == 2, "both counts")
+            assert await a.backplane.count() == 7
+            # one shard loses its copies (a failover that lost writes): the others still say it
+            lost = servers.masters[1]
+            lost.execute("DEL", *lost.execute("KEYS", f"{prefix}:count:*"), *lost.execute("KEYS", f"{prefix}:nodes:*"))
+            assert await a.backplane.count() == 7
+            assert await b.backplane.count() == 7
+        finally:
+            await a.backplane.stop()
+            await b.backplane.stop()
+
+    run(main)
+
+
+def test_presence_of_a_room_with_an_awkward_name_is_read_from_its_shard(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+
+    async def main() -> None:
+        a, b = await Bare(url).start(), await Bare(url).start()
+        try:
+            member = a.backplane._node_name + "-1"
+            rooms = ("}x", "{a}b", "")
+            for room in rooms:
+                a.backplane.presence_join(room, member, json.dumps({"name": room}))
+            assert await a.backplane.presence(rooms[-1])  # after the joins, through the same writer
+            for room in rooms:
+                assert await b.backplane.presence(room) == {member: json.dumps({"name": room})}
+                key = a.backplane.keys.presence(room)
+                assert servers.owner(slot_of(key)).execute("HGET", key, member) == json.dumps({"name": room})
+        finally:
+            await a.backplane.stop()
+            await b.backplane.stop()
+
+    run(main)
