@@ -722,7 +722,8 @@ def fmt_fanout(r):
             f"ooo={r.get('ooo', 0)}) {r.get('secs', 0):.3f}s spread={spread} "
             f"srvCPU={r.get('server_cpu_pct', 0):.0f}% burst={r.get('burst_cpu_pct', 0):.0f}% "
             f"(redis {r.get('burst_redis_cpu_pct', 0):.0f}%) cli={r.get('client_cpu_pct', 0):.0f}% "
-            f"other={r.get('other_cpu_pct', 0):.0f}% redis_cmds={r.get('redis_cmds', {}).get('_total', 0)}")
+            f"other={r.get('other_cpu_pct', 0):.0f}% redis_cmds={r.get('redis_cmds', {}).get('_total', 0)}"
+            + (f" backplane CPU % per process={r.get('backplane_cpu_pct')}" if r.get("engine") else ""))
 
 
 def runs_of(recs, field, value, med):
@@ -769,7 +770,7 @@ def report_fanout(recs, servers):
             print(f"       server log: {n}")
     print()
     if any("/" in s for s in servers):
-        report_engines(med, servers)
+        report_engines(med, servers, recs)
         return
     peers = {s: v for s, v in med.items() if s not in TETHERS}
     if peers:
@@ -792,8 +793,27 @@ def report_fanout(recs, servers):
               + ", ".join(f"{r['server']}#{r['rep']}" for r in uneven))
 
 
-def report_engines(med, labels):
-    """Issue 20's bar (--engines): each engine's median >= 50 % of single Redis's, same run."""
+def busiest_first(cpu_by_proc):
+    """[("name#N", CPU %)] from {"pid:name": CPU %}: by command name, numbered from the busiest."""
+    out, seen = [], {}
+    for name, v in sorted(((k.split(":", 1)[1], v) for k, v in cpu_by_proc.items()), key=lambda kv: (kv[0], -kv[1])):
+        seen[name] = seen.get(name, 0) + 1
+        out.append((f"{name}#{seen[name]}", v))
+    return out
+
+
+def report_engines(med, labels, recs):
+    """Issue 20's bar (--engines): each engine's median >= 50 % of single Redis's, same run;
+    before it, each engine's backplane processes' CPU (% of one CPU over the loadgen's run)."""
+    for lab in labels:
+        per: dict = {}
+        for r in recs:
+            if r["server"] == lab and r.get("ok") == 1:
+                for k, v in busiest_first(r.get("backplane_cpu_pct", {})):
+                    per.setdefault(k, []).append(v)
+        print(f"{lab} backplane CPU % per process (#1 the busiest of its kind in each run), median [min-max]: "
+              + (", ".join(f"{k} {med_range(v, '{:.1f}')}" for k, v in per.items()) or "-"))
+    print()
     base = next((lab for lab in labels if lab.endswith("/redis")), None)
     if base is None or base not in med:
         print("single Redis (engine redis) did not run or failed every run: no ratios  [bar: not measured]")
