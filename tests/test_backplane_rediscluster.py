@@ -26,7 +26,10 @@ from tether.backplane.history import HistoryLimits, decode_kept
 from tether.backplane.slots import slot_of
 
 from .clusterutil import RedisClusterServers, redis_cluster_fixture, redis_cluster_module_fixture  # noqa: F401
-from .test_backplane import BACK, LOST, WAIT, Client, Node, backplane_url, clients, first_after, start_node, tag  # noqa: F401
+from .netutil import wait_until
+
+# clients and start_node are fixtures, taken with request.getfixturevalue (as parameters: F811)
+from .test_backplane import BACK, LOST, WAIT, backplane_url, clients, first_after, start_node, tag  # noqa: F401
 
 AWKWARD = ["lobby", "", "}", "{", "}x", "{a}b", "a{}b", "{{}}", "x{", "room:with:colons", "é{ü}", "a" * 300]
 QUERY = "?heartbeat=0.5&probe=0.5"
@@ -235,6 +238,124 @@ def test_presence_of_a_room_with_an_awkward_name_is_read_from_its_shard(redis_cl
                 assert await b.backplane.presence(room) == {member: json.dumps({"name": room})}
                 key = a.backplane.keys.presence(room)
                 assert servers.owner(slot_of(key)).execute("HGET", key, member) == json.dumps({"name": room})
+        finally:
+            await a.backplane.stop()
+            await b.backplane.stop()
+
+    run(main)
+
+
+# -- nodes: `tether run` processes ------------------------------------------------------------------
+def test_rooms_paths_and_inboxes_reach_a_client_on_another_node(redis_cluster_module, request):
+    nodes, ws = request.getfixturevalue("start_node"), request.getfixturevalue("clients")
+    url = backplane_url(redis_cluster_module.url, prefix=tag())
+    a, b = nodes(url), nodes(url)
+    a.wait_state("up")
+    b.wait_state("up")
+    for _ in range(3):  # rooms and paths of different names land on different shards
+        t = tag()
+        receiver = ws(b, f"/fn/{t}")
+        assert a.post("/do/send_to", id=receiver.id, text="sent to you") == {"result": True}
+        assert receiver.recv() == "sent to you"
+        a.post("/do/broadcast", path=f"/fn/{t}", text="to the path")
+        assert receiver.recv() == "to the path"
+        receiver.join(f"}}{t}{{")
+        a.post("/do/publish", room=f"}}{t}{{", text="to the room")
+        assert receiver.recv() == "to the room"
+    assert a.get("/count")["count"] == b.get("/count")["count"] == 3
+
+
+def test_a_shard_master_killed_its_replica_takes_over_and_delivery_comes_back(redis_cluster, request):
+    nodes, ws = request.getfixturevalue("start_node"), request.getfixturevalue("clients")
+    servers = redis_cluster
+    a, b = nodes(backplane_url(servers.url)), nodes(backplane_url(servers.url))
+    a.wait_state("up")
+    b.wait_state("up")
+    t = tag()
+    path = f"/fn/{t}"
+    remote = ws(b, path)
+    shard = servers.masters.index(servers.owner(slot_of(naming().channel(Topic(TopicKind.PATH, path)))))
+    a.post("/do/stream/start", path=path, interval=0.02)
+    try:
+        first_after(remote, time.monotonic(), WAIT)  # the cluster works before the outage
+        servers.kill_master(shard)  # the path's shard: B's subscriber and A's writer lose it
+        killed = time.monotonic()
+        servers.wait_failover()
+        promoted = time.monotonic()
+        back = first_after(remote, killed, 2 * WAIT)
+    finally:
+        a.post("/do/stream/stop", path=path)
+    print(f"failover: replica promoted {promoted - killed:.2f} s after the kill, "
+          f"delivery back {back - killed:.2f} s after it")
+    for node in (a, b):
+        node.wait_state("up")
+        lost_counts = wait_until(lambda node=node: [int(m.group(1)) for m in BACK.finditer(node.log())],
+                                 timeout=WAIT, message="the WARNING that Redis is back")
+        status = node.status()
+        assert status["outages"] == 1 == len(node.warnings(LOST)) == len(lost_counts), status
+        assert sum(lost_counts) == status["lost"], (lost_counts, status)
+    assert a.status()["lost"] > 0  # A streamed into the dead shard meanwhile
+    # after it, every shard serves both nodes again
+    t = tag()
+    receiver = ws(b, f"/fn/{t}")
+    receiver.join(f"room-{t}")
+    a.post("/do/publish", room=f"room-{t}", text="after the failover")
+    assert receiver.recv() == "after the failover"
+    assert a.get("/count")["count"] == 2
+
+
+def test_a_room_whose_slot_migrates_keeps_delivering_and_its_history_follows(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+    room, kept = Topic(TopicKind.ROOM, f"moving-{tag()}"), Topic(TopicKind.KEPT, f"moving-{tag()}")
+
+    async def main() -> None:
+        a, b = await Bare(url).start(), await Bare(url).start()
+        try:
+            channel, kept_channel = await b.follow(room), await b.follow(kept)
+            slots = {slot_of(channel), slot_of(kept_channel)}
+            sent = 0
+
+            def send(count: int) -> None:
+                nonlocal sent
+                for _ in range(count):
+                    a.backplane.publish(channel, b"%d" % sent)
+                    a.backplane.publish_kept(kept, b"%d" % sent, HistoryLimits(size=1000))
+                    sent += 1
+
+            send(50)
+            await until(lambda: len(b.heard.get(kept_channel, ())) == 50, "the first 50 heard")
+
+            async def keep_sending() -> None:
+                while True:
+                    send(1)
+                    await asyncio.sleep(0.002)
+
+            sending = asyncio.create_task(keep_sending())
+            try:
+                for slot in slots:  # each to a master that does not serve it, while A publishes
+                    target = next(m for m in servers.masters if m is not servers.owner(slot))
+                    await asyncio.to_thread(servers.migrate_slot, slot, target)
+                    await asyncio.sleep(0.1)
+            finally:
+                sending.cancel()
+            moved = time.monotonic()
+            send(50)
+            await until(lambda: b.heard.get(channel, [b""])[-1] == b"%d" % (sent - 1), "the last message")
+            await until(lambda: decode_kept(b.heard[kept_channel][-1])[2] == b"%d" % (sent - 1), "the last kept")
+            for subscribed in (channel, kept_channel):  # at the slot's new master now
+                assert servers.owner(slot_of(subscribed)).execute("PUBSUB", "SHARDCHANNELS", subscribed) == [subscribed]
+            redirected = sum(m.info("errorstats").get("errorstat_MOVED", {}).get("count", 0) for m in servers.masters)
+            assert redirected > 0  # A's writer met MOVED (and sent again: every message numbered once below)
+            missed = sent - len(b.heard[channel])
+            print(f"slot migration: {missed} of {sent} room messages missed, {redirected} MOVED, "
+                  f"delivery after {time.monotonic() - moved:.3f} s")
+            position, stored = await b.backplane.history(kept, None, None)
+            assert [s.envelope for s in stored] == [b"%d" % i for i in range(sent)]  # numbered once each
+            assert position.offset == sent
+            assert (a.backplane.outages, b.backplane.outages, a.backplane.lost) == (0, 0, 0)
+            heard = [int(data) for data in b.heard[channel]]
+            assert heard == sorted(heard)  # in order, each once
         finally:
             await a.backplane.stop()
             await b.backplane.stop()

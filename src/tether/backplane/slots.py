@@ -11,6 +11,7 @@ leave it empty, and scatter one room over several slots). `Topology` is one read
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from typing import Any
@@ -20,8 +21,9 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 __all__ = ["Topology", "slot_of", "tag"]
 
 
+@functools.lru_cache(maxsize=65536)
 def tag(name: str) -> str:
-    """The hash tag of `name`: 12 hex digits, the same on every node."""
+    """The hash tag of `name`: 12 hex digits, the same on every node (the last 65536 remembered)."""
     return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
