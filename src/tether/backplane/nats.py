@@ -60,7 +60,7 @@ from nats.js.kv import KeyValue
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .following import Following
 from .history import HistoryLimits, Position, Stored
-from .nats_kept import KeptRooms, kept_message
+from .nats_kept import InOrder, KeptRooms, kept_message
 from .nats_names import MAX_SUBJECT, Names, parse_url
 from .outage import OutageLog
 from .topic import Topic, TopicKind
@@ -108,6 +108,7 @@ class NatsBackplane(Backplane):
         self._node_queued = False
         self._rewritten = 0.0
         self._kept = KeptRooms(self.names, self._send_with_reply, self._lose_kept)
+        self._in_order = InOrder(self._deliver)
         self._task: asyncio.Task[None] | None = None
         self._outage = OutageLog("NATS")
 
@@ -211,6 +212,7 @@ class NatsBackplane(Backplane):
         finally:
             self._ready = False
             self._kv = None
+            self._in_order.forget()
             for task in tasks:
                 task.cancel()
             self._subs.clear()
@@ -347,17 +349,21 @@ class NatsBackplane(Backplane):
             on_reply(msg)
 
     async def _on_message(self, msg: Msg) -> None:
-        subject, data = msg.subject, msg.data
+        subject = msg.subject
         if subject.startswith(self._kept_head):
             kept = kept_message(msg)
             if kept is None:
                 logger.warning("tether backplane: dropped a message on %s: not one its stream republished", subject)
-                return
-            data = kept
+            else:
+                self._in_order.arrived(subject, *kept)
+            return
+        self._deliver(subject, msg.data)
+
+    def _deliver(self, channel: str, data: bytes) -> None:
         try:
-            self._receive(subject, data)
+            self._receive(channel, data)
         except Exception:
-            logger.exception("tether backplane: delivering a message from %s failed", subject)
+            logger.exception("tether backplane: delivering a message from %s failed", channel)
 
     # -- messages ------------------------------------------------------------------------------
     def publish(self, channel: str, data: bytes) -> None:
@@ -381,6 +387,7 @@ class NatsBackplane(Backplane):
     def unsubscribe(self, channel: str) -> None:
         if self._following.remove(channel):
             self._enqueue(_UNSUB, channel)
+            self._in_order.forget(channel)
 
     # -- history rooms -------------------------------------------------------------------------
     def publish_kept(self, topic: Topic, envelope: bytes, limits: HistoryLimits) -> None:
