@@ -114,6 +114,7 @@ class RedisClusterBackplane(RedisBackplane):
         self._pubsubs: dict[str, Any] = {}      # master -> its subscriber connection
         self._probes: dict[str, str] = {}       # master -> this node's probe channel there
         self._heard: set[str] = set()           # probe channels whose subscription is in force
+        self._subscribed: set[str] = set()      # the channels the subscribers' start subscribed
         self._rerouted: list[tuple[Command, RedisError]] = []
         self._moved: set[str] = set()           # channels whose slot moved, to subscribe again
         self._following: asyncio.Task[None] | None = None
@@ -234,7 +235,8 @@ class RedisClusterBackplane(RedisBackplane):
                             for address in topology.masters}
             self._heard = set()
             wanted = {address: {probe} for address, probe in self._probes.items()}
-            for channel in (self.inbox, *self._channels):
+            self._subscribed = {self.inbox, *self._channels}
+            for channel in self._subscribed:
                 wanted[topology.owner(channel)].add(channel)
             for address, channels in wanted.items():
                 by_slot: dict[int, list[str]] = {}
@@ -266,10 +268,13 @@ class RedisClusterBackplane(RedisBackplane):
         return self._pubsubs.get(self._reading.owner(channel)) if self._reading is not None else None
 
     def _hears(self, probe: str) -> None:
-        """Up once the probe channel of every shard is subscribed."""
+        """Up once the probe channel of every shard is subscribed; the channels subscribed
+        meanwhile (after the start's were chosen, before it was up) are subscribed now."""
         self._heard.add(probe)
         if not self._sub_up and self._heard >= set(self._probes.values()):
             self._sub_up = True
+            for channel in self._channels - self._subscribed:
+                self._loop.create_task(self._send_subscription(self._pubsub_of(channel), "ssubscribe", channel))
             self._maybe_up()
 
     def _maybe_up(self) -> None:
