@@ -169,6 +169,20 @@ def test_startup_the_testclient_and_the_asgi_lifespan_raise_missing_extra_at_onc
     assert float(lines[3].split()[1]) < 5  # raised, not retried (the backplane waits 2 s for Redis)
 
 
+# -- nats: the backplane ---------------------------------------------------------------------------
+NATS = "the NATS backplane needs the nats package: pip install 'tether[nats]'"
+
+
+@pytest.mark.parametrize("given_by", ["--backplane", "App(backplane=...)"])
+def test_tether_run_with_a_nats_backplane_and_no_nats_package_exits_with_the_pip_line(tmp_path, given_by):
+    """Before anything connects: no server is needed to fail (there is none on the port)."""
+    url = f"nats://127.0.0.1:{reserve_port()}"
+    app, flags = "from tether import App\napp = App()\n", ["--backplane", url]
+    if given_by != "--backplane":
+        app, flags = f"from tether import App\napp = App(backplane={url!r})\n", []
+    assert_one_line(tether_run(["nats"], tmp_path, app, *flags), f"tether: {NATS}")
+
+
 # -- metrics -----------------------------------------------------------------------------------------
 def test_tether_run_with_metrics_path_and_no_prometheus_client_exits_with_the_pip_line(tmp_path):
     result = tether_run(["prometheus_client"], tmp_path, "from tether import App\napp = App()\n",

@@ -206,8 +206,8 @@ class NatsBackplane(Backplane):
             self._became_up()
             done, _ = await asyncio.wait([closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
-                if finished is not closed and finished.exception() is not None:
-                    raise finished.exception()  # type: ignore[misc]
+                if finished is not closed:
+                    raise finished.exception() or RuntimeError("a task of the session ended")
             raise ConnectionError(f"the connection to NATS closed ({nc.last_error or 'by the server'})")
         finally:
             self._ready = False
@@ -309,7 +309,8 @@ class NatsBackplane(Backplane):
                         logger.warning("tether backplane: a cluster message of %d bytes is over the NATS server's "
                                        "max_payload (%d); it is lost", len(data), nc.max_payload)
                         self._replies.pop(reply, None)
-                    except BaseException:
+                    except (OSError, NatsError):  # the connection is going: so is the session
+                        self._ready = False  # this message and what follows are the outage's
                         self._count_lost()
                         raise
                 elif kind == _NODE:
@@ -489,8 +490,10 @@ class NatsBackplane(Backplane):
         return {node for node, (beat, _) in self._nodes.items() if beat >= cutoff} | {self._node_name}
 
     async def _mirror(self, watcher: Any) -> None:
-        """Keep `_nodes` as the bucket's node keys are."""
-        async for entry in watcher:
+        """Keep `_nodes` as the bucket's node keys are (forever: `updates` rather than `async
+        for`, which older nats-py ends at the end of the initial values)."""
+        while True:
+            entry = await watcher.updates(timeout=None)
             if entry is None:
                 continue  # the end of the initial values
             node = entry.key.partition(".")[2]

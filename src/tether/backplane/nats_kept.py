@@ -351,7 +351,8 @@ class KeptRooms:
                 while len(found) < want:
                     msg = await sub.next_msg(timeout=READ_TIMEOUT)
                     meta = msg.metadata
-                    if oldest is None or meta.timestamp > oldest:
+                    stamp = meta.timestamp.astimezone(datetime.UTC)  # nats-py 2.7 gives a naive local time
+                    if oldest is None or stamp > oldest:
                         found.append(Stored(meta.sequence.stream, msg.data))
                     if meta.sequence.stream >= last:
                         break
