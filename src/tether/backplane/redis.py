@@ -164,8 +164,9 @@ _SCRIPTS = {hashlib.sha1(body.encode()).hexdigest(): body for body in (_PUBLISH_
 _PUBLISH_KEPT_SHA, _READ_KEPT_SHA = _SCRIPTS
 
 
-def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """(the URL for redis-py, tether's own options `prefix`, `heartbeat` and `probe`): they are
+def _split_url(url: str, options: tuple[str, ...] = _OPTIONS) -> tuple[str, dict[str, str]]:
+    """(the URL for redis-py, tether's own options `prefix`, `heartbeat` and `probe`, or the
+    `options` named): they are
     taken out of the query string, and everything else is passed on as written, so the URL
     keeps its form (the `//` of unix:///path, which redis-py requires, user:password@, the db
     path, redis-py's own options and their percent-encoding)."""
@@ -174,7 +175,7 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     ours, theirs = {}, []
     for field in query.split("&"):
         key, _, value = field.partition("=")
-        if unquote_plus(key) in _OPTIONS:
+        if unquote_plus(key) in options:
             ours[unquote_plus(key)] = unquote_plus(value)
         elif field:
             theirs.append(field)
@@ -413,11 +414,14 @@ class RedisBackplane(Backplane):
                 raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
+            if message is None and probe_sent is not None and now - probe_sent > self.probe:
+                # A read's timeout can fire before what arrived meanwhile is read (the event
+                # loop was busy past both): only nothing there at all is deafness.
+                message = await pubsub.get_message(timeout=0)
+                if message is None:
+                    raise _Deaf(f"no answer to a probe through its own inbox within {self.probe} s")
             if message is None:
-                if probe_sent is not None:
-                    if now - probe_sent > self.probe:
-                        raise _Deaf(f"no answer to a probe through its own inbox within {self.probe} s")
-                elif now - heard > self.probe and self._pub_up:
+                if probe_sent is None and now - heard > self.probe and self._pub_up:
                     self._probe_token = random.randbytes(8)
                     self._command(self._publish_command,
                                   (probe, encode(Kind.PROBE, 0, self.node, self._probe_token)), None, False)
