@@ -8,6 +8,7 @@ a restart that recovers a store). It then offers what tests of the NATS backplan
 break it on purpose:
 
 - `url` (`nats://127.0.0.1:P`, no query string), `store` (the JetStream store dir), `running`.
+- `pause()` (SIGSTOP: a hung server) and `resume()` (SIGCONT).
 - `stop()` (SIGTERM, then wait), `kill()` (SIGKILL: a crash), `start()` again (same port, same
   store), `restart()` (kill, then start: the store is kept, as a server restarted on the same
   disk), `restart(lose_store=True)` (kill, remove the store, start: a server replaced by one
@@ -152,6 +153,7 @@ class NatsServer:
         """Send `signum` and reap (SIGKILL past STOP_TIMEOUT); the exit code, None if never started."""
         process = self.process
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused server handles its SIGTERM
             process.send_signal(signum)
             try:
                 process.wait(STOP_TIMEOUT)
@@ -167,6 +169,16 @@ class NatsServer:
     def kill(self) -> int | None:
         """SIGKILL: the server vanishes at once, as in a crash; clients see the TCP close."""
         return self._end(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (its connections stay open and silent) until `resume()`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause()`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self, lose_store: bool = False) -> NatsServer:
         """Kill, then start on the same port: with the same store (streams recovered), or with

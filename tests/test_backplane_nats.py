@@ -22,7 +22,7 @@ import pytest
 from tether.backplane import NodeState, Topic, TopicKind, from_url
 from tether.backplane.base import Backplane, BackplaneState
 from tether.backplane.envelope import new_connection_id, new_node_id
-from tether.backplane.history import HistoryLimits, Position, Stored, decode_kept
+from tether.backplane.history import NOWHERE, HistoryLimits, Position, Stored, decode_kept
 from tether.backplane.nats_kept import InOrder
 from tether.backplane.nats_names import Names, name_of, parse_url, token
 from tether.hub import Hub
@@ -324,6 +324,39 @@ async def until_value(read: Callable[[], Any], wanted: Any, timeout: float = 10.
         await asyncio.sleep(0.01)
 
 
+@scenario
+async def test_history_rooms_nobody_writes_and_rooms_whose_messages_expired_go_away(
+        own_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One node sweeps each period (SWEEP_EVERY, a day's HISTORY_IDLE_TTL here shortened)."""
+    import tether.backplane.nats as engine
+
+    monkeypatch.setattr(engine, "SWEEP_EVERY", 0.25)
+    monkeypatch.setattr(engine, "HISTORY_IDLE_TTL", 1.0)
+    a, b = await own_cluster.node(), await own_cluster.node()
+    idle, busy, brief = (Topic(TopicKind.KEPT, name) for name in ("idle", "busy", "brief"))
+    for topic in (idle, busy, brief):
+        await b.follow(topic)
+    a.backplane.publish_kept(idle, b"once", LIMITS)
+    a.backplane.publish_kept(brief, b"short-lived", HistoryLimits(size=10, ttl=0.5))
+    epoch = (await b.hears(1, idle))[0][1]
+    names = Names("tether")
+
+    def exists(topic: Topic) -> bool:
+        return "error" not in own_cluster.nats.api(f"STREAM.INFO.{names.stream(topic.name)}")
+
+    deadline = time.monotonic() + 15
+    while exists(idle) or exists(brief):
+        assert time.monotonic() < deadline, "the idle and the expired rooms' streams still there"
+        a.backplane.publish_kept(busy, b"tick", LIMITS)
+        await asyncio.sleep(0.1)
+    assert exists(busy)
+    assert await b.backplane.history(idle, None, None) == (NOWHERE, [])
+    a.backplane.publish_kept(idle, b"again", LIMITS)  # a knows the old epoch: the publish meets no stream, then makes one
+    (offset, new_epoch, envelope) = (await b.hears(2, idle))[-1]
+    assert (offset, envelope) == (1, b"again") and new_epoch != epoch
+    assert a.backplane.lost == 0
+
+
 # -- the server restarted (bare backplanes and hubs) -----------------------------------------------------------
 @scenario
 async def test_a_restart_that_keeps_the_store_keeps_every_rooms_epoch_and_offsets(own_cluster: Cluster) -> None:
@@ -349,6 +382,22 @@ async def test_a_restart_that_keeps_the_store_keeps_every_rooms_epoch_and_offset
     a.backplane.publish_kept(room, b"after", LIMITS)
     assert (await b.hears(4, room))[-1] == (4, epoch, b"after")
     assert (a.backplane.outages, b.backplane.outages) == (1, 1)
+
+
+@scenario
+async def test_a_hung_server_is_noticed_by_its_unanswered_pings_and_the_node_comes_back(own_cluster: Cluster) -> None:
+    """probe=0.5: nats-py pings every 0.5 s and the second ping unanswered closes the connection."""
+    node = await own_cluster.node()
+    server = own_cluster.nats
+    server.pause()
+    paused = time.monotonic()
+    try:
+        await until(lambda: node.backplane.state is BackplaneState.DOWN, "the node down", timeout=10)
+        noticed = time.monotonic() - paused
+    finally:
+        server.resume()
+    await until(lambda: node.backplane.state is BackplaneState.UP, "the node up again", timeout=10)
+    assert node.backplane.outages == 1 and noticed < 5.0, noticed
 
 
 def test_a_restart_that_loses_the_store_starts_a_new_epoch_and_the_members_are_told(

@@ -23,8 +23,8 @@ task, in call order, as nats-py's buffered publishes (no round trip per message;
 flushes); a history room's publish carries a reply subject on which JetStream acknowledges
 it later. tether supervises the connection itself, so that no gap is hidden: nats-py's own
 reconnect (which would buffer publishes made while disconnected and send them late) is off.
-When the connection closes (the server went away, an error, or `probe` seconds of pings
-unanswered twice: nats-py's ping interval is `probe`), the backplane is DOWN: cluster
+When the connection closes (the server went away, an error) or goes deaf (nothing heard for
+`probe` seconds, default 1, then a PING unanswered for as long), the backplane is DOWN: cluster
 messages are dropped and counted (`lost`), local delivery goes on, one WARNING is logged
 when the outage starts and one with the count when it ends. It connects again with jittered
 backoff capped at 1 s (each time trying every server of the URL), and is UP once JetStream
@@ -54,7 +54,7 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, SlowConsumerError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
-from nats.js.errors import BadRequestError, KeyWrongLastSequenceError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
@@ -77,8 +77,16 @@ _API_TIMEOUT = 5.0        # a JetStream request (bucket, stream lookups, reads)
 #: this long go; a node writes its presence again every third of it
 BUCKET_TTL = 3600.0
 REWRITE_EVERY = BUCKET_TTL / 3
+#: a history room's stream nobody published into for this long (and one whose messages all
+#: expired) is deleted by the sweep that one node makes every SWEEP_EVERY seconds
+HISTORY_IDLE_TTL = 24 * 3600.0
+SWEEP_EVERY = 600.0
 
 _PUB, _SUB, _UNSUB, _NODE = range(4)  # what the writer is asked to do
+
+
+class _Deaf(Exception):
+    """The connection hears nothing, not even the answer to a PING."""
 
 
 class NatsBackplane(Backplane):
@@ -107,6 +115,7 @@ class NatsBackplane(Backplane):
         self._connections = 0
         self._node_queued = False
         self._rewritten = 0.0
+        self._swept = int(time.time() // SWEEP_EVERY)  # the first sweep comes with the next period
         self._kept = KeptRooms(self.names, self._send_with_reply, self._lose_kept)
         self._in_order = InOrder(self._deliver)
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +164,7 @@ class NatsBackplane(Backplane):
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, NatsError) as exc:  # NATS went away (ConnectionError is an OSError)
+            except (OSError, TimeoutError, NatsError, _Deaf) as exc:  # NATS went away (ConnectionError: an OSError)
                 self._went_down(f"{type(exc).__name__}: {exc}".rstrip(": "))
             except Exception as exc:  # a failure of its own: never quiet, and it starts again
                 logger.exception("tether backplane: the NATS session failed; starting again")
@@ -183,8 +192,7 @@ class NatsBackplane(Backplane):
         return await nats.connect(
             list(config.servers), user=config.user, password=config.password, name=f"tether node {self._node_name}",
             allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0, connect_timeout=_CONNECT_TIMEOUT,
-            ping_interval=self.probe,  # nats-py sleeps it: any number of seconds
-            max_outstanding_pings=1, no_echo=True, error_cb=on_error, closed_cb=on_closed)
+            no_echo=True, error_cb=on_error, closed_cb=on_closed)  # nats-py's pings: every 2 min (`_watch` probes)
 
     async def _session(self) -> None:
         """One connection: set up, UP, serve until it closes (raising why)."""
@@ -201,14 +209,14 @@ class NatsBackplane(Backplane):
                 self._subs[channel] = await nc.subscribe(channel, cb=self._on_message)
             await nc.flush(timeout=int(_API_TIMEOUT))
             self._kv, self._kept.js = kv, js
-            tasks = [self._loop.create_task(self._write(nc)), self._loop.create_task(self._beat(kv)),
-                     self._loop.create_task(self._mirror(watcher))]
+            tasks = [self._loop.create_task(self._write(nc)), self._loop.create_task(self._beat(nc, kv)),
+                     self._loop.create_task(self._mirror(watcher)), self._loop.create_task(self._watch(nc))]
             self._became_up()
             done, _ = await asyncio.wait([closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if closed in done or nc.is_closed:  # what a task met then is the closing, not its cause
+                raise ConnectionError(f"the connection to NATS closed ({nc.last_error or 'by the server'})")
             for finished in done:
-                if finished is not closed:
-                    raise finished.exception() or RuntimeError("a task of the session ended")
-            raise ConnectionError(f"the connection to NATS closed ({nc.last_error or 'by the server'})")
+                raise finished.exception() or RuntimeError("a task of the session ended")
         finally:
             self._ready = False
             self._kv = None
@@ -220,6 +228,21 @@ class NatsBackplane(Backplane):
             # cleanup must end the session.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 1.0)
+
+    async def _watch(self, nc: Client) -> None:
+        """Raise `_Deaf` when the connection hears nothing for `probe` seconds and then gets no
+        answer to a PING for as long (a hung server or a dead link whose TCP has not said so).
+        Traffic is life: a node busy reading a backlog is not deaf, however late its PONG."""
+        heard = -1
+        while True:
+            await asyncio.sleep(self.probe)
+            if nc.stats["in_msgs"] != heard:
+                heard = nc.stats["in_msgs"]
+                continue
+            try:
+                await nc.flush(timeout=self.probe)  # type: ignore[arg-type]  # a float works: wait_for takes it
+            except (TimeoutError, NatsError) as exc:
+                raise _Deaf(f"nothing heard for {self.probe} s, and no answer to a PING within {self.probe} s") from exc
 
     async def _bucket(self, js: JetStreamContext) -> KeyValue:
         """The cluster's KV bucket, made when missing (memory storage: it holds what nodes
@@ -506,14 +529,35 @@ class NatsBackplane(Backplane):
             except ValueError:
                 logger.warning("tether backplane: node key %s holds %r, not '<ms> <count>'", entry.key, entry.value)
 
-    async def _beat(self, kv: KeyValue) -> None:
+    async def _beat(self, nc: Client, kv: KeyValue) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
             if time.monotonic() - self._rewritten > REWRITE_EVERY:
                 self._resync()
             else:
                 self._queue_node()
-            await self._bury_the_dead(kv)
+            try:
+                await self._bury_the_dead(kv)
+                await self._sweep(nc, kv)
+            except (OSError, TimeoutError, NatsError, ValueError, KeyError) as exc:  # next time, then
+                logger.warning("tether backplane: cleaning up after dead nodes or idle history rooms failed: %s: %s",
+                               type(exc).__name__, exc)
+
+    async def _sweep(self, nc: Client, kv: KeyValue) -> None:
+        """Once every SWEEP_EVERY seconds of the clock, one node (the one that creates that
+        period's sweep key) deletes the history rooms nobody writes (`KeptRooms.sweep`)."""
+        period = int(time.time() // SWEEP_EVERY)
+        if period == self._swept:
+            return
+        self._swept = period
+        try:
+            await kv.create(f"sweep.{period}", self._node_name.encode())
+        except KeyWrongLastSequenceError:
+            return  # another node sweeps this period
+        deleted = await self._kept.sweep(nc, HISTORY_IDLE_TTL)
+        if deleted:
+            logger.info("tether backplane: deleted %d history room stream(s) nobody wrote for %.0f s or whose "
+                        "messages all expired", len(deleted), HISTORY_IDLE_TTL)
 
     async def _bury_the_dead(self, kv: KeyValue) -> None:
         """Remove the presence entries and node key of nodes silent for 3 heartbeats,
@@ -521,7 +565,7 @@ class NatsBackplane(Backplane):
         key does it)."""
         cutoff = _now_ms() - int(3000 * self.heartbeat)
         for node, (beat, _) in list(self._nodes.items()):
-            if node == self._node_name or beat >= cutoff:
+            if node == self._node_name or beat >= cutoff or await self._beats_still(kv, node, cutoff):
                 continue
             try:
                 await kv.create(self.names.janitor_key(node), self.node.hex().encode())
@@ -539,6 +583,20 @@ class NatsBackplane(Backplane):
             for room, members in gone.items():
                 self._members_gone(room, members)
             logger.warning("tether backplane: node %s stopped heartbeating; removed its members from presence", node)
+
+
+    async def _beats_still(self, kv: KeyValue, node: str, cutoff: int) -> bool:
+        """Whether `node`'s key, read now from the server, says it heartbeats: the mirror may be
+        behind (this node reading a backlog), and a node is not buried on a late view of it."""
+        try:
+            entry = await kv.get(self.names.node_key(node))
+        except KeyNotFoundError:
+            return False
+        beat, _, connections = (entry.value or b"").partition(b" ")
+        if not beat.isdigit() or int(beat) < cutoff:
+            return False
+        self._nodes[node] = (int(beat), int(connections or 0))
+        return True
 
 
 def _now_ms() -> int:

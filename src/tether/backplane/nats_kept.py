@@ -35,6 +35,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, RePublish, StorageType, StreamConfig, StreamInfo
@@ -304,6 +305,30 @@ class KeptRooms:
             if lost:
                 self._lose(room, lost, why)
         self._rooms.clear()
+
+    # -- idle rooms ----------------------------------------------------------------------------
+    async def sweep(self, nc: Client, idle: float) -> list[str]:
+        """Delete the streams of this cluster's history rooms that nobody wrote for `idle`
+        seconds (when their limits set no ttl) or whose every message expired: history
+        nobody writes goes away, and a room written again starts a new epoch. Returns the
+        names of the streams deleted. One node sweeps at a time (the caller elects it)."""
+        now = datetime.datetime.now(datetime.UTC)
+        deleted, offset = [], 0
+        while True:
+            request = json.dumps({"offset": offset, "subject": f"{self.names.prefix}.kept-in.>"}).encode()
+            reply = json.loads((await nc.request("$JS.API.STREAM.LIST", request, timeout=READ_TIMEOUT)).data)
+            streams = reply.get("streams") or []
+            for stream in streams:
+                name, state = stream["config"]["name"], stream["state"]
+                last = datetime.datetime.fromisoformat(state.get("last_ts", "")[:19] + "+00:00")
+                expired = state.get("messages", 0) == 0 and state.get("last_seq", 0) > 0
+                unwritten = not stream["config"].get("max_age") and (now - last).total_seconds() > idle
+                if self.names.is_stream(name) and (expired or unwritten):
+                    await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=READ_TIMEOUT)
+                    deleted.append(name)
+            offset += len(streams)
+            if not streams or offset >= reply.get("total", 0):
+                return deleted
 
     # -- reading -------------------------------------------------------------------------------
     async def read(self, room: str, since: int | None, limit: int | None) -> tuple[Position, list[Stored]]:
