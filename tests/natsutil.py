@@ -2,7 +2,8 @@
 never a mock.
 
 `NatsServer` starts `nats-server -js` on a free 127.0.0.1 port (`netutil.reserve_port()`),
-its JetStream store in a fresh temp dir (`-sd`), and waits until JetStream answers a
+its JetStream store in a fresh temp dir (`-sd`) (`jetstream=False`: without -js, ready when it
+greets), and waits until JetStream answers a
 `$JS.API.INFO` request (the server is listening before its JetStream is ready, more so after
 a restart that recovers a store). It then offers what tests of the NATS backplane need to
 break it on purpose:
@@ -85,9 +86,10 @@ class NatsServer:
     """One real nats-server process with JetStream; see the module doc. Not started until
     `start()`; `close()` stops it and removes its dir."""
 
-    def __init__(self, *, port: int | None = None, args: tuple[str, ...] = (),
+    def __init__(self, *, port: int | None = None, jetstream: bool = True, args: tuple[str, ...] = (),
                  startup_timeout: float = STARTUP_TIMEOUT) -> None:
         self.host = "127.0.0.1"
+        self.jetstream = jetstream
         self.port = port or reserve_port(self.host)
         self.extra_args = list(args)
         self.startup_timeout = startup_timeout
@@ -107,8 +109,8 @@ class NatsServer:
         return self.process is not None and self.process.poll() is None
 
     def argv(self) -> list[str]:
-        return [nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store),
-                *self.extra_args]
+        jetstream = ["-js", "-sd", str(self.store)] if self.jetstream else []
+        return [nats_server_binary(), *jetstream, "-a", self.host, "-p", str(self.port), *self.extra_args]
 
     def start(self) -> NatsServer:
         """Start it (again: same port, same store) and return once JetStream answers."""
@@ -131,6 +133,9 @@ class NatsServer:
         if self.process.poll() is not None:
             raise RuntimeError(f"nats-server exited with {self.process.returncode}:\n{self.log_tail()}")
         try:
+            if not self.jetstream:
+                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                    return sock.makefile("rb").readline().startswith(b"INFO ")
             return "error" not in json.loads(self.request("$JS.API.INFO", timeout=1.0))
         except (OSError, ValueError):  # not listening yet, or JetStream not up yet
             return False

@@ -357,6 +357,28 @@ async def test_history_rooms_nobody_writes_and_rooms_whose_messages_expired_go_a
     assert a.backplane.lost == 0
 
 
+def test_a_server_without_jetstream_leaves_the_node_down_with_a_warning_saying_so(caplog):
+    from tether.backplane.nats import NatsBackplane
+
+    server = NatsServer(jetstream=False).start()
+
+    async def main() -> None:
+        backplane = NatsBackplane(new_node_id(), server.url)
+        await backplane.start(lambda channel, data: None, lambda room, gone: None, NodeState)
+        try:
+            assert backplane.state is not BackplaneState.UP
+        finally:
+            await backplane.stop()
+
+    try:
+        with caplog.at_level("WARNING", logger="tether.backplane"):
+            asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    finally:
+        server.close()
+    [warning] = [r.getMessage() for r in caplog.records if "not reachable yet" in r.getMessage()]
+    assert "started without -js (JetStream)" in warning
+
+
 # -- the server restarted (bare backplanes and hubs) -----------------------------------------------------------
 @scenario
 async def test_a_restart_that_keeps_the_store_keeps_every_rooms_epoch_and_offsets(own_cluster: Cluster) -> None:

@@ -54,7 +54,7 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, SlowConsumerError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
@@ -120,6 +120,7 @@ class NatsBackplane(Backplane):
         self._in_order = InOrder(self._deliver)
         self._task: asyncio.Task[None] | None = None
         self._outage = OutageLog("NATS")
+        self._failure = "no answer yet"  # why the last session ended (for the start's WARNING)
 
     def channel(self, topic: Topic) -> str:
         """The topic's subject: `<prefix>.<kind>.<token of the name>` (`nats_names`)."""
@@ -138,8 +139,8 @@ class NatsBackplane(Backplane):
         try:
             await asyncio.wait_for(self._up.wait(), timeout=2.0)
         except TimeoutError:
-            logger.warning("tether backplane: NATS at %s is not reachable yet; serving with local delivery "
-                           "only and retrying", self.config.redacted())
+            logger.warning("tether backplane: NATS at %s is not reachable yet (%s); serving with local delivery "
+                           "only and retrying", self.config.redacted(), self._failure)
 
     async def stop(self) -> None:
         kv = self._kv
@@ -201,7 +202,11 @@ class NatsBackplane(Backplane):
         tasks: list[asyncio.Task[Any]] = []
         try:
             js = nc.jetstream(timeout=_API_TIMEOUT)
-            kv = await self._bucket(js)
+            try:
+                kv = await self._bucket(js)
+            except ServiceUnavailableError:
+                raise ConnectionError("JetStream does not answer: a server started without -js (JetStream), "
+                                      "or one still starting it") from None
             self._reply_prefix = nc.new_inbox()
             await nc.subscribe(self._reply_prefix + ".*", cb=self._on_reply)
             watcher = await kv.watch("node.*")
@@ -266,6 +271,7 @@ class NatsBackplane(Backplane):
             self._outage.started(why)
         else:
             logger.debug("tether backplane: %s", why)
+        self._failure = why
         self._following.release()  # a join does not wait for a NATS that is down
         # What was queued and never handed to nats-py, and the history rooms' publishes not
         # yet acknowledged, are lost (a late delivery would be out of order).
