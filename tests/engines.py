@@ -5,6 +5,9 @@ servers it needs; each returns a helper that offers `.url` (the backplane URL
 to hand tether, without a query string) and `.close()` (stops everything it started):
 
     redis      one redis-server (tests/redisutil.py)
+    sentinel   a master, 2 replicas and 3 redis-sentinels (tests/sentinelutil.py)
+    cluster    a Redis Cluster of 3 masters and 3 replicas (tests/clusterutil.py)
+    nats       one nats-server with JetStream (tests/natsutil.py)
 
 The shared suites (tests/test_backplane.py's two-node cluster, tests/test_backplane_history.py's
 contract) are parametrized over `ENGINES` and take each engine's servers from the module-scoped
@@ -20,7 +23,10 @@ from typing import Protocol
 
 import pytest
 
+from .clusterutil import RedisClusterServers
+from .natsutil import NatsServer
 from .redisutil import RedisServer
+from .sentinelutil import SentinelGroup
 
 
 class EngineServers(Protocol):
@@ -32,13 +38,12 @@ class EngineServers(Protocol):
     def close(self) -> None: ...
 
 
-def _redis() -> EngineServers:
-    return RedisServer().start()
-
-
 #: engine name -> how to start its servers (each returns once they answer)
 ENGINES: dict[str, Callable[[], EngineServers]] = {
-    "redis": _redis,
+    "redis": lambda: RedisServer().start(),
+    "sentinel": lambda: SentinelGroup().start(),
+    "cluster": lambda: RedisClusterServers().start(),
+    "nats": lambda: NatsServer().start(),
 }
 
 
