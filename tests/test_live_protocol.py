@@ -18,6 +18,7 @@ from tether.live import Authenticated, Refuse
 from tether.testing import TestClient
 
 from .conftest import RunningServer
+from .engines import ENGINES, engine_pool_fixture  # noqa: F401
 from .redisutil import redis_server_fixture  # noqa: F401
 
 SERVERS = ("native", "uvicorn")
@@ -461,10 +462,10 @@ def test_a_room_without_history_tells_its_members_of_a_loss(serve: Any) -> None:
 
 
 # -- two nodes, the TestClient, the browser client's file --------------------------------------------------
-@pytest.mark.parametrize("engine", ["memory", "redis"])
+@pytest.mark.parametrize("engine", ["memory", *ENGINES])
 def test_messages_and_presence_cross_nodes(engine: str, request: pytest.FixtureRequest) -> None:
-    if engine == "redis":
-        backplane = request.getfixturevalue("redis_server").url
+    if engine in ENGINES:  # an engine's shared servers: this cluster's own prefix
+        backplane = f"{request.getfixturevalue('engine_pool').servers(engine).url}?prefix=live{next(_clusters)}"
     else:
         backplane = f"memory://live-{next(_clusters)}"
     one, two = (RunningServer(live_app(backplane=backplane)).start() for _ in range(2))
