@@ -414,14 +414,11 @@ class RedisBackplane(Backplane):
                 raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
-            if message is None and probe_sent is not None and now - probe_sent > self.probe:
-                # A read's timeout can fire before what arrived meanwhile is read (the event
-                # loop was busy past both): only nothing there at all is deafness.
-                message = await pubsub.get_message(timeout=0)
-                if message is None:
-                    raise _Deaf(f"no answer to a probe through its own inbox within {self.probe} s")
             if message is None:
-                if probe_sent is None and now - heard > self.probe and self._pub_up:
+                if probe_sent is not None:
+                    if now - probe_sent > self.probe:
+                        raise _Deaf(f"no answer to a probe through its own inbox within {self.probe} s")
+                elif now - heard > self.probe and self._pub_up:
                     self._probe_token = random.randbytes(8)
                     self._command(self._publish_command,
                                   (probe, encode(Kind.PROBE, 0, self.node, self._probe_token)), None, False)
