@@ -23,7 +23,7 @@ from tether.backplane.base import BackplaneState
 from tether.backplane.cluster import RedisClusterBackplane
 from tether.backplane.envelope import new_node_id
 from tether.backplane.history import HistoryLimits, decode_kept
-from tether.backplane.slots import slot_of
+from tether.backplane.slots import Topology, slot_of
 
 from .clusterutil import RedisClusterServers, redis_cluster_fixture, redis_cluster_module_fixture  # noqa: F401
 from .netutil import wait_until
@@ -369,3 +369,21 @@ def test_a_room_whose_slot_migrates_keeps_delivering_and_its_history_follows(red
             await b.backplane.stop()
 
     run(main)
+
+
+def test_the_slot_map_names_each_slots_master_and_a_tag_on_each_shard() -> None:
+    def node(ip: str, port: int, role: str = "master", health: str = "online") -> dict[str, Any]:
+        return {"id": "x", "port": port, "ip": ip, "endpoint": ip, "role": role, "health": health}
+
+    shards = [{"slots": [0, 99, 200, 16383], "nodes": [node("10.0.0.1", 7000), node("10.0.0.4", 7003, "replica")]},
+              {"slots": [100, 199], "nodes": [node("::1", 7001)]}]
+    topology = Topology(shards)
+    assert topology.masters == ["10.0.0.1:7000", "[::1]:7001"]
+    assert [topology.owners[slot] for slot in (0, 99, 100, 199, 200, 16383)] == [
+        "10.0.0.1:7000", "10.0.0.1:7000", "[::1]:7001", "[::1]:7001", "10.0.0.1:7000", "10.0.0.1:7000"]
+    assert all(topology.owner(tag_) == master for master, tag_ in topology.tags.items())
+    shards[1]["nodes"] = [node("::1", 7001, health="fail")]
+    with pytest.raises(ConnectionError, match="slots 100-199 has no master online"):
+        Topology(shards)
+    with pytest.raises(ConnectionError, match="slot 100 is served by no master"):
+        Topology(shards[:1])

@@ -61,7 +61,8 @@ class Topology:
             if master is None:
                 raise ConnectionError(f"the Redis Cluster shard of slots {slots[0]}-{slots[-1]} has no master online")
             host = _text(master.get("endpoint") or "?")
-            address = f"{_text(master['ip']) if host in ('?', '') else host}:{int(master['port'])}"
+            host = _text(master["ip"]) if host in ("?", "") else host
+            address = f"{f'[{host}]' if ':' in host else host}:{int(master['port'])}"  # IPv6 in brackets
             for first, last in zip(slots[::2], slots[1::2], strict=True):
                 owners[first:last + 1] = [address] * (last - first + 1)
         if None in owners:
