@@ -387,3 +387,24 @@ def test_the_slot_map_names_each_slots_master_and_a_tag_on_each_shard() -> None:
         Topology(shards)
     with pytest.raises(ConnectionError, match="slot 100 is served by no master"):
         Topology(shards[:1])
+
+
+def test_ten_reconnects_leave_every_masters_connections_flat(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+
+    async def main() -> None:
+        node = await Bare(url).start()
+        try:
+            before = [master.connected_clients() for master in servers.masters]
+            for outage in range(1, 11):
+                for master in servers.masters:  # every shard's subscriber connection cut
+                    master.execute("CLIENT", "KILL", "TYPE", "pubsub")
+                await until(lambda outage=outage: node.backplane.outages == outage
+                            and node.backplane.state is BackplaneState.UP, f"up after outage {outage}")
+            await until(lambda: [master.connected_clients() for master in servers.masters] == before,
+                        "as many connections on each master as before")
+        finally:
+            await node.backplane.stop()
+
+    run(main)
