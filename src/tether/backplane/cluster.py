@@ -36,6 +36,11 @@ that moved, starts the subscriber over: an outage).
 The whole backplane is DOWN when any shard master cannot be reached (or the cluster says
 CLUSTERDOWN): a shard's failover is one outage for every room, counted and logged as with one
 server, and over once the replica is promoted and the slot map says so.
+
+The connections are plain redis-py clients, one per master, made by `_client_of` (connect
+once, no retries), not redis-py's RedisCluster and ClusterPubSub: those reconnect, retry and
+resubscribe on their own (a poll of a node that fails is retried behind the caller's back),
+which would hide the gaps this backplane counts and logs.
 """
 
 from __future__ import annotations
