@@ -227,6 +227,24 @@ async def test_awkward_names_carry_messages_presence_and_history_across_nodes(
 
 
 @scenario
+async def test_a_name_too_long_for_a_subject_is_refused_and_counted_and_the_connection_stays(cluster: Cluster) -> None:
+    a, b = await cluster.node(), await cluster.node()
+    long = "x" * 2300  # 3,067 characters of token: past MAX_SUBJECT (the server's control line is 4 KiB)
+    lost: list[str] = []
+    a.backplane.kept_lost = lambda room, why: lost.append(why)
+    assert b.backplane.subscribe(b.backplane.channel(Topic(TopicKind.ROOM, long))) is None
+    a.backplane.publish(a.backplane.channel(Topic(TopicKind.ROOM, long)), b"lost")
+    a.backplane.publish_kept(Topic(TopicKind.KEPT, long), b"lost too", LIMITS)
+    a.backplane.presence_join(long, new_connection_id(a.backplane.node), "{}")
+    fine = Topic(TopicKind.ROOM, "x" * 2000)  # 2,667 characters: fits
+    await b.follow(fine)
+    a.backplane.publish(a.backplane.channel(fine), b"arrives")
+    assert await b.hears(1, fine) == [b"arrives"]
+    assert a.backplane.lost == 2 and len(lost) == 1 and "too long" in lost[0]
+    assert (a.backplane.outages, b.backplane.outages) == (0, 0)
+
+
+@scenario
 async def test_a_history_room_is_numbered_in_the_streams_order_with_two_nodes_publishing_at_once(
         cluster: Cluster) -> None:
     a, b, listener = await cluster.node(), await cluster.node(), await cluster.node()

@@ -211,7 +211,8 @@ class NatsBackplane(Backplane):
             await nc.subscribe(self._reply_prefix + ".*", cb=self._on_reply)
             watcher = await kv.watch("node.*")
             for channel in (self.inbox, *self._following.channels):
-                self._subs[channel] = await nc.subscribe(channel, cb=self._on_message)
+                if len(channel) <= MAX_SUBJECT:  # a longer one was refused (and said) by subscribe()
+                    self._subs[channel] = await nc.subscribe(channel, cb=self._on_message)
             await nc.flush(timeout=int(_API_TIMEOUT))
             self._kv, self._kept.js = kv, js
             tasks = [self._loop.create_task(self._write(nc)), self._loop.create_task(self._beat(nc, kv)),
@@ -397,7 +398,16 @@ class NatsBackplane(Backplane):
 
     # -- messages ------------------------------------------------------------------------------
     def publish(self, channel: str, data: bytes) -> None:
+        if len(channel) > MAX_SUBJECT:
+            self._too_long(channel)
+            return
         self._enqueue(_PUB, channel, data)
+
+    def _too_long(self, subject: str) -> None:
+        """A message to a name too long for a subject is lost (sent, it would close the connection)."""
+        self.lost += 1
+        logger.warning("tether backplane: %.60s... is too long a name for a NATS subject (%d characters, at most "
+                       "%d); the message is lost", subject, len(subject), MAX_SUBJECT)
 
     def subscribe(self, channel: str) -> Awaitable[None] | None:
         following = self._following
@@ -425,8 +435,10 @@ class NatsBackplane(Backplane):
         and `kept_lost`) when the backplane is down or the stream cannot take it."""
         if not self._ready:
             self._lose_kept(topic.name, 1, "the backplane is down")
-            return
-        self._kept.publish(topic.name, envelope, limits)
+        elif len(self.names.kept_in(topic.name, "e" * 16)) > MAX_SUBJECT:
+            self._lose_kept(topic.name, 1, f"the room's name is too long for a NATS subject (at most {MAX_SUBJECT})")
+        else:
+            self._kept.publish(topic.name, envelope, limits)
 
     def _lose_kept(self, room: str, count: int, why: str) -> None:
         self._count_lost(count)
