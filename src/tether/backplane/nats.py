@@ -15,6 +15,7 @@ liveness live in a JetStream KV bucket. Names (`nats_names.Names`):
       node.<node hex>                           "<heartbeat ms> <connections>"
       presence.<room token>.<node hex>.<connection id token>   presence info (JSON)
       janitor.<node hex>                        who cleaned up after a dead node
+      sweep.<period>                            who swept idle history rooms in a SWEEP_EVERY period
 
 A token is a name's UTF-8 in base64url, so any room or path name fits a subject token.
 
@@ -32,7 +33,8 @@ answers: it subscribes everything again, writes this node's count and presence a
 calls `resumed()` (the hub reads back its history rooms). A node heartbeats (writes its
 node key) every `heartbeat` seconds (default 5); a node silent for 3 heartbeats is dead, and
 the survivor that creates its janitor key first removes its presence entries and reports
-them (`members_gone`).
+them (`members_gone`) (its key is read again from the server first: the node keys this node
+follows may lag behind a backlog it is reading).
 """
 
 from __future__ import annotations

@@ -142,6 +142,7 @@ class Names:
           node.<node hex>                    "<heartbeat ms> <connections>" of a live node
           presence.<room token>.<node hex>.<connection id token>   the member's info (JSON)
           janitor.<node hex>                 who cleans up after a dead node
+          sweep.<period>                     who sweeps idle history rooms in a period
     """
 
     def __init__(self, prefix: str) -> None:
