@@ -9,8 +9,11 @@ Run: python -m tether run rooms_app:app --workers 2 --backplane URL   (from benc
 /ctl       the control connection: sends this worker's pid first, then takes one command,
            "go INDEX COUNT ROOMS ROUNDS", and publishes ROUNDS rounds: in round s, the message
            "{room}:{s}" into every room r{room} with room % COUNT == INDEX (its share of the
-           ROOMS rooms), through app.hub.publish; it yields to the event loop after each
-           round (the worker also delivers what the other worker publishes). Every room's
+           ROOMS rooms), through app.hub.publish; it yields to the event loop after every
+           YIELD_EVERY (100) publishes and after each round, so that the worker's loop also
+           delivers what the other worker publishes and its backplane's probes are answered (a
+           whole round without a yield blocked the loop for 0.3-1.5 s, long enough for the
+           engine's 1 s deafness check to declare the backplane lost). Every room's
            messages come from one worker in order, so each member must get {room}:0 .. :ROUNDS-1
            in order. It answers "done SECONDS PUBLISHES" when its last publish is handed on.
 """
@@ -20,6 +23,7 @@ import time
 
 from tether import App
 
+YIELD_EVERY = 100
 app = App(allowed_origins=["*"])
 
 
@@ -50,8 +54,10 @@ async def control(websocket):
     publish = app.hub.publish
     t0 = time.perf_counter()
     for s in range(rounds):
-        for room, name in zip(mine, names, strict=True):
+        for i, (room, name) in enumerate(zip(mine, names, strict=True), 1):
             await publish(name, f"{room}:{s}")
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         await asyncio.sleep(0)
     await websocket.send_text(f"done {time.perf_counter() - t0:.6f} {len(mine) * rounds}")
     async for _ in websocket:
