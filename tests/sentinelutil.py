@@ -3,10 +3,13 @@
 `SentinelGroup` starts three `redis-server`s (`tests.redisutil.RedisServer`: 127.0.0.1, free
 ports, temp dirs, persistence off), the second and third replicas of the first, waits until
 both replicas are in sync, then three `redis-sentinel` processes monitoring the master as
-`service` (quorum 2, `down-after-milliseconds` 1000 by default, a short failover timeout),
+`service` (quorum 2, `down-after-milliseconds` 1500 and `failover-timeout` 2000 by default),
 each with a config file of its own in a temp dir (Sentinel rewrites it), and returns once
 every sentinel knows the master, both replicas and the two other sentinels: from then on a
-killed master is failed over. It offers:
+killed master is failed over. (With `down-after-milliseconds` 1000 the sentinels here often
+took the master they had just promoted for down about a second after the switch and failed
+it over again; with 1500, in 6 failovers in a row, never. The failover timeout bounds a
+failover whose vote split: it is tried again after twice that.) It offers:
 
 - `url`: `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/<service>` (no query string);
 - `master()`: the server the sentinels name as master now (the first that answers);
@@ -164,7 +167,7 @@ class Sentinel:
 class SentinelGroup:
     """A master, 2 replicas and 3 sentinels on 127.0.0.1 (see the module doc)."""
 
-    def __init__(self, service: str = "tether", *, down_after_ms: int = 1000, failover_timeout_ms: int = 5000) -> None:
+    def __init__(self, service: str = "tether", *, down_after_ms: int = 1500, failover_timeout_ms: int = 2000) -> None:
         self.service = service
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
         self.servers: list[RedisServer] = []
