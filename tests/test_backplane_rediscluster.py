@@ -408,3 +408,28 @@ def test_ten_reconnects_leave_every_masters_connections_flat(redis_cluster_modul
             await node.backplane.stop()
 
     run(main)
+
+
+def test_a_thousand_connects_at_once_are_one_hincrby_per_shard(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+
+    async def main() -> None:
+        a, b = await Bare(url).start(), await Bare(url).start()
+        try:
+            before = commandstats(servers)
+            for _ in range(1000):
+                a.backplane.connections_changed(1)
+            a.backplane.connections_changed(-1)
+            def hincrbys() -> list[int]:
+                after = commandstats(servers)
+                return [after[i].get("hincrby", 0) - before[i].get("hincrby", 0) for i in range(3)]
+
+            await until(lambda: sum(hincrbys()) >= 3, "the counts written")
+            assert await b.backplane.count() == 999
+            assert hincrbys() == [1, 1, 1]
+        finally:
+            await a.backplane.stop()
+            await b.backplane.stop()
+
+    run(main)

@@ -124,6 +124,7 @@ class RedisClusterBackplane(RedisBackplane):
         self._moved: set[str] = set()           # channels whose slot moved, to subscribe again
         self._following: asyncio.Task[None] | None = None
         self._stale = False                     # the writer's masters are not the subscriber's
+        self._delta = 0                         # connections changed, not yet sent
 
     # -- names --------------------------------------------------------------------------------
     def channel(self, topic: Topic) -> str:
@@ -136,6 +137,22 @@ class RedisClusterBackplane(RedisBackplane):
             return None
         name = found.name[14:]
         return Topic(found.kind, name) if found.name[1:13] == tag(name) else None
+
+    def connections_changed(self, delta: int) -> None:
+        """Added up, and sent once per turn of the event loop into every shard's count (a
+        thousand connects at once are one HINCRBY per shard, not a thousand)."""
+        if not self._delta:
+            self._loop.call_soon(self._count_delta)
+        self._delta += delta
+
+    def _count_delta(self) -> None:
+        delta, self._delta = self._delta, 0
+        if delta:
+            super().connections_changed(delta)
+
+    def _resync(self) -> None:
+        self._delta = 0  # the count written now holds it
+        super()._resync()
 
     def _tallies(self) -> list[tuple[str, str]]:
         """A copy of the heartbeats and counts per shard master (none before the first map)."""
