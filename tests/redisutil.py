@@ -14,6 +14,9 @@ answers PING. It then offers what tests of a Redis backplane need to break it on
   `connected_clients()` (from `INFO clients`, not counting the helper's own connection),
   `client_list(kind)`, `info(section)`, `execute(*args)`, `client(**kw)` (a new redis-py
   client on `url`).
+- `password="..."`: the server requires it (`--requirepass`, and `--masterauth` for a replica
+  of a server with the same password); the helper's own connection and `client()` send it,
+  `url` does not carry it.
 - `netns=host` (a `tests.netns` host): the server runs inside that network namespace, bound
   to the host's address (and its own 127.0.0.1), port 6379 by default; the helper talks to it
   through its unix socket, which crosses network namespaces.
@@ -86,8 +89,9 @@ class _RawClient:
     """Just enough RESP2 to send admin commands on one connection (no pipelining)."""
 
     def __init__(self, *, host: str | None = None, port: int | None = None,
-                 unix_path: str | None = None, timeout: float = 5.0) -> None:
+                 unix_path: str | None = None, timeout: float = 5.0, password: str | None = None) -> None:
         self.host, self.port, self.unix_path, self.timeout = host, port, unix_path, timeout
+        self.password = password
         self._sock: socket.socket | None = None
         self._buf = b""
 
@@ -105,6 +109,8 @@ class _RawClient:
                 assert self.host is not None and self.port is not None
                 sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
             self._sock, self._buf = sock, b""
+            if self.password is not None:
+                self.execute("AUTH", self.password)
         return self._sock
 
     def close(self) -> None:
@@ -184,18 +190,19 @@ def parse_info(text: str) -> dict[str, Any]:
 class _Admin:
     """The helper's own single connection to the server: redis-py or raw RESP."""
 
-    def __init__(self, backend: str, *, host: str, port: int, unix_path: str | None) -> None:
+    def __init__(self, backend: str, *, host: str, port: int, unix_path: str | None,
+                 password: str | None = None) -> None:
         self.backend = backend
         if backend == "redis-py":
             assert _redis is not None
             kw: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 1,
-                                  "single_connection_client": True, "decode_responses": True}
+                                  "single_connection_client": True, "decode_responses": True, "password": password}
             if unix_path:
                 self._client: Any = _redis.Redis(unix_socket_path=unix_path, **kw)
             else:
                 self._client = _redis.Redis(host=host, port=port, **kw)
         else:
-            self._client = _RawClient(host=host, port=port, unix_path=unix_path)
+            self._client = _RawClient(host=host, port=port, unix_path=unix_path, password=password)
 
     def ping(self) -> bool:
         if self.backend == "redis-py":
@@ -355,7 +362,7 @@ class RedisServer:
     def __init__(self, *, host: str | None = None, port: int | None = None, unix_socket: bool = True,
                  tls: bool = False, tls_auth_clients: bool = False, netns: _NetnsHost | None = None,
                  args: Sequence[str] = (), backend: str = "auto",
-                 startup_timeout: float = STARTUP_TIMEOUT) -> None:
+                 startup_timeout: float = STARTUP_TIMEOUT, password: str | None = None) -> None:
         if backend == "auto":
             backend = "redis-py" if _redis is not None else "raw"
         if backend not in ("redis-py", "raw"):
@@ -372,6 +379,7 @@ class RedisServer:
         self.tls_auth_clients = tls_auth_clients
         self.extra_args = list(args)
         self.startup_timeout = startup_timeout
+        self.password = password  # requirepass (and masterauth, for a replica of a server with the same)
         self.dir = Path(tempfile.mkdtemp(prefix="tether-redis-"))
         self.unix_path: str | None = None
         if unix_socket or netns is not None:  # the helper reaches a namespaced server by its socket
@@ -443,6 +451,8 @@ class RedisServer:
                 "--logfile", ""]
         if self.unix_path:
             argv += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
+        if self.password is not None:
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
         if self.tls:
             assert self.cert_dir is not None
             argv += ["--tls-port", str(self.tls_port), "--tls-cert-file", self.cert_file,
@@ -525,7 +535,8 @@ class RedisServer:
 
     def admin(self) -> _Admin:
         if self._admin is None:
-            self._admin = _Admin(self.backend, host=self.host, port=self.port, unix_path=self.unix_path)
+            self._admin = _Admin(self.backend, host=self.host, port=self.port, unix_path=self.unix_path,
+                                 password=self.password)
         return self._admin
 
     def _close_admin(self) -> None:
@@ -583,6 +594,7 @@ class RedisServer:
         if _redis is None:
             raise RuntimeError("redis-py is not installed")
         kw.setdefault("socket_timeout", 5)
+        kw.setdefault("password", self.password)
         return _redis.Redis.from_url(self.url, **kw)
 
     def __repr__(self) -> str:

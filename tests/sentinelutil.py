@@ -11,7 +11,9 @@ took the master they had just promoted for down about a second after the switch 
 it over again; with 1500, in 6 failovers in a row, never. The failover timeout bounds a
 failover whose vote split: it is tried again after twice that.) It offers:
 
-- `url`: `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/<service>` (no query string);
+- `url`: `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/<service>` (no query string,
+  no credentials: with `password=` the servers require one, with `sentinel_password=` the
+  sentinels do);
 - `master()`: the server the sentinels name as master now (the first that answers);
   `master_address()` the address itself;
 - `kill_master()`: SIGKILL of the master by its PID (returns its `RedisServer`);
@@ -64,8 +66,10 @@ def redis_sentinel_binary() -> str:
 class Sentinel:
     """One redis-sentinel process on a free 127.0.0.1 port, its config file in a temp dir."""
 
-    def __init__(self, service: str, master: tuple[str, int], down_after_ms: int, failover_timeout_ms: int) -> None:
+    def __init__(self, service: str, master: tuple[str, int], down_after_ms: int, failover_timeout_ms: int, *,
+                 auth_pass: str | None = None, password: str | None = None) -> None:
         self.port = reserve_port()
+        self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="tether-sentinel-"))
         self.config = self.dir / "sentinel.conf"
         self.config.write_text(
@@ -73,7 +77,9 @@ class Sentinel:
             f"sentinel monitor {service} {master[0]} {master[1]} 2\n"
             f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
             f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
-            f"sentinel parallel-syncs {service} 2\n")
+            f"sentinel parallel-syncs {service} 2\n"
+            + (f"sentinel auth-pass {service} {auth_pass}\n" if auth_pass is not None else "")
+            + (f"requirepass {password}\nsentinel sentinel-pass {password}\n" if password is not None else ""))
         self.log_path = self.dir / "sentinel.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._admin: Any = None
@@ -121,7 +127,7 @@ class Sentinel:
         """The helper's own redis-py client of this sentinel (replies decoded)."""
         if self._admin is None:
             self._admin = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2,
-                                      decode_responses=True)
+                                      decode_responses=True, password=self.password)
         return self._admin
 
     def execute(self, *args: Any) -> Any:
@@ -167,8 +173,10 @@ class Sentinel:
 class SentinelGroup:
     """A master, 2 replicas and 3 sentinels on 127.0.0.1 (see the module doc)."""
 
-    def __init__(self, service: str = "tether", *, down_after_ms: int = 1500, failover_timeout_ms: int = 2000) -> None:
+    def __init__(self, service: str = "tether", *, down_after_ms: int = 1500, failover_timeout_ms: int = 2000,
+                 password: str | None = None, sentinel_password: str | None = None) -> None:
         self.service = service
+        self.password, self.sentinel_password = password, sentinel_password
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
         self.servers: list[RedisServer] = []
         self.sentinels: list[Sentinel] = []
@@ -180,15 +188,17 @@ class SentinelGroup:
 
     def start(self) -> SentinelGroup:
         try:
-            master = RedisServer().start()
+            master = RedisServer(password=self.password).start()
             self.servers.append(master)
             for _ in range(2):
-                self.servers.append(RedisServer(args=["--replicaof", master.host, str(master.port)]).start())
+                self.servers.append(RedisServer(args=["--replicaof", master.host, str(master.port)],
+                                                password=self.password).start())
             for replica in self.servers[1:]:
                 self._wait_in_sync(replica)
             for _ in range(3):
                 sentinel = Sentinel(self.service, (master.host, master.port), self.down_after_ms,
-                                    self.failover_timeout_ms)
+                                    self.failover_timeout_ms, auth_pass=self.password,
+                                    password=self.sentinel_password)
                 self.sentinels.append(sentinel)
                 sentinel.start()
             wait_until(self._everyone_known, timeout=READY_TIMEOUT, interval=0.05,

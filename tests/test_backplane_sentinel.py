@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -187,6 +188,34 @@ def test_a_master_that_is_a_replica_is_not_used(shared_sentinel_group: SentinelG
         liar.close()
         replica.close()
         elsewhere.close()
+
+
+def test_the_password_goes_to_the_master_and_the_sentinel_password_to_the_sentinels(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with SentinelGroup(password="master-secret", sentinel_password="sentinel-secret") as group:
+        hosts = group.url.removeprefix("redis+sentinel://")
+        master = f"127.0.0.1:{group.master_address()[1]}"
+
+        async def main() -> None:
+            good = f"redis+sentinel://:master-secret@{hosts}?sentinel_password=sentinel-secret&prefix=pw"
+            a, b = Bare(good), Bare(good)
+            for node in (a, b):
+                assert (await node.start()).state is BackplaneState.UP
+            await crosses(a, b, "pw:path:/x")
+            for url in (f"redis+sentinel://:master-secret@{hosts}",  # the sentinels refuse
+                        f"redis+sentinel://{hosts}?sentinel_password=sentinel-secret"):  # the master refuses
+                node = Bare(url)
+                assert (await node.start()).state is BackplaneState.DOWN
+                await node.backplane.stop()
+            for node in (a, b):
+                await node.backplane.stop()
+
+        with caplog.at_level(logging.DEBUG, logger="tether.backplane"):
+            asyncio.run(asyncio.wait_for(main(), 60))
+    text = caplog.text
+    assert re.search(r"sentinel 127\.0\.0\.1:\d+: AuthenticationError", text), text
+    assert f"to use: {master}: AuthenticationError" in text, text
+    assert "secret" not in text
 
 
 # -- the master killed: two node processes ------------------------------------------------------------------
