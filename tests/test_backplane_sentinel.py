@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tether.backplane import BackplaneState, NodeState, from_url
+from tether.backplane.envelope import new_node_id
 from tether.backplane.sentinel import SentinelBackplane, SentinelUrl, parse_sentinel_url
 from tether.hub import Hub
 
@@ -118,7 +119,7 @@ class Bare:
     """A started SentinelBackplane and what it heard (channel, data)."""
 
     def __init__(self, url: str) -> None:
-        self.backplane = from_url(url, bytes.fromhex(f"{time.monotonic_ns() % (1 << 48):012x}"))
+        self.backplane = from_url(url, new_node_id())
         assert isinstance(self.backplane, SentinelBackplane)
         self.heard: list[tuple[str, bytes]] = []
 
