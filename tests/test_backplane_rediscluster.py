@@ -11,9 +11,10 @@ The contract every engine keeps is tests/test_backplane.py's and test_backplane_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -115,6 +116,19 @@ class Bare:
         return channel
 
 
+@contextlib.asynccontextmanager
+async def started(url: str, count: int) -> AsyncIterator[list[Bare]]:
+    """`count` started backplanes of one cluster, stopped after the block."""
+    nodes: list[Bare] = []
+    try:
+        for _ in range(count):
+            nodes.append(await Bare(url).start())
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.backplane.stop()
+
+
 async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := condition()):
@@ -138,8 +152,7 @@ def test_rooms_go_by_spublish_to_their_shard_only_and_are_heard_with_ssubscribe(
     url = servers.url + QUERY + f"&prefix={tag()}"
 
     async def main() -> None:
-        a, b = await Bare(url).start(), await Bare(url).start()
-        try:
+        async with started(url, 2) as (a, b):
             rooms = [f"room-{i}" for i in range(30)] + AWKWARD
             channels = [await b.follow(Topic(TopicKind.ROOM, room)) for room in rooms]
             kept = await b.follow(Topic(TopicKind.KEPT, "}odd{"))
@@ -154,9 +167,6 @@ def test_rooms_go_by_spublish_to_their_shard_only_and_are_heard_with_ssubscribe(
                 for master in servers.masters:
                     listed = master.execute("PUBSUB", "SHARDCHANNELS", channel)
                     assert listed == ([channel] if master is owner else []), (channel, master.port)
-        finally:
-            await a.backplane.stop()
-            await b.backplane.stop()
 
     run(main)
     stats = commandstats(servers)
@@ -203,8 +213,7 @@ def test_heartbeats_and_counts_are_on_every_shard_and_a_lost_copy_changes_no_cou
     url = servers.url + QUERY + f"&prefix={prefix}"
 
     async def main() -> None:
-        a, b = await Bare(url).start(), await Bare(url).start()
-        try:
+        async with started(url, 2) as (a, b):
             a.backplane.connections_changed(3)
             b.backplane.connections_changed(4)
             await until(lambda: all(len(m.execute("KEYS", f"{prefix}:count:*")) == 1 for m in servers.masters),
@@ -218,9 +227,6 @@ def test_heartbeats_and_counts_are_on_every_shard_and_a_lost_copy_changes_no_cou
             lost.execute("DEL", *lost.execute("KEYS", f"{prefix}:count:*"), *lost.execute("KEYS", f"{prefix}:nodes:*"))
             assert await a.backplane.count() == 7
             assert await b.backplane.count() == 7
-        finally:
-            await a.backplane.stop()
-            await b.backplane.stop()
 
     run(main)
 
@@ -230,8 +236,7 @@ def test_presence_of_a_room_with_an_awkward_name_is_read_from_its_shard(redis_cl
     url = servers.url + QUERY + f"&prefix={tag()}"
 
     async def main() -> None:
-        a, b = await Bare(url).start(), await Bare(url).start()
-        try:
+        async with started(url, 2) as (a, b):
             member = a.backplane._node_name + "-1"
             rooms = ("}x", "{a}b", "")
             for room in rooms:
@@ -241,9 +246,6 @@ def test_presence_of_a_room_with_an_awkward_name_is_read_from_its_shard(redis_cl
                 assert await b.backplane.presence(room) == {member: json.dumps({"name": room})}
                 key = a.backplane.keys.presence(room)
                 assert servers.owner(slot_of(key)).execute("HGET", key, member) == json.dumps({"name": room})
-        finally:
-            await a.backplane.stop()
-            await b.backplane.stop()
 
     run(main)
 
@@ -318,8 +320,7 @@ def test_a_room_whose_slot_migrates_keeps_delivering_and_its_history_follows(red
     room, kept = Topic(TopicKind.ROOM, f"moving-{tag()}"), Topic(TopicKind.KEPT, f"moving-{tag()}")
 
     async def main() -> None:
-        a, b = await Bare(url).start(), await Bare(url).start()
-        try:
+        async with started(url, 2) as (a, b):
             channel, kept_channel = await b.follow(room), await b.follow(kept)
             slots = {slot_of(channel), slot_of(kept_channel)}
             sent = 0
@@ -364,9 +365,6 @@ def test_a_room_whose_slot_migrates_keeps_delivering_and_its_history_follows(red
             assert (a.backplane.outages, b.backplane.outages, a.backplane.lost) == (0, 0, 0)
             heard = [int(data) for data in b.heard[channel]]
             assert heard == sorted(heard)  # in order, each once
-        finally:
-            await a.backplane.stop()
-            await b.backplane.stop()
 
     run(main)
 
@@ -394,8 +392,7 @@ def test_ten_reconnects_leave_every_masters_connections_flat(redis_cluster_modul
     url = servers.url + QUERY + f"&prefix={tag()}"
 
     async def main() -> None:
-        node = await Bare(url).start()
-        try:
+        async with started(url, 1) as (node,):
             before = [master.connected_clients() for master in servers.masters]
             for outage in range(1, 11):
                 for master in servers.masters:  # every shard's subscriber connection cut
@@ -404,8 +401,6 @@ def test_ten_reconnects_leave_every_masters_connections_flat(redis_cluster_modul
                             and node.backplane.state is BackplaneState.UP, f"up after outage {outage}")
             await until(lambda: [master.connected_clients() for master in servers.masters] == before,
                         "as many connections on each master as before")
-        finally:
-            await node.backplane.stop()
 
     run(main)
 
@@ -415,8 +410,7 @@ def test_a_thousand_connects_at_once_are_one_hincrby_per_shard(redis_cluster_mod
     url = servers.url + QUERY + f"&prefix={tag()}"
 
     async def main() -> None:
-        a, b = await Bare(url).start(), await Bare(url).start()
-        try:
+        async with started(url, 2) as (a, b):
             before = commandstats(servers)
             for _ in range(1000):
                 a.backplane.connections_changed(1)
@@ -428,8 +422,5 @@ def test_a_thousand_connects_at_once_are_one_hincrby_per_shard(redis_cluster_mod
             await until(lambda: sum(hincrbys()) >= 3, "the counts written")
             assert await b.backplane.count() == 999
             assert hincrbys() == [1, 1, 1]
-        finally:
-            await a.backplane.stop()
-            await b.backplane.stop()
 
     run(main)
