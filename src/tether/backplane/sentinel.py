@@ -60,6 +60,7 @@ logger = logging.getLogger("tether.backplane")
 
 SENTINEL_PORT = 26379
 _ASK_TIMEOUT = 1.0    # s: a sentinel's answer (all are asked at once)
+_ASK_GRACE = 0.1      # s: how much longer the others are waited for once one answered
 _ROLE_TIMEOUT = 2.0   # s: a master's answer to ROLE, once connected
 _WATCH_TICK = 1.0     # s: how often the watcher looks at its subscription
 _WATCH_SILENCE = 5.0  # s: a sentinel silent this long is pinged, and left if still silent as long again
@@ -184,6 +185,9 @@ class SentinelBackplane(RedisBackplane):
             try:
                 role = await asyncio.wait_for(client.role(), _ROLE_TIMEOUT)
                 if role[0] == b"master":
+                    if errors:
+                        logger.debug("tether backplane: the master of %r found past: %s", self.target.service,
+                                     "; ".join(errors))
                     self._using(client, (host, port))
                     return client
                 errors.append(f"{host}:{port} is a {role[0].decode()}, not a master")
@@ -194,22 +198,38 @@ class SentinelBackplane(RedisBackplane):
         raise RedisConnectionError(f"no master of {self.target.service!r} to use: " + "; ".join(errors))
 
     async def _ask_sentinels(self) -> tuple[list[tuple[str, int]], list[str]]:
-        """The master addresses the sentinels report up, newest config epoch first, and what
-        the others said."""
-        replies = await asyncio.gather(*(asyncio.wait_for(sentinel.sentinel_master(self.target.service), _ASK_TIMEOUT)
-                                         for sentinel in self._sentinels), return_exceptions=True)
-        found: dict[tuple[str, int], int] = {}
+        """The master addresses the sentinels report up, newest config epoch first (then in the
+        order of the URL), and what the others said. Once one has answered so, the silent ones get `_ASK_GRACE` more (a
+        host that is down, often the master's own, would otherwise cost every attempt
+        `_ASK_TIMEOUT`)."""
+        service = self.target.service
+        asks: dict[asyncio.Future[Any], tuple[int, tuple[str, int]]] = {
+            asyncio.ensure_future(asyncio.wait_for(sentinel.sentinel_master(service), _ASK_TIMEOUT)): (rank, address)
+            for rank, (sentinel, address) in enumerate(zip(self._sentinels, self.target.sentinels, strict=True))}
+        found: dict[tuple[str, int], tuple[int, int]] = {}  # master -> (-config epoch, rank of the sentinel)
         errors = []
-        for (host, port), reply in zip(self.target.sentinels, replies, strict=True):
-            if not isinstance(reply, dict):  # an exception (redis-py parses an answer into a dict)
-                errors.append(f"sentinel {host}:{port}: {type(reply).__name__}: {reply}")
-            elif not reply["is_master"] or reply["is_sdown"] or reply["is_odown"]:
-                errors.append(f"sentinel {host}:{port} sees the master {reply['ip']}:{reply['port']} as "
-                              f"{reply['flags']}")
-            else:
-                address = (reply["ip"], int(reply["port"]))
-                found[address] = max(found.get(address, -1), int(reply.get("config-epoch", 0)))
-        return sorted(found, key=lambda address: -found[address]), errors
+        pending: set[asyncio.Future[Any]] = set(asks)
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=_ASK_GRACE if found else None,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            for ask in done:
+                rank, (host, port) = asks[ask]
+                reply = None if ask.cancelled() else ask.exception() or ask.result()
+                if not isinstance(reply, dict):  # an exception (redis-py parses an answer into a dict)
+                    errors.append(f"sentinel {host}:{port}: {type(reply).__name__}: {reply}")
+                elif not reply["is_master"] or reply["is_sdown"] or reply["is_odown"]:
+                    errors.append(f"sentinel {host}:{port} sees the master {reply['ip']}:{reply['port']} as "
+                                  f"{reply['flags']}")
+                else:
+                    address = (reply["ip"], int(reply["port"]))
+                    found[address] = min(found.get(address, (0, rank)), (-int(reply.get("config-epoch", 0)), rank))
+        for ask in pending:
+            _, (host, port) = asks[ask]
+            ask.cancel()
+            errors.append(f"sentinel {host}:{port}: no answer within {_ASK_GRACE} s of another's")
+        return sorted(found, key=found.__getitem__), errors
 
     def _using(self, client: redis_asyncio.Redis, address: tuple[str, int]) -> None:
         """The running part's new client is on the master at `address`: the other part leaves
