@@ -328,6 +328,37 @@ async def test_offsets_that_go_back_are_reported_and_delivered_not_dropped() -> 
 
 
 @async_test
+async def test_offsets_that_went_back_during_an_outage_are_reported_when_it_ends() -> None:
+    """A failover to a replica that had not the tail: the history went back while this node
+    was down, and was written again meanwhile. The loss is said when the node is back, not
+    with some later message, and what comes next is delivered."""
+    a, b, flaky, bus = await two_nodes(100, Flaky)
+    losses: list[str] = []
+    a.on_loss(lambda room, reason: losses.append(reason))
+    member, channel = await open_connection(a)
+    await member.join("chat:1")
+    await b.publish("chat:1", 1)
+    await settle()
+    older = copy.deepcopy(bus.history)  # the replica's copy: offset 1
+    for n in (2, 3):
+        await b.publish("chat:1", n)
+    await settle()
+    flaky.down = True
+    bus.history = older  # the failover: offset 1 again, in the same epoch
+    await b.publish("chat:1", "on the new master")  # offset 2, while this node is down
+    await settle()
+    flaky.up()
+    await settle()
+    assert len(losses) == 1 and "went back from 3 to 2" in losses[0]
+    await b.publish("chat:1", "next")  # offset 3: after the reported loss, delivered
+    await settle()
+    assert channel.messages() == ["1", "2", "3", "next"]
+    assert len(losses) == 1
+    for hub in (a, b):
+        await hub.stop()
+
+
+@async_test
 async def test_publish_sync_from_another_thread_numbers_history_messages_in_call_order() -> None:
     hub = bound_hub()
     hub.keep_history("chat:{name}", size=100)

@@ -218,14 +218,20 @@ class HistoryKeeper:
         except Exception as exc:  # the backplane is down again: what was missed is lost
             now, stored = None, []
             self._lost(room, f"the history of room {room!r} could not be read: {exc}")
+        went_back = now is not None and now.epoch == last.epoch and now.offset < last.offset
         whole = now is not None and now.epoch == last.epoch and (
-            now.offset <= last.offset or (bool(stored) and stored[0].offset == last.offset + 1))
-        if now is not None and not whole:
+            now.offset == last.offset or (bool(stored) and stored[0].offset == last.offset + 1))
+        if went_back and now is not None:
+            self._lost(room, f"the offsets of room {room!r} went back from {last.offset} to {now.offset} "
+                             "(its history was restored from an older copy)")
+        elif now is not None and not whole:
             self._lost(room, f"the history of room {room!r} no longer holds what this node missed")
         held = self._repairing.pop(room, None)
         if held is None:
             return  # the room's last member here left meanwhile
-        if not whole:
+        if went_back and now is not None:
+            self._positions[room] = now  # reported: go on from the history's own position
+        elif not whole:
             self._positions.pop(room, None)  # reported: go on from what comes next
             if now is None or now.epoch != last.epoch:
                 stored = []
