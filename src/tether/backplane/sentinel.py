@@ -14,10 +14,11 @@ supervised connections, DOWN/UP, `lost` and `outages`, the WARNINGs, the rewrite
 presence and count and `resumed()` after an outage. What differs is where a connection goes:
 
 - each connection (the subscriber's, the writer's) asks every sentinel at once for the
-  master (`SENTINEL MASTER <service>`), trusts only an answer that sees it up (not s_down,
-  not o_down), tries the answers newest first (highest `config-epoch`: a sentinel that has
-  not heard of the latest failover yet is outvoted), and uses a master only once it says it
-  IS one (`ROLE`): a demoted old master is never used;
+  master (`SENTINEL MASTER <service>`; one silent 0.1 s after another answered is passed
+  over), trusts only an answer that sees it up (not s_down, not o_down), tries the answers
+  newest first (highest `config-epoch`: a sentinel that has not heard of the latest failover
+  yet is outvoted), and uses a master only once it says it IS one (`ROLE`): a demoted old
+  master is never used; and the backplane is not UP while its two connections are on two servers;
 - when the master is killed, the connections fail, the backplane is DOWN, and each retry
   (backoff capped at 1 s) asks the sentinels again: the new master is found as soon as one
   sentinel that answers has promoted it;
