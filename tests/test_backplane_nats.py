@@ -356,7 +356,9 @@ async def test_history_rooms_nobody_writes_and_rooms_whose_messages_expired_go_a
         await b.follow(topic)
     a.backplane.publish_kept(idle, b"once", LIMITS)
     a.backplane.publish_kept(brief, b"short-lived", HistoryLimits(size=10, ttl=0.5))
+    a.backplane.publish_kept(busy, b"tick", LIMITS)
     epoch = (await b.hears(1, idle))[0][1]
+    await b.hears(1, busy)
     names = Names("tether")
 
     def exists(topic: Topic) -> bool:
@@ -367,7 +369,7 @@ async def test_history_rooms_nobody_writes_and_rooms_whose_messages_expired_go_a
         assert time.monotonic() < deadline, "the idle and the expired rooms' streams still there"
         a.backplane.publish_kept(busy, b"tick", LIMITS)
         await asyncio.sleep(0.1)
-    assert exists(busy)
+    assert exists(busy), own_cluster.nats.api(f"STREAM.INFO.{names.stream(busy.name)}")
     assert await b.backplane.history(idle, None, None) == (NOWHERE, [])
     a.backplane.publish_kept(idle, b"again", LIMITS)  # a knows the old epoch: the publish meets no stream, then makes one
     (offset, new_epoch, envelope) = (await b.hears(2, idle))[-1]
@@ -550,8 +552,9 @@ def test_the_server_killed_and_restarted_local_delivery_goes_on_and_the_cluster_
         assert first_after(remote, restarted, 2.0) - restarted <= 2.0
     finally:
         a.post("/do/stream/stop", path=path)
-    sent = [json.loads(message)["seq"] for _, message in local.log]
     heard = [json.loads(message)["seq"] for _, message in remote.log]
+    sent = wait_until(lambda: (seqs := [json.loads(message)["seq"] for _, message in local.log])[-1] >= heard[-1]
+                      and seqs, message="A's client having every message B's heard")  # each reader is a thread
     assert sent == list(range(sent[0], sent[-1] + 1))  # local delivery never stopped
     assert heard == sorted(set(heard)) and set(heard) < set(sent)
     status = a.status()

@@ -576,8 +576,8 @@ class NatsBackplane(Backplane):
             return  # another node sweeps this period
         deleted = await self._kept.sweep(nc, HISTORY_IDLE_TTL)
         if deleted:
-            logger.info("tether backplane: deleted %d history room stream(s) nobody wrote for %.0f s or whose "
-                        "messages all expired", len(deleted), HISTORY_IDLE_TTL)
+            logger.info("tether backplane: deleted the streams of history rooms nobody wrote for %.0f s or whose "
+                        "messages all expired: %s", HISTORY_IDLE_TTL, ", ".join(deleted))
 
     async def _bury_the_dead(self, kv: KeyValue) -> None:
         """Remove the presence entries and node key of nodes silent for 3 heartbeats,

@@ -320,7 +320,8 @@ class KeptRooms:
             streams = reply.get("streams") or []
             for stream in streams:
                 name, state = stream["config"]["name"], stream["state"]
-                last = datetime.datetime.fromisoformat(state.get("last_ts", "")[:19] + "+00:00")
+                last = max(datetime.datetime.fromisoformat(stamp)  # RFC 3339 in UTC; a new stream counts as written
+                           for stamp in (state.get("last_ts", ""), stream.get("created", "")) if stamp)
                 expired = state.get("messages", 0) == 0 and state.get("last_seq", 0) > 0
                 unwritten = not stream["config"].get("max_age") and (now - last).total_seconds() > idle
                 if self.names.is_stream(name) and (expired or unwritten):
