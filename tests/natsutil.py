@@ -1,7 +1,8 @@
 """A real NATS server for tests: Debian's `nats-server -js`, one process per test or module,
 never a mock.
 
-`NatsServer` starts `nats-server -js` on a free 127.0.0.1 port (`netutil.reserve_port()`),
+`NatsServer` starts `nats-server -js` (with `user=`/`password=`: `--user`/`--pass`; `url`
+stays without them) on a free 127.0.0.1 port (`netutil.reserve_port()`),
 its JetStream store in a fresh temp dir (`-sd`) (`jetstream=False`: without -js, ready when it
 greets), and waits until JetStream answers a
 `$JS.API.INFO` request (the server is listening before its JetStream is ready, more so after
@@ -54,16 +55,19 @@ def nats_server_binary() -> str:
                        "or run `apt-get install -y nats-server`")
 
 
-def raw_request(host: str, port: int, subject: str, payload: bytes = b"", timeout: float = 5.0) -> bytes:
-    """One NATS request on a new connection (CONNECT, SUB an inbox, PUB with it as the reply,
-    read the MSG): the reply's payload. OSError or TimeoutError when there is none."""
+def raw_request(host: str, port: int, subject: str, payload: bytes = b"", timeout: float = 5.0,
+                credentials: dict[str, str] | None = None) -> bytes:
+    """One NATS request on a new connection (CONNECT with `credentials` ({"user": ..., "pass":
+    ...}), SUB an inbox, PUB with it as the reply, read the MSG): the reply's payload. OSError
+    or TimeoutError when there is none."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         reader = sock.makefile("rb")
         if not reader.readline().startswith(b"INFO "):
             raise OSError("not a NATS server (no INFO)")
         inbox = f"_INBOX.helper{os.getpid()}"
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
-                     + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode() + payload + b"\r\n")
+        options = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True, **(credentials or {})}
+        sock.sendall(f"CONNECT {json.dumps(options)}\r\nSUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n"
+                     .encode() + payload + b"\r\n")
         while True:
             line = reader.readline()
             if not line:
@@ -86,10 +90,12 @@ class NatsServer:
     """One real nats-server process with JetStream; see the module doc. Not started until
     `start()`; `close()` stops it and removes its dir."""
 
-    def __init__(self, *, port: int | None = None, jetstream: bool = True, args: tuple[str, ...] = (),
+    def __init__(self, *, port: int | None = None, jetstream: bool = True, user: str | None = None,
+                 password: str | None = None, args: tuple[str, ...] = (),
                  startup_timeout: float = STARTUP_TIMEOUT) -> None:
         self.host = "127.0.0.1"
         self.jetstream = jetstream
+        self.credentials = {"user": user, "pass": password or ""} if user is not None else None
         self.port = port or reserve_port(self.host)
         self.extra_args = list(args)
         self.startup_timeout = startup_timeout
@@ -110,7 +116,8 @@ class NatsServer:
 
     def argv(self) -> list[str]:
         jetstream = ["-js", "-sd", str(self.store)] if self.jetstream else []
-        return [nats_server_binary(), *jetstream, "-a", self.host, "-p", str(self.port), *self.extra_args]
+        auth = ["--user", self.credentials["user"], "--pass", self.credentials["pass"]] if self.credentials else []
+        return [nats_server_binary(), *jetstream, *auth, "-a", self.host, "-p", str(self.port), *self.extra_args]
 
     def start(self) -> NatsServer:
         """Start it (again: same port, same store) and return once JetStream answers."""
@@ -142,7 +149,7 @@ class NatsServer:
 
     def request(self, subject: str, payload: bytes = b"", timeout: float = 5.0) -> bytes:
         """One request to the server (a JetStream API call, say): the reply's payload."""
-        return raw_request(self.host, self.port, subject, payload, timeout)
+        return raw_request(self.host, self.port, subject, payload, timeout, self.credentials)
 
     def api(self, subject: str, body: dict[str, Any] | None = None) -> Any:
         """A JetStream API call (`STREAM.NAMES`, ...: what follows `$JS.API.`), its JSON reply."""

@@ -545,6 +545,7 @@ def test_the_server_killed_and_restarted_local_delivery_goes_on_and_the_cluster_
     first_after(remote, time.monotonic(), WAIT)
     nats_server.kill()
     wait_until(lambda: a.status()["state"] == "down", timeout=5, interval=0.02, message="A down")
+    down = time.monotonic()
     time.sleep(1.0)
     nats_server.start()
     restarted = time.monotonic()
@@ -557,11 +558,36 @@ def test_the_server_killed_and_restarted_local_delivery_goes_on_and_the_cluster_
                       and seqs, message="A's client having every message B's heard")  # each reader is a thread
     assert sent == list(range(sent[0], sent[-1] + 1))  # local delivery never stopped
     assert heard == sorted(set(heard)) and set(heard) < set(sent)
+    while_down = {json.loads(message)["seq"] for when, message in local.log if down < when < restarted}
+    assert while_down and not while_down & set(heard)  # what A sent while DOWN never reached B later
     status = a.status()
     counts = wait_until(lambda: [int(m.group(2)) for m in BACK.finditer(a.log())], timeout=5,
                         message="A's WARNING that NATS is back")
     assert (status["state"], status["outages"], len(a.warnings(LOST)), counts) == ("up", 1, 1, [status["lost"]])
     assert status["lost"] > 0
+
+
+def test_a_url_of_several_servers_connects_to_one_that_answers_and_credentials_are_used():
+    from tether.backplane.nats import NatsBackplane
+
+    server = NatsServer(user="tether", password="s3cret:/@").start()
+
+    async def state_of(url: str) -> BackplaneState:
+        backplane = NatsBackplane(new_node_id(), url)
+        await backplane.start(lambda channel, data: None, lambda room, gone: None, NodeState)
+        try:
+            return backplane.state
+        finally:
+            await backplane.stop()
+
+    try:
+        host = f"127.0.0.1:{server.port}"
+        nobody = f"127.0.0.1:{NatsServer().port}"  # reserved, never started: refused
+        good = f"nats://tether:s3cret%3A%2F%40@{nobody},{host},{nobody}"
+        assert asyncio.run(state_of(good)) is BackplaneState.UP
+        assert asyncio.run(state_of(f"nats://tether:wrong@{host}")) is not BackplaneState.UP
+    finally:
+        server.close()
 
 
 def test_a_node_started_before_the_server_joins_once_it_answers(tmp_path, start_node, clients):  # noqa: F811
