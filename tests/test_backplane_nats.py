@@ -245,6 +245,26 @@ async def test_a_name_too_long_for_a_subject_is_refused_and_counted_and_the_conn
 
 
 @scenario
+async def test_a_message_over_max_payload_is_counted_lost_and_the_room_goes_on(cluster: Cluster) -> None:
+    a, b = await cluster.node(), await cluster.node()
+    room, kept = Topic(TopicKind.ROOM, f"big {tag()}"), Topic(TopicKind.KEPT, f"big {tag()}")
+    lost: list[str] = []
+    a.backplane.kept_lost = lambda name, why: lost.append(why)
+    for topic in (room, kept):
+        await b.follow(topic)
+    big = b"x" * (2 << 20)  # nats-server's max_payload is 1 MiB by default
+    a.backplane.publish(a.backplane.channel(room), big)
+    a.backplane.publish(a.backplane.channel(room), b"small")
+    assert await b.hears(1, room) == [b"small"]
+    a.backplane.publish_kept(kept, b"first", LIMITS)
+    a.backplane.publish_kept(kept, big, LIMITS)
+    a.backplane.publish_kept(kept, b"after", LIMITS)
+    assert [(offset, envelope) for offset, _, envelope in await b.hears(2, kept)] == [(1, b"first"), (2, b"after")]
+    await until(lambda: lost, "the big history message reported lost")
+    assert a.backplane.lost == 2 and "max_payload" in lost[0] and a.backplane.outages == 0
+
+
+@scenario
 async def test_a_history_room_is_numbered_in_the_streams_order_with_two_nodes_publishing_at_once(
         cluster: Cluster) -> None:
     a, b, listener = await cluster.node(), await cluster.node(), await cluster.node()

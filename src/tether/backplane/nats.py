@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -337,10 +338,7 @@ class NatsBackplane(Backplane):
                     try:
                         await nc.publish(subject, data, reply=reply, headers=headers)
                     except MaxPayloadError:
-                        self.lost += 1
-                        logger.warning("tether backplane: a cluster message of %d bytes is over the NATS server's "
-                                       "max_payload (%d); it is lost", len(data), nc.max_payload)
-                        self._replies.pop(reply, None)
+                        self._refused(nc, subject, len(data), reply)
                     except (OSError, NatsError):  # the connection is going: so is the session
                         self._ready = False  # this message and what follows are the outage's
                         self._count_lost()
@@ -353,6 +351,18 @@ class NatsBackplane(Backplane):
                     await self._subscribe_now(nc, subject)
                 elif subject not in self._following.channels and (sub := self._subs.pop(subject, None)) is not None:
                     await sub.unsubscribe()
+
+    def _refused(self, nc: Client, subject: str, size: int, reply: str) -> None:
+        """A message over the server's max_payload, which nats-py refused to send: lost. One
+        that awaited a reply (a history room's, a KV write) gets JetStream's kind of refusal,
+        so that its sender counts and reports it as it would any other."""
+        why = f"{size} bytes is over the NATS server's max_payload ({nc.max_payload})"
+        logger.warning("tether backplane: a message to %.80s is lost: %s", subject, why)
+        on_reply = self._replies.pop(reply, None)
+        if on_reply is None:
+            self.lost += 1
+        else:
+            on_reply(Msg(nc, subject=reply, data=json.dumps({"error": {"description": why}}).encode()))
 
     async def _subscribe_now(self, nc: Client, channel: str) -> None:
         if channel in self._following.channels and channel not in self._subs:
