@@ -415,6 +415,20 @@ def test_redis_holds_the_channels_and_keys_docs_scaling_names_while_they_are_nee
     assert redis.execute("EXISTS", f"tether:presence:{{{room}}}") == 0
 
 
+def test_room_and_path_names_of_any_text_cross_between_nodes(cluster, clients):
+    """Names an engine must carry whatever its own naming rules (NATS subject tokens, Redis
+    Cluster hash tags): spaces, dots, wildcards, braces, any Unicode."""
+    for name in ("a b.*>", "élan ☃", "x.y", "}{a}b{", "{}"):
+        path = f"/fn/{tag()}.*.x"  # a path a URL can hold: dots and stars
+        receiver = clients(cluster.b, path)
+        cluster.a.post("/do/broadcast", path=path, text=f"path {name}")
+        assert receiver.recv() == f"path {name}"
+        receiver.join(f"room {name}", {"name": name})
+        cluster.a.post("/do/publish", room=f"room {name}", text=f"room {name}")
+        assert receiver.recv() == f"room {name}"
+        assert cluster.a.get("/presence", room=f"room {name}") == {receiver.id: {"name": name}}
+
+
 # -- 2. exclude ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["broadcast", "publish"])
 def test_exclude_names_a_client_of_another_node(cluster, clients, how):
@@ -658,8 +672,10 @@ def test_the_command_connection_killed_the_node_comes_back_whole(redis_server, s
 
 
 # -- 9. a node killed -------------------------------------------------------------------------------------------
-def test_a_killed_nodes_members_leave_presence_and_are_reported_once_as_leaves(redis_server, start_node, clients):
-    url = backplane_url(redis_server.url)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_a_killed_nodes_members_leave_presence_and_are_reported_once_as_leaves(engine, engine_pool, start_node,
+                                                                              clients):
+    url = backplane_url(engine_pool.servers(engine).url, prefix=f"killed{tag()}")  # a cluster of its own
     a, b, c = start_node(url), start_node(url), start_node(url)
     for node in (a, b, c):
         node.wait_state("up")

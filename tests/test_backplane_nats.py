@@ -1,11 +1,12 @@
 """The NATS backplane (`tether.backplane.nats`, docs/scaling.md) on a real `nats-server -js`
 (tests/natsutil.py): its URL, the names it gives subjects, keys and streams (any room or path
 name, awkward ones too, reads back exactly), bare backplanes (history rooms numbered in the
-stream's order across nodes publishing at once, presence and counts), node processes
-(`tether run cluster_app:app --backplane nats://...`, with tests/test_backplane.py's Node and
-Client helpers) delivering across, a killed node's members reported gone, and the server
-restarted: with its store (delivery resumes, the outage counted and logged, history rooms
+stream's order across nodes publishing at once, presence and counts), and the server
+restarted, with node processes (`tether run cluster_app:app --backplane nats://...`, with
+tests/test_backplane.py's Node and Client helpers): with its store (delivery resumes, the outage counted and logged, history rooms
 keep their epoch and offsets) and without (a new epoch, and the members are told of the loss).
+What breaks nothing, and a killed node, run on NATS with every other engine in
+tests/test_backplane.py (tests/engines.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +28,6 @@ from tether.backplane.nats_kept import InOrder
 from tether.backplane.nats_names import Names, name_of, parse_url, token
 from tether.hub import Hub
 
-from . import test_backplane as redis_suite
 from .natsutil import NatsServer, nats_module_server_fixture, nats_server_fixture  # noqa: F401
 from .netutil import wait_until
 from .recording import open_connection
@@ -499,56 +499,7 @@ def test_a_restart_that_loses_the_store_starts_a_new_epoch_and_the_members_are_t
     asyncio.run(asyncio.wait_for(main(), TIMEOUT))
 
 
-# -- node processes ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def nodes(nats_module_server: NatsServer, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
-          ) -> Iterator[redis_suite.Cluster]:
-    """Two node processes on the module's server, shared by the tests that break nothing (in
-    the shape of tests/test_backplane.py's `cluster`, whose tests they run)."""
-    folder = tmp_path_factory.mktemp("nats-nodes")
-    started = [Node(folder / name, backplane_url(nats_module_server.url)) for name in ("a", "b")]
-    try:
-        for node in started:
-            node.wait_state("up")
-        yield redis_suite.Cluster("nats", nats_module_server, *started)
-    finally:
-        for node in started:
-            node.kill()
-
-
-@pytest.mark.parametrize("shared", [
-    "test_hub_send_to_broadcast_and_publish_reach_a_client_on_another_node",
-    "test_the_sync_twins_from_another_thread_reach_a_client_on_another_node",
-    "test_hub_close_on_one_node_closes_a_client_of_another_with_its_code_and_reason",
-    "test_websocket_broadcast_reaches_the_path_on_every_node",
-    "test_count_on_one_node_counts_the_clients_of_the_others",
-    "test_presence_on_one_node_lists_the_members_of_the_others_with_their_info",
-    "test_a_burst_from_one_node_arrives_complete_and_in_order_on_every_node",
-    "test_a_publish_right_after_join_returned_reaches_the_new_member",
-])
-def test_the_cluster_tests_of_the_redis_suite_pass_on_nats(shared, nodes, clients):  # noqa: F811
-    getattr(redis_suite, shared)(nodes, clients)
-
-
-def test_awkward_room_and_path_names_cross_between_node_processes(nodes, clients):  # noqa: F811
-    for name in ("a b.*>", "élan ☃", "x.y"):
-        path = f"/fn/{tag()}.*.x"  # a path a URL can hold: dots and stars
-        receiver = clients(nodes.b, path)
-        nodes.a.post("/do/broadcast", path=path, text=f"path {name}")
-        assert receiver.recv() == f"path {name}"
-        receiver.join(f"room {name}", {"name": name})
-        nodes.a.post("/do/publish", room=f"room {name}", text=f"room {name}")
-        assert receiver.recv() == f"room {name}"
-        assert nodes.a.get("/presence", room=f"room {name}") == {receiver.id: {"name": name}}
-
-
-def test_a_killed_nodes_members_leave_presence_and_are_reported_once(nats_server, start_node, clients):  # noqa: F811
-    """tests/test_backplane.py's scenario (three nodes, B SIGKILLed: its members leave A's and
-    C's presence, reported as leaves once, with their info) on a NATS server."""
-    redis_suite.test_a_killed_nodes_members_leave_presence_and_are_reported_once_as_leaves(
-        nats_server, start_node, clients)
-
-
+# -- node processes (what breaks nothing runs on NATS in tests/test_backplane.py, through tests/engines.py) --------
 def test_the_server_killed_and_restarted_local_delivery_goes_on_and_the_cluster_comes_back(
         nats_server, start_node, clients):  # noqa: F811
     """A streams to a path with a client on A and one on B; the server is killed for a second and
