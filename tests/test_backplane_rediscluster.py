@@ -31,9 +31,6 @@ from .netutil import wait_until
 
 # clients and start_node are fixtures, taken with request.getfixturevalue (as parameters: F811)
 from .test_backplane import BACK, LOST, WAIT, backplane_url, clients, first_after, start_node, tag  # noqa: F401
-from .test_backplane import (
-    test_a_killed_nodes_members_leave_presence_and_are_reported_once_as_leaves as killed_node_case,
-)
 
 AWKWARD = ["lobby", "", "}", "{", "}x", "{a}b", "a{}b", "{{}}", "x{", "room:with:colons", "é{ü}", "a" * 300]
 QUERY = "?heartbeat=0.5&probe=0.5"
@@ -268,11 +265,6 @@ def test_rooms_paths_and_inboxes_reach_a_client_on_another_node(redis_cluster_mo
         a.post("/do/publish", room=f"}}{t}{{", text="to the room")
         assert receiver.recv() == "to the room"
     assert a.get("/count")["count"] == b.get("/count")["count"] == 3
-
-
-def test_a_killed_nodes_members_leave_presence_once_the_heartbeats_on_every_shard_stop(redis_cluster_module, request):
-    """test_backplane.py's case on the cluster: B SIGKILLed, its members reported gone once."""
-    killed_node_case(redis_cluster_module, request.getfixturevalue("start_node"), request.getfixturevalue("clients"))
 
 
 def test_a_shard_master_killed_its_replica_takes_over_and_delivery_comes_back(redis_cluster, request):
