@@ -15,7 +15,8 @@ per step: starting takes well under a second here. Offered:
   `nodes` (all six).
 - `kill_master(i)` (SIGKILL by PID), `wait_failover()` (until every slot is served by a live
   master again and every live node says ok), `migrate_slot(slot, target)` (SETSLOT
-  IMPORTING/MIGRATING, MIGRATE of the slot's keys, SETSLOT NODE on both, as a resharding does).
+  IMPORTING/MIGRATING, MIGRATE of the slot's keys, SETSLOT NODE on both, as a resharding does;
+  its halves `begin_migration(slot, target)` -> source and `end_migration(slot, source, target)`).
 
 Fixtures `redis_cluster` (a fresh cluster per test) and `redis_cluster_module` (one per module,
 for tests that do not break it); a test module imports them by their functions' names:
@@ -149,15 +150,25 @@ class RedisClusterServers:
     def migrate_slot(self, slot: int, target: RedisServer) -> None:
         """Move `slot` with its keys to the master `target`, as `redis-cli --cluster reshard` does."""
         source = self.owner(slot)
-        if source is target:
-            return
-        source_id, target_id = self.ids[source.port], self.ids[target.port]
-        target.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        source.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        if source is not target:
+            self.begin_migration(slot, target)
+            self.end_migration(slot, source, target)
+
+    def begin_migration(self, slot: int, target: RedisServer) -> RedisServer:
+        """The first half of a migration: `slot` IMPORTING on `target`, MIGRATING on its owner,
+        and its keys moved; the owner still serves it (a command on a key that moved gets ASK).
+        Returns the owner."""
+        source = self.owner(slot)
+        target.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[source.port])
+        source.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[target.port])
         while keys := source.execute("CLUSTER", "GETKEYSINSLOT", slot, 100):
             source.execute("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
-        target.execute("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        source.execute("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return source
+
+    def end_migration(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """The second half: `target` owns `slot` (SETSLOT NODE on both), as every master sees."""
+        for server in (target, source):
+            server.execute("CLUSTER", "SETSLOT", slot, "NODE", self.ids[target.port])
         _wait(lambda: all(_slot_owner_seen(s, slot) == target.port for s in self.live() if s in self.masters),
               f"every master sees slot {slot} at {target.port}")
 

@@ -34,6 +34,7 @@ from .test_backplane import BACK, LOST, WAIT, backplane_url, clients, first_afte
 
 AWKWARD = ["lobby", "", "}", "{", "}x", "{a}b", "a{}b", "{{}}", "x{", "room:with:colons", "é{ü}", "a" * 300]
 QUERY = "?heartbeat=0.5&probe=0.5"
+LIMITS = HistoryLimits(size=100)
 
 
 def naming() -> RedisClusterBackplane:
@@ -414,5 +415,33 @@ def test_a_thousand_connects_at_once_are_one_hincrby_per_shard(redis_cluster_mod
             await until(lambda: sum(hincrbys()) >= 3, "the counts written")
             assert await b.backplane.count() == 999
             assert hincrbys() == [1, 1, 1]
+
+    run(main)
+
+
+def test_a_history_publish_meeting_ask_mid_migration_is_sent_again_and_kept_once(redis_cluster_module):
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+    kept = Topic(TopicKind.KEPT, f"asked-{tag()}")
+
+    async def main() -> None:
+        async with started(url, 2) as (a, b):
+            channel = await b.follow(kept)
+            a.backplane.publish_kept(kept, b"before", LIMITS)
+            await until(lambda: len(b.heard.get(channel, ())) == 1, "the first message")
+            slot = slot_of(channel)
+            target = next(m for m in servers.masters if m is not servers.owner(slot))
+            asks = sum(m.info("errorstats").get("errorstat_ASK", {}).get("count", 0) for m in servers.masters)
+            # the room's keys are on the target, the slot still the source's: its script gets ASK
+            source = await asyncio.to_thread(servers.begin_migration, slot, target)
+            a.backplane.publish_kept(kept, b"during", LIMITS)
+            await until(lambda: sum(m.info("errorstats").get("errorstat_ASK", {}).get("count", 0)
+                                    for m in servers.masters) > asks, "an ASK")
+            await asyncio.to_thread(servers.end_migration, slot, source, target)
+            await until(lambda: len(b.heard[channel]) == 2, "the message sent again")
+            assert [decode_kept(data)[::2] for data in b.heard[channel]] == [(1, b"before"), (2, b"during")]
+            position, stored = await b.backplane.history(kept, None, None)
+            assert [s.envelope for s in stored] == [b"before", b"during"] and position.offset == 2
+            assert (a.backplane.lost, a.backplane.outages) == (0, 0)
 
     run(main)
