@@ -198,7 +198,8 @@ class RedisClusterBackplane(RedisBackplane):
 
     async def _send_routed(self, clients: dict[str, redis_asyncio.Redis], batch: list[Command]) -> None:
         """Send `batch` split by shard, the parts at once; what was redirected again, in order."""
-        if self._stale:
+        if self._stale:  # the writer starts over on the subscriber's masters
+            self._drop(batch)
             raise ConnectionError("the Redis Cluster's masters changed")
         for _ in range(_REDIRECTS):
             assert self._writing is not None
@@ -221,12 +222,16 @@ class RedisClusterBackplane(RedisBackplane):
                 return
             batch = [command for command, _ in rerouted]
             if any(isinstance(why, MovedError) for _, why in rerouted):
-                self._writing = await self._topology()
+                try:
+                    self._writing = await self._topology()
+                except ConnectionError:
+                    self._drop(batch)
+                    raise
             else:
                 await asyncio.sleep(_MIGRATING_PAUSE)
         logger.warning("tether backplane: %d command(s) still redirected after %d tries (a slot migration "
                        "under way); cluster messages among them are lost", len(batch), _REDIRECTS)
-        self._drop(batch)
+        self._drop(batch, outage=False)
 
     def _redirected(self, command: Command, reply: Any) -> bool:
         if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
@@ -234,12 +239,13 @@ class RedisClusterBackplane(RedisBackplane):
             return True
         return False
 
-    def _drop(self, commands: list[Command]) -> None:
-        """`commands` will not be sent: messages among them are lost, callers told."""
+    def _drop(self, commands: list[Command], outage: bool = True) -> None:
+        """`commands` will not be sent: messages among them are lost (in the outage that
+        this is the start of, unless `outage` is False), callers told."""
         for _, _, result, is_message in commands:
             if is_message:
                 self.lost += 1
-                self._outage_lost += 1
+                self._outage_lost += outage
             if result is not None and not result.done():
                 result.set_exception(ConnectionError("the backplane went down"))
 
