@@ -58,6 +58,7 @@ ports --port-base..18999 are used; only processes started here are signalled, by
 is bounded.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -140,7 +141,8 @@ def precheck(name):
         py = f"{TETHER_VENV}/bin/python"
         if not os.access(py, os.X_OK):
             return f"{py} missing (from the project root: ../shared/bench/setup.sh tether)"
-        r = subprocess.run([py, "-c", "import tether, redis.asyncio"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([py, "-c", "import tether, redis.asyncio"], capture_output=True, text=True, timeout=60,
+                           check=False)
         if r.returncode:
             return (f"{TETHER_VENV} cannot import tether + redis.asyncio ({r.stderr.strip().splitlines()[-1:]}); "
                     "the backplane needs the redis extra: bench/cluster/setup.sh tether")
@@ -171,7 +173,7 @@ def server_log_notes(path, limit=4):
 # ------------------------------------------------------------------ processes
 
 def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -227,23 +229,17 @@ def stop(proc, grace=5.0):
         return
     pids = tree(proc.pid)
     for p in reversed(pids):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.time() + grace
     while time.time() < deadline and (proc.poll() is None or any(_alive(p) for p in pids[1:])):
         time.sleep(0.05)
     for p in pids:
         if _alive(p):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 class CpuTracker:
@@ -274,7 +270,7 @@ class CpuTracker:
 def machine_ticks():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
     return user + nice + system + irq + softirq, steal, sum(v[:8])
 
 
@@ -375,7 +371,8 @@ def start_redis(port, logf, workdir):
     argv = ["taskset", "-c", SERVER_CPU, REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", d, "--daemonize", "no", "--protected-mode", "yes",
             "--loglevel", "warning", "--logfile", ""]
-    proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=child_setup)
+    proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                            preexec_fn=child_setup)  # noqa: PLW1509 (no thread of this script runs now)
     deadline = time.time() + 10
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -486,7 +483,7 @@ def wait_ready(port, proc, logf, workers, limit=40.0):
             continue
         try:
             r = subprocess.run(["taskset", "-c", CLIENT_CPU, LOADGEN, "-m", "rtt", "-n", "200", "-p", str(port),
-                                "--timeout", "5"], capture_output=True, text=True, timeout=15)
+                                "--timeout", "5"], capture_output=True, text=True, timeout=15, check=False)
             res, why = parse_result(r.stdout), (r.stdout + r.stderr).strip()[:300]
         except subprocess.TimeoutExpired:
             res, why = None, "probe timed out"
@@ -601,7 +598,8 @@ def run_fanout(name, rep, ports, logdir, a, engine=None):
                 rec.update(ok=0, error=why)
                 return rec
             srv = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], cwd=cwd, env={**os.environ, **extra},
-                                   stdout=logf, stderr=subprocess.STDOUT, preexec_fn=child_setup)
+                                   stdout=logf, stderr=subprocess.STDOUT,
+                                   preexec_fn=child_setup)  # noqa: PLW1509 (no thread of this script runs now)
             err, nworkers = wait_ready(port, srv, logf, a.workers)
             rec["workers_seen_at_start"] = nworkers
             if err:
@@ -620,7 +618,7 @@ def run_fanout(name, rep, ports, logdir, a, engine=None):
             sampler = Sampler(port, rport if redis else None, a.conns + 1, cpu, backplane_pids)
             t0 = time.time()
             lg = subprocess.Popen(lgcmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  preexec_fn=child_setup)
+                                  preexec_fn=child_setup)  # noqa: PLW1509 (the sampler thread starts after)
             sampler.start()
             try:
                 o, e = lg.communicate(timeout=a.timeout + 30)
@@ -850,7 +848,8 @@ def report_history_bar(med, peers, servers):
     if peers:
         best = max(peers, key=peers.get)
         r = h / peers[best] if peers[best] else float("inf")
-        print(f"  vs the best peer ({best} {peers[best]:.0f}): {r:.2f}x  [bar >= 10x: {'MET' if r >= 10 else 'NOT MET'}]")
+        print(f"  vs the best peer ({best} {peers[best]:.0f}): {r:.2f}x  "
+              f"[bar >= 10x: {'MET' if r >= 10 else 'NOT MET'}]")
     else:
         print("  vs the best peer: no peer ran  [bar >= 10x: not measured]")
 
@@ -861,7 +860,8 @@ def client_python(a):
     for p in (a.client_python, f"{TETHER_VENV}/bin/python", f"{VENVS}/tether/bin/python",
               os.path.join(ROOT, ".venv", "bin", "python")):
         if p and os.access(p, os.X_OK):
-            r = subprocess.run([p, "-c", "import websockets.asyncio.client"], capture_output=True, timeout=30)
+            r = subprocess.run([p, "-c", "import websockets.asyncio.client"], capture_output=True, timeout=30,
+                               check=False)
             if r.returncode == 0:
                 return p
     raise SystemExit("no python with the websockets asyncio client (use --client-python)")
@@ -892,8 +892,8 @@ def run_latency(name, rep, ports, logdir, a, pyclient):
                     return rec
                 nodes.append(subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], cwd=cwd,
                                               env={**os.environ, **extra}, stdout=logf, stderr=subprocess.STDOUT,
-                                              preexec_fn=child_setup))
-            for port, node in zip((pa, pb), nodes):
+                                              preexec_fn=child_setup))  # noqa: PLW1509 (no thread runs now)
+            for port, node in zip((pa, pb), nodes, strict=True):
                 err, _ = wait_ready(port, node, logf, 1)
                 if err:
                     rec.update(ok=0, error=f"node :{port}: {err}")
@@ -907,7 +907,7 @@ def run_latency(name, rep, ports, logdir, a, pyclient):
             tk0, t0 = cpu.sample(), time.time()
             cmd0 = redis_cmdstats(rport)
             try:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 40,
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 40, check=False,
                                    preexec_fn=child_setup)
                 out, err = r.stdout, r.stderr
             except subprocess.TimeoutExpired as ex:
@@ -926,7 +926,7 @@ def run_latency(name, rep, ports, logdir, a, pyclient):
                 rec.update(ok=0, error="no RESULT from latency client: " + (err or "").strip()[-300:])
             else:
                 rec.update(json.loads(line[7:]))
-            for port, node in zip((pa, pb), nodes):
+            for port, node in zip((pa, pb), nodes, strict=True):
                 if node.poll() is not None:
                     rec.update(ok=0, error=f"node :{port} died (exit {node.returncode})")
         except RuntimeError as ex:
@@ -1019,7 +1019,7 @@ def main():
     ap.add_argument("--quiet-wait", type=float, default=90.0, help="max seconds to wait for quiet per run")
     ap.add_argument("--nice", type=int, default=-10, help="nice value of servers, redis and clients (0 = off)")
     a = ap.parse_args()
-    global NICE, LOADGEN, TETHER_VENV
+    global NICE, LOADGEN, TETHER_VENV  # noqa: PLW0603 (settings of this script's run, read by every mode)
     NICE = a.nice
     # without $VENVS/tether: the project's own venv (an editable install of this tree)
     TETHER_VENV = a.tether_venv or (TETHER_VENV if os.access(f"{TETHER_VENV}/bin/python", os.X_OK)
@@ -1039,10 +1039,8 @@ def main():
     if not os.access(REDIS_SERVER, os.X_OK):
         sys.exit(f"{REDIS_SERVER} not found (apt-get install redis-server, or REDIS_SERVER=...)")
     LOADGEN = find_loadgen()
-    try:  # this runner's own threads (CPU sampling, ss) stay off the server's CPU
+    with contextlib.suppress(OSError):  # this runner's own threads (CPU sampling, ss) stay off the server's CPU
         os.sched_setaffinity(0, {int(CLIENT_CPU)})
-    except OSError:
-        pass
     pyclient = client_python(a) if a.latency else None
     raise_nofile()
 
