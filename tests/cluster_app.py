@@ -17,7 +17,9 @@ Each route takes a `{tag}` (a test's own paths: broadcasts of one test reach no 
 HTTP control endpoints act on THIS node (POST, parameters in the query string): `/do/send_to`,
 `/do/broadcast`, `/do/publish`, `/do/close`, `/do/sync/{op}` (the `*_sync` twin, called from a
 new `threading.Thread`), `/do/burst` (n publishes numbered from `start`, in one go), `/do/stream/start` and
-`/do/stream/stop` (a background task broadcasting `{"seq": i}` every `interval` s);
+`/do/stream/stop` (a background task broadcasting `{"seq": i}` every `interval` s), `/do/block`
+(the event loop held for `seconds` by a blocking call, as a long synchronous handler would,
+`times` times with one turn of the loop between);
 GET `/count`, `/presence`, `/presence_log` (every `on_presence` diff this node reported),
 `/status` (the backplane's state, lost, outages; the node and the pid), `/heard?path=P` (returns
 once this node is subscribed to path P).
@@ -29,6 +31,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from typing import Any
 
 from tether import App, WebSocket
@@ -171,6 +174,14 @@ async def do_stream_stop(path: str):
     task = streams.pop(path)
     task.cancel()
     return {"stopped": path}
+
+
+@app.post("/do/block")
+async def do_block(seconds: float, times: int = 1):
+    for _ in range(times):
+        time.sleep(seconds)  # on the event loop, on purpose: nothing else of this node runs meanwhile
+        await asyncio.sleep(0)  # then one turn of the loop for the others, as a storm of joins gives
+    return {"blocked": round(seconds * times, 3)}
 
 
 @app.get("/count")

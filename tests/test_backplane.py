@@ -712,6 +712,26 @@ def test_a_killed_nodes_members_leave_presence_and_are_reported_once_as_leaves(e
     wait_until(lambda: a.get("/count")["count"] == 1, message="B's connections gone from the count")
 
 
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_an_event_loop_held_longer_than_the_probe_is_no_outage(engine, engine_pool, start_node, clients):
+    """A node whose own event loop was held (a blocking handler, a storm of joins) for many
+    `probe` periods heard nothing meanwhile because it listened to nothing: that silence says
+    nothing of the backplane, and is no outage."""
+    a = start_node(backplane_url(engine_pool.servers(engine).url, prefix=f"held{tag()}", heartbeat="5"))
+    a.wait_state("up")
+    path = f"/fn/{tag()}"
+    receiver = clients(a, path)
+    # Held 0.6 s at a time (over the probe, 0.5 s), six times, a turn of the loop in between:
+    # a probe sent in one turn is answered while the loop is held, and read only after.
+    assert a.post("/do/block", seconds=0.6, times=6) == {"blocked": 3.6}
+    a.post("/do/broadcast", path=path, text="after the hold")
+    assert receiver.recv() == "after the hold"
+    time.sleep(1.5)  # three probe periods after it: a deafness noticed late would show by now
+    status = a.status()
+    assert (status["state"], status["outages"], status["lost"]) == ("up", 0, 0), a.warnings()
+    assert a.warnings("lost") == []
+
+
 # -- 10. reconnects leak no connection ---------------------------------------------------------------------------
 def test_a_hundred_reconnects_leave_redis_connected_clients_flat(redis_server, start_node):
     """100 reconnects: ten nodes through ten cycles (one node's supervisor backs off up to 1 s between

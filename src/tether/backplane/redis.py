@@ -403,7 +403,7 @@ class RedisBackplane(Backplane):
         channel `probe` (this node's inbox by default) after `probe` seconds of silence."""
         probe = probe or self.inbox
         loop = self._loop
-        heard = loop.time()
+        heard = previous = loop.time()
         probe_sent: float | None = None
         receive = self._receive
         while True:
@@ -414,6 +414,15 @@ class RedisBackplane(Backplane):
                 raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
+            late = now - previous - _READ_TICK
+            previous = now
+            if late > _READ_TICK:
+                # This task ran that much late: the loop was held elsewhere (a blocking handler,
+                # a storm of joins), and nothing was read meanwhile, the probe's answer included.
+                # That silence is not the backplane's: the clocks of silence skip it.
+                heard += late
+                if probe_sent is not None:
+                    probe_sent += late
             if message is None:
                 if probe_sent is not None:
                     if now - probe_sent > self.probe:
