@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -443,5 +444,131 @@ def test_a_history_publish_meeting_ask_mid_migration_is_sent_again_and_kept_once
             position, stored = await b.backplane.history(kept, None, None)
             assert [s.envelope for s in stored] == [b"before", b"during"] and position.offset == 2
             assert (a.backplane.lost, a.backplane.outages) == (0, 0)
+
+    run(main)
+
+
+# -- the subscriber restarting under many rooms ------------------------------------------------------
+LOST_LINE, BACK_LINE = "tether backplane: Redis lost", "tether backplane: Redis is back after"
+
+
+def subscriber_id(master: Any, least: int) -> str:
+    """The id of the newest subscriber connection on `master` that holds at least `least`
+    shard channels (the many-rooms node's: the other node's holds its probe and maybe its
+    inbox; an older one would be a connection of a previous start still closing)."""
+    entries = [dict(field.split("=", 1) for field in line.split())
+               for line in master.execute("CLIENT", "LIST", "TYPE", "pubsub").splitlines() if line]
+    return max((entry["id"] for entry in entries if int(entry["ssub"]) >= least), key=int)
+
+
+async def delivered(a: Bare, b: Bare, channels: list[str], payload: bytes) -> None:
+    """A publishes `payload` into every channel until B heard it in each (what B's subscriber
+    had not subscribed again yet when A published is sent again: no timing assumed)."""
+    deadline = time.monotonic() + WAIT
+    missing = list(channels)
+    while missing:
+        assert time.monotonic() < deadline, f"{len(missing)} of {len(channels)} rooms not heard again"
+        for channel in missing:
+            a.backplane.publish(channel, payload)
+        await asyncio.sleep(0.5)
+        missing = [channel for channel in missing if payload not in b.heard.get(channel, ())]
+
+
+def test_a_subscriber_restarting_under_thousands_of_rooms_is_up_again_logs_each_outage_once_and_delivers(
+        redis_cluster_module, caplog):
+    """B follows 3,000 rooms on the three shards. Its subscriber restarts (subscribing them all
+    again) when: one shard's connection is killed; one shard is deaf while the others hear
+    (CLIENT PAUSE WRITE: the probes through it go unanswered); the writers' connections are
+    killed just before or just after it; its event loop is held meanwhile. After each, both
+    nodes are UP again within WAIT seconds, every outage was logged once as lost and once as
+    back, and every room delivers again."""
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+    masters = servers.masters
+
+    async def kill_subscriber(shard: int) -> None:
+        masters[shard].execute("CLIENT", "KILL", "ID", subscriber_id(masters[shard], 100))
+
+    async def kill_writers(shard: int) -> None:
+        masters[shard].execute("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+    async def main() -> None:
+        async with started(url, 2) as (a, b):
+            channels = [b.backplane.channel(Topic(TopicKind.ROOM, f"many-{i}")) for i in range(3000)]
+            await asyncio.gather(*[w for w in map(b.backplane.subscribe, channels) if w is not None])
+            await delivered(a, b, channels, b"before")
+
+            async def one_shard_killed() -> None:
+                await kill_subscriber(0)
+
+            async def one_shard_deaf() -> None:
+                masters[1].execute("CLIENT", "PAUSE", 3000, "WRITE")
+
+            async def writers_then_subscriber() -> None:
+                await kill_writers(2)
+                await until(lambda: b.backplane.state is BackplaneState.DOWN, "B down")
+                await kill_subscriber(0)
+
+            async def subscriber_then_writers() -> None:
+                await kill_subscriber(1)
+                await until(lambda: b.backplane.state is BackplaneState.DOWN, "B down")
+                await kill_writers(0)
+
+            async def on_a_held_loop() -> None:
+                await kill_subscriber(2)
+                for _ in range(8):  # the restart runs in the turns between 0.4 s holds
+                    time.sleep(0.4)
+                    await asyncio.sleep(0)
+
+            for phase in (one_shard_killed, one_shard_deaf, writers_then_subscriber, subscriber_then_writers,
+                          on_a_held_loop):
+                outages = b.backplane.outages
+                await phase()
+                await until(lambda outages=outages: b.backplane.outages > outages, f"{phase.__name__}: B's outage")
+                await until(lambda: a.backplane.state is b.backplane.state is BackplaneState.UP,
+                            f"{phase.__name__}: both up again")
+                lines = [record.getMessage() for record in caplog.records]
+                total = a.backplane.outages + b.backplane.outages
+                assert sum(line.startswith(LOST_LINE) for line in lines) == total, (phase.__name__, lines)
+                assert sum(line.startswith(BACK_LINE) for line in lines) == total, (phase.__name__, lines)
+                await delivered(a, b, channels, phase.__name__.encode())
+
+    with caplog.at_level(logging.WARNING, logger="tether.backplane"):
+        run(main)
+
+
+def test_rooms_left_while_the_subscriber_restarts_are_not_subscribed_again(redis_cluster_module):
+    """The restart subscribes the rooms followed when it began; a room left before it is up
+    again (the hub's last member gone) is unsubscribed once it is: not heard any more."""
+    servers = redis_cluster_module
+    url = servers.url + QUERY + f"&prefix={tag()}"
+
+    async def main() -> None:
+        async with started(url, 2) as (a, b):
+            channels = [b.backplane.channel(Topic(TopicKind.ROOM, f"leaving-{i}")) for i in range(300)]
+            await asyncio.gather(*[w for w in map(b.backplane.subscribe, channels) if w is not None])
+            kept, left = channels[:150], channels[150:]
+            master = servers.masters[0]
+            master.execute("CLIENT", "KILL", "ID", subscriber_id(master, 20))
+            await until(lambda: b.backplane.outages == 1, "B's outage")
+            # every turn of the loop until the restart has subscribed everything, not yet up
+            deadline = time.monotonic() + WAIT
+            while not (b.backplane._pubsubs and not b.backplane._sub_up):
+                assert time.monotonic() < deadline, "B's subscriber restarting"
+                await asyncio.sleep(0)
+            for channel in left:
+                b.backplane.unsubscribe(channel)
+            await until(lambda: b.backplane.state is BackplaneState.UP, "B up again")
+
+            def still_subscribed() -> list[str]:
+                return [channel for channel in left
+                        if servers.owner(slot_of(channel)).execute("PUBSUB", "SHARDCHANNELS", channel)]
+
+            await until(lambda: not still_subscribed(), "the rooms left unsubscribed")
+            await delivered(a, b, kept, b"kept")
+            for channel in left:
+                a.backplane.publish(channel, b"gone")
+            await delivered(a, b, kept, b"after")  # in order per shard: the left rooms' went first
+            assert not [channel for channel in left if b"gone" in b.heard.get(channel, ())]
 
     run(main)

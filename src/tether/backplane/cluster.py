@@ -297,12 +297,15 @@ class RedisClusterBackplane(RedisBackplane):
 
     def _hears(self, probe: str) -> None:
         """Up once the probe channel of every shard is subscribed; the channels subscribed
-        meanwhile (after the start's were chosen, before it was up) are subscribed now."""
+        meanwhile (after the start's were chosen, before it was up) are subscribed now, and
+        those unsubscribed meanwhile are unsubscribed now (the start subscribed them again)."""
         self._heard.add(probe)
         if not self._sub_up and self._heard >= set(self._probes.values()):
             self._sub_up = True
             for channel in self._channels - self._subscribed:
                 self._loop.create_task(self._send_subscription(self._pubsub_of(channel), "ssubscribe", channel))
+            for channel in self._subscribed - self._channels - {self.inbox}:
+                self._loop.create_task(self._send_subscription(self._pubsub_of(channel), "sunsubscribe", channel))
             self._maybe_up()
 
     def _maybe_up(self) -> None:
