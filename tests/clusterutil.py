@@ -16,7 +16,8 @@ per step: starting takes well under a second here. Offered:
 - `kill_master(i)` (SIGKILL by PID), `wait_failover()` (until every slot is served by a live
   master again and every live node says ok), `migrate_slot(slot, target)` (SETSLOT
   IMPORTING/MIGRATING, MIGRATE of the slot's keys, SETSLOT NODE on both, as a resharding does;
-  its halves `begin_migration(slot, target)` -> source and `end_migration(slot, source, target)`).
+  its halves `begin_migration(slot, target)` -> source and `end_migration(slot, source, target)`),
+  `add_master()` (one more master, no slot yet: a target for `migrate_slot`).
 
 Fixtures `redis_cluster` (a fresh cluster per test) and `redis_cluster_module` (one per module,
 for tests that do not break it); a test module imports them by their functions' names:
@@ -146,6 +147,19 @@ class RedisClusterServers:
         self._wait_ok(self.live())
         _wait(lambda: all(self.owner(slot).running for slot in (0, SLOTS // 2, SLOTS - 1)),
               "a live master serves every slot")
+
+    def add_master(self) -> RedisServer:
+        """One more master, serving no slot yet, met by the others (as `redis-cli --cluster
+        add-node` does), once every node says ok; `migrate_slot` gives it slots."""
+        server = self._server().start()
+        self.masters.append(server)
+        self.ids[server.port] = server.execute("CLUSTER", "MYID")
+        first = self.masters[0]
+        server.execute("CLUSTER", "MEET", first.host, first.port, self.buses[first.port])
+        _wait(lambda: all(len(s.execute("CLUSTER", "NODES").splitlines()) == len(self.nodes) for s in self.live()),
+              "every node knows the new master")
+        self._wait_ok(self.live())
+        return server
 
     def migrate_slot(self, slot: int, target: RedisServer) -> None:
         """Move `slot` with its keys to the master `target`, as `redis-cli --cluster reshard` does."""

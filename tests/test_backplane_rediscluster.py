@@ -572,3 +572,43 @@ def test_rooms_left_while_the_subscriber_restarts_are_not_subscribed_again(redis
             assert not [channel for channel in left if b"gone" in b.heard.get(channel, ())]
 
     run(main)
+
+
+def test_a_master_the_writer_has_not_met_yet_costs_one_outage_and_no_probe_is_dropped(redis_cluster, caplog):
+    """A followed room's slot moves to a master the cluster just gained: the subscriber starts
+    over on four masters while the writer, its publish held by CLIENT PAUSE WRITE on another
+    master, is still on three. The writer then starts over on the four with what was queued
+    meanwhile, the subscriber's probe among it (were it dropped, the probe's silence would
+    make a second outage): one outage, logged once each way, and delivery on every master."""
+    servers = redis_cluster
+    # heartbeats far apart: the first command after the subscriber's restart is its probe
+    url = servers.url + f"?heartbeat=30&probe=2&prefix={tag()}"
+    new = servers.add_master()
+
+    async def main() -> None:
+        async with started(url, 1) as (b,):
+            room = await b.follow(Topic(TopicKind.ROOM, "moving"))
+            slot = slot_of(room)
+            held = next(m for m in servers.masters[:3] if m is not servers.owner(slot))
+            held_room = next(channel for channel in (b.backplane.channel(Topic(TopicKind.ROOM, f"held-{i}"))
+                                                     for i in range(10_000))
+                             if servers.owner(slot_of(channel)) is held)
+            await b.follow(Topic(TopicKind.ROOM, held_room.rpartition("}")[2]))
+            source = await asyncio.to_thread(servers.begin_migration, slot, new)
+            held.execute("CLIENT", "PAUSE", 1500, "WRITE")
+            b.backplane.publish(held_room, b"held")  # the writer waits on it until the pause ends
+            await asyncio.to_thread(servers.end_migration, slot, source, new)
+            await until(lambda: b.backplane._stale, "the subscriber on four masters, the writer on three")
+            await until(lambda: b.backplane.state is BackplaneState.UP, "up on four masters")
+            assert len(b.backplane._writing.masters) == 4
+            await asyncio.sleep(2 * b.backplane.probe + 1)  # a dropped probe would be a deafness by now
+            assert b.backplane.outages == 1
+            lines = [record.getMessage() for record in caplog.records]
+            assert [sum(line.startswith(start) for line in lines) for start in (LOST_LINE, BACK_LINE)] == [1, 1]
+            for channel in (room, held_room):
+                b.backplane.publish(channel, b"after")
+                await until(lambda channel=channel: b"after" in b.heard.get(channel, ()), "heard on its master")
+            assert b.heard[held_room][0] == b"held"
+
+    with caplog.at_level(logging.WARNING, logger="tether.backplane"):
+        run(main)

@@ -54,6 +54,7 @@ from typing import Any
 import redis.asyncio as redis_asyncio
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, TryAgainError
 
+from .base import BackplaneState
 from .redis import RedisBackplane, _Keys, logger
 from .slots import Topology, slot_of, tag
 from .topic import Topic, channel_name, parse_channel
@@ -181,7 +182,14 @@ class RedisClusterBackplane(RedisBackplane):
 
     # -- the writer ---------------------------------------------------------------------------
     async def _write(self) -> None:
-        self._writing = topology = await self._topology()
+        """The writer, on the slot map it reads. Started over on the subscriber's masters
+        (`_stale`), it keeps what was queued (the subscriber's probes among it) and sends it
+        first; any other end fails what is queued."""
+        try:
+            self._writing = topology = await self._topology()
+        except BaseException:
+            self._fail_queue()
+            raise
         self._stale = False
         clients: dict[str, redis_asyncio.Redis] = {}
         try:
@@ -191,16 +199,26 @@ class RedisClusterBackplane(RedisBackplane):
             await self._drain(functools.partial(self._send_routed, clients))
         finally:
             self._pub_up = False
-            self._fail_queue()
+            if not self._stale or self.state is BackplaneState.STOPPED:
+                self._fail_queue()
             for client in clients.values():
                 with contextlib.suppress(Exception):  # as in RedisBackplane._write
                     await asyncio.wait_for(client.aclose(), 1.0)
 
     async def _send_routed(self, clients: dict[str, redis_asyncio.Redis], batch: list[Command]) -> None:
-        """Send `batch` split by shard, the parts at once; what was redirected again, in order."""
-        if self._stale:  # the writer starts over on the subscriber's masters
-            self._drop(batch)
-            raise ConnectionError("the Redis Cluster's masters changed")
+        """Send `batch` split by shard, the parts at once; what was redirected again, in order.
+        When the subscriber is on other masters (`_stale`), the writer starts over on theirs:
+        before `batch`, which goes back to the head of the queue, or right after it (the
+        subscriber may have come up while it was out)."""
+        if self._stale:
+            self._queue.extendleft(reversed(batch))
+        else:
+            await self._route(batch, clients)
+            if not self._stale:
+                return
+        raise ConnectionError("the Redis Cluster's masters changed")
+
+    async def _route(self, batch: list[Command], clients: dict[str, redis_asyncio.Redis]) -> None:
         for _ in range(_REDIRECTS):
             assert self._writing is not None
             parts: dict[str, list[Command]] = {}
@@ -311,11 +329,11 @@ class RedisClusterBackplane(RedisBackplane):
     def _maybe_up(self) -> None:
         """Up when both halves are, on the same masters; else the writer starts over on the
         subscriber's (a failover the writer has not met yet: it would fail on its first write)."""
-        if (self._sub_up and self._pub_up and self._reading is not None and self._writing is not None
-                and self._reading.masters != self._writing.masters):
-            self._stale = True
-            self._wakeup.set()
-            return
+        if self._sub_up and self._pub_up and self._reading is not None and self._writing is not None:
+            self._stale = self._reading.masters != self._writing.masters
+            if self._stale:
+                self._wakeup.set()
+                return
         super()._maybe_up()
 
     def _slot_moved(self, channel: str) -> None:
