@@ -595,7 +595,7 @@ def test_a_master_the_writer_has_not_met_yet_costs_one_outage_and_no_probe_is_dr
                              if servers.owner(slot_of(channel)) is held)
             await b.follow(Topic(TopicKind.ROOM, held_room.rpartition("}")[2]))
             source = await asyncio.to_thread(servers.begin_migration, slot, new)
-            held.execute("CLIENT", "PAUSE", 1500, "WRITE")
+            held.execute("CLIENT", "PAUSE", 3000, "WRITE")
             b.backplane.publish(held_room, b"held")  # the writer waits on it until the pause ends
             await asyncio.to_thread(servers.end_migration, slot, source, new)
             await until(lambda: b.backplane._stale, "the subscriber on four masters, the writer on three")
