@@ -476,6 +476,52 @@ async def test_a_node_whose_subscriber_was_cut_reads_back_what_it_missed_when_re
 
 
 @scenario
+async def test_rooms_followed_and_left_while_the_subscriber_restarts_are_subscribed_and_left_once_it_is_up(
+        redis: Engine) -> None:
+    """A room followed (or left) after the restarting subscriber chose its channels, before
+    it heard its own inbox again, is subscribed (or unsubscribed) once it is up: not missed
+    for the connection's life (nor heard by a node without members)."""
+    member, publisher = await redis.node(), await redis.node()
+    server = redis.server
+    assert server is not None
+    backplane: Any = member.backplane
+
+    async def in_the_window() -> bool:
+        """Cut the subscriber; True once its restart sent its channels and has not yet heard
+        its inbox back (a turn of the loop at least, unless the answer was read at once: then
+        False, once it is up again)."""
+        assert server is not None and server.client_kill_pubsub() == 2
+        await until(lambda: backplane.state is BackplaneState.DOWN, "the member's subscriber cut")
+        deadline = time.monotonic() + 10
+        while not (backplane._pubsub is not None and not backplane._sub_up):
+            if backplane.state is BackplaneState.UP:
+                return False  # up again: the window went by unseen
+            assert time.monotonic() < deadline, "the subscriber did not restart"
+            await asyncio.sleep(0)
+        return True
+
+    for attempt in range(20):
+        gone = Topic(TopicKind.KEPT, f"gone {attempt}")
+        await member.follow(gone)
+        if await in_the_window():
+            break
+        await until(lambda: all(node.backplane.state is BackplaneState.UP for node in (member, publisher)),
+                    "both nodes up again")
+    else:
+        raise AssertionError("the restart's window was never seen in 20 restarts")
+    joined = Topic(TopicKind.KEPT, "joined in the window")
+    await member.follow(joined)  # the subscriber is not up: nothing to wait for
+    backplane.unsubscribe(backplane.channel(gone))
+    await until(lambda: backplane.state is BackplaneState.UP, "the member up again")
+    await until(lambda: server.execute("PUBSUB", "NUMSUB", backplane.channel(joined))[1] == 1,
+                "the room followed in the window subscribed")
+    await until(lambda: server.execute("PUBSUB", "NUMSUB", backplane.channel(gone))[1] == 0,
+                "the room left in the window unsubscribed")
+    publisher.publish(b"heard", joined)
+    assert [envelope for _, _, envelope in await member.hears(1, joined)] == [b"heard"]
+
+
+@scenario
 async def test_a_message_redis_refuses_is_counted_lost(redis: Engine) -> None:
     node = await redis.node()
     server = redis.server

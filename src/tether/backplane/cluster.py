@@ -120,7 +120,6 @@ class RedisClusterBackplane(RedisBackplane):
         self._pubsubs: dict[str, Any] = {}      # master -> its subscriber connection
         self._probes: dict[str, str] = {}       # master -> this node's probe channel there
         self._heard: set[str] = set()           # probe channels whose subscription is in force
-        self._subscribed: set[str] = set()      # the channels the subscribers' start subscribed
         self._rerouted: list[tuple[Command, RedisError]] = []
         self._moved: set[str] = set()           # channels whose slot moved, to subscribe again
         self._following: asyncio.Task[None] | None = None
@@ -320,10 +319,7 @@ class RedisClusterBackplane(RedisBackplane):
         self._heard.add(probe)
         if not self._sub_up and self._heard >= set(self._probes.values()):
             self._sub_up = True
-            for channel in self._channels - self._subscribed:
-                self._loop.create_task(self._send_subscription(self._pubsub_of(channel), "ssubscribe", channel))
-            for channel in self._subscribed - self._channels - {self.inbox}:
-                self._loop.create_task(self._send_subscription(self._pubsub_of(channel), "sunsubscribe", channel))
+            self._catch_up_subscriptions()
             self._maybe_up()
 
     def _maybe_up(self) -> None:

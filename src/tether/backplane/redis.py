@@ -246,6 +246,7 @@ class RedisBackplane(Backplane):
         self.inbox = self.channel(Topic(TopicKind.NODE, node.hex()))
         self._node_name = node.hex()
         self._channels: set[str] = set()
+        self._subscribed: set[str] = set()  # the channels the subscriber's (last) start subscribed
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._queue: deque[tuple[str, tuple[Any, ...], asyncio.Future[Any] | None, bool]] = deque()
         self._wakeup = asyncio.Event()
@@ -384,10 +385,10 @@ class RedisBackplane(Backplane):
         client = await self._client()
         pubsub = client.pubsub()
         try:
-            channels = [self.inbox, *self._channels]
-            await pubsub.subscribe(*channels)
+            self._subscribed = {self.inbox, *self._channels}
+            await pubsub.subscribe(*self._subscribed)
             self._pubsub = pubsub
-            await self._read(pubsub, set(channels))
+            await self._read(pubsub, set(self._subscribed))
         finally:
             self._pubsub = None
             self._sub_up = False
@@ -458,7 +459,18 @@ class RedisBackplane(Backplane):
         """The subscription to the probe channel `probe` is in force: the subscriber is up."""
         if not self._sub_up:
             self._sub_up = True
+            self._catch_up_subscriptions()
             self._maybe_up()
+
+    def _catch_up_subscriptions(self) -> None:
+        """The subscriber is up: the channels followed since its start chose its channels
+        (`_subscribed`) are subscribed now, and those left since are unsubscribed (a
+        `subscribe` or `unsubscribe` meanwhile had no subscriber up to send it on)."""
+        for channel in self._channels - self._subscribed:
+            self._loop.create_task(self._send_subscription(self._pubsub_of(channel), self._subscribe_command, channel))
+        for channel in self._subscribed - self._channels - {self.inbox}:
+            self._loop.create_task(self._send_subscription(self._pubsub_of(channel), self._unsubscribe_command,
+                                                           channel))
 
     def _slot_moved(self, channel: str) -> None:
         """Redis ended the subscription to the shard channel `channel` (a Redis Cluster slot
