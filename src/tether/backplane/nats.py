@@ -63,6 +63,7 @@ from nats.js.kv import KeyValue
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .following import Following
 from .history import HistoryLimits, Position, Stored
+from .loopclock import HeldClock
 from .nats_kept import InOrder, KeptRooms, kept_message
 from .nats_names import MAX_SUBJECT, Names, parse_url
 from .outage import OutageLog
@@ -76,6 +77,8 @@ _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 1.0
 _MAX_PENDING = 100_000    # items queued for the writer; past it, messages are lost
 _CONNECT_TIMEOUT = 2      # seconds, per server tried
 _API_TIMEOUT = 5.0        # a JetStream request (bucket, stream lookups, reads)
+_PONG_TICK = 0.05         # how often a PING's answer is looked for (`_answered`)
+_PONG_BOUND = 3600        # nats-py's own bound on a PING's answer, never met: `_answered` decides
 #: KV entries (presence, node keys, and the markers of deleted ones) not written again for
 #: this long go; a node writes its presence again every third of it
 BUCKET_TTL = 3600.0
@@ -248,10 +251,27 @@ class NatsBackplane(Backplane):
             if nc.stats["in_msgs"] != heard:
                 heard = nc.stats["in_msgs"]
                 continue
-            try:
-                await nc.flush(timeout=self.probe)  # type: ignore[arg-type]  # a float works: wait_for takes it
-            except (TimeoutError, NatsError) as exc:
-                raise _Deaf(f"nothing heard for {self.probe} s, and no answer to a PING within {self.probe} s") from exc
+            await self._answered(nc)
+
+    async def _answered(self, nc: Client) -> None:
+        """Return once a PING is answered; raise `_Deaf` when it is not within `probe`
+        seconds, not counting the time the event loop was held elsewhere (the PONG may have
+        come meanwhile, unread: the reading task could not run either)."""
+        loop = asyncio.get_running_loop()
+        pong = asyncio.ensure_future(nc.flush(timeout=_PONG_BOUND))
+        clock = HeldClock(_PONG_TICK)
+        started = loop.time()
+        try:
+            while not pong.done():
+                await asyncio.wait({pong}, timeout=_PONG_TICK)
+                clock.held()
+                if not pong.done() and loop.time() - started - clock.total > self.probe:
+                    raise _Deaf(f"nothing heard for {self.probe} s, and no answer to a PING within {self.probe} s")
+            pong.result()
+        except (TimeoutError, NatsError) as exc:
+            raise _Deaf(f"nothing heard for {self.probe} s, and no answer to a PING: {exc!r}") from exc
+        finally:
+            pong.cancel()
 
     async def _bucket(self, js: JetStreamContext) -> KeyValue:
         """The cluster's KV bucket, made when missing (memory storage: it holds what nodes

@@ -65,6 +65,7 @@ from redis.exceptions import NoScriptError, RedisError
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
 from .history import NOWHERE, HistoryLimits, Position, Stored, new_epoch
+from .loopclock import HeldClock
 from .topic import Topic, TopicKind
 
 __all__ = ["RedisBackplane"]
@@ -404,7 +405,8 @@ class RedisBackplane(Backplane):
         channel `probe` (this node's inbox by default) after `probe` seconds of silence."""
         probe = probe or self.inbox
         loop = self._loop
-        heard = previous = loop.time()
+        heard = loop.time()
+        clock = HeldClock(_READ_TICK)
         probe_sent: float | None = None
         receive = self._receive
         while True:
@@ -415,15 +417,11 @@ class RedisBackplane(Backplane):
                 raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
-            late = now - previous - _READ_TICK
-            previous = now
-            if late > _READ_TICK:
-                # This task ran that much late: the loop was held elsewhere (a blocking handler,
-                # a storm of joins), and nothing was read meanwhile, the probe's answer included.
-                # That silence is not the backplane's: the clocks of silence skip it.
-                heard += late
+            held = clock.held()  # the loop held elsewhere: nothing was read meanwhile, the
+            if held:             # probe's answer included; that silence is not Redis's
+                heard += held
                 if probe_sent is not None:
-                    probe_sent += late
+                    probe_sent += held
             if message is None:
                 if probe_sent is not None:
                     if now - probe_sent > self.probe:
