@@ -262,7 +262,7 @@ class RedisClusterBackplane(RedisBackplane):
         for _, _, result, is_message in commands:
             if is_message:
                 self.lost += 1
-                self._outage_lost += outage
+                self._outage.lost(int(outage))
             if result is not None and not result.done():
                 result.set_exception(ConnectionError("the backplane went down"))
 

@@ -66,6 +66,7 @@ from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
 from .history import NOWHERE, HistoryLimits, Position, Stored, new_epoch
 from .loopclock import HeldClock
+from .outage import OutageLog
 from .topic import Topic, TopicKind
 
 __all__ = ["RedisBackplane"]
@@ -255,8 +256,7 @@ class RedisBackplane(Backplane):
         self._pub_up = False
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._down_since: float | None = None
-        self._outage_lost = 0
+        self._outage = OutageLog("Redis")
         self._probe_token = b""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -352,9 +352,7 @@ class RedisBackplane(Backplane):
         self._up.clear()
         if was_up:
             self.outages += 1
-            self._down_since = time.monotonic()
-            logger.warning("tether backplane: Redis lost (%s); local delivery goes on, cluster messages "
-                           "are counted as lost until it is back", why)
+            self._outage.started(why)
         else:
             logger.debug("tether backplane: %s", why)
         if part == "subscriber":
@@ -370,11 +368,7 @@ class RedisBackplane(Backplane):
         self.state = BackplaneState.UP
         self._up.set()
         self._resync()  # Redis may have restarted empty, or missed writes while we were down
-        if self._down_since is not None:
-            logger.warning("tether backplane: Redis is back after %.1f s; %d cluster message(s) were lost "
-                           "during the outage", time.monotonic() - self._down_since, self._outage_lost)
-            self._down_since = None
-        self._outage_lost = 0  # what was lost before this point is reported (or preceded the first start)
+        self._outage.ended()  # what was lost before this point is reported (or preceded the first start)
         if was_down and self.resumed is not None:  # the hub reads back what its history rooms missed
             try:
                 self.resumed()
@@ -515,7 +509,7 @@ class RedisBackplane(Backplane):
             if is_message:
                 self.lost += 1
                 if not self._pub_up:  # a full queue while up is no outage's loss
-                    self._outage_lost += 1
+                    self._outage.lost(1)
             if result is not None and not result.done():
                 result.set_exception(ConnectionError("the backplane is down"))
             return
@@ -561,7 +555,7 @@ class RedisBackplane(Backplane):
         except Exception:
             lost = sum(1 for *_, is_message in batch if is_message)
             self.lost += lost
-            self._outage_lost += lost
+            self._outage.lost(lost)
             for _, _, result, _ in batch:
                 if result is not None and not result.done():
                     result.set_exception(ConnectionError("the backplane went down"))
@@ -604,7 +598,7 @@ class RedisBackplane(Backplane):
             _, _, result, is_message = self._queue.popleft()
             if is_message:
                 self.lost += 1
-                self._outage_lost += 1
+                self._outage.lost(1)
             if result is not None and not result.done():
                 result.set_exception(ConnectionError("the backplane went down"))
 
