@@ -12,20 +12,19 @@ __all__ = ["HeldClock"]
 
 
 class HeldClock:
-    """For a task that wakes at least every `tick` seconds and calls `held()` each time: how
-    late it ran since the previous call (the time past twice a tick, when it was that late)."""
+    """For a task that wakes at least every `tick` seconds and calls `held(now)` each time: how
+    late it ran since the previous call (the time past a tick, when that is over a tick)."""
 
     def __init__(self, tick: float) -> None:
-        self._loop = asyncio.get_running_loop()
         self.tick = tick
-        self._previous = self._loop.time()
+        self._previous = asyncio.get_running_loop().time()
         #: the held time of every call so far, added up
         self.total = 0.0
 
-    def held(self) -> float:
-        """Seconds since the previous call that the loop kept this task waiting past its tick,
-        when that is over a tick (else 0: a wake a little late is no hold)."""
-        now = self._loop.time()
+    def held(self, now: float) -> float:
+        """Seconds between the previous call and this one, at `now` (the loop's time, which
+        the caller has read), that the loop kept this task waiting past its tick, when that
+        is over a tick (else 0: a wake a little late is no hold)."""
         late = now - self._previous - self.tick
         self._previous = now
         held = late if late > self.tick else 0.0

@@ -264,7 +264,7 @@ class NatsBackplane(Backplane):
         try:
             while not pong.done():
                 await asyncio.wait({pong}, timeout=_PONG_TICK)
-                clock.held()
+                clock.held(loop.time())
                 if not pong.done() and loop.time() - started - clock.total > self.probe:
                     raise _Deaf(f"nothing heard for {self.probe} s, and no answer to a PING within {self.probe} s")
             pong.result()
@@ -286,15 +286,8 @@ class NatsBackplane(Backplane):
 
     # -- state -------------------------------------------------------------------------------
     def _went_down(self, why: str) -> None:
-        was_up = self.state is BackplaneState.UP
-        if self.state is not BackplaneState.STOPPED:
-            self.state = BackplaneState.DOWN
+        self._outage.down(self, why)
         self._up.clear()
-        if was_up:
-            self.outages += 1
-            self._outage.started(why)
-        else:
-            logger.debug("tether backplane: %s", why)
         self._failure = why
         self._following.release()  # a join does not wait for a NATS that is down
         # What was queued and never handed to nats-py, and the history rooms' publishes not
@@ -312,12 +305,7 @@ class NatsBackplane(Backplane):
         self._ready = True
         self._up.set()
         self._resync()  # the server may have restarted empty, or missed writes while we were down
-        self._outage.ended()
-        if was_down and self.resumed is not None:  # the hub reads back what its history rooms missed
-            try:
-                self.resumed()
-            except Exception:
-                logger.exception("tether backplane: the hub's resumed() failed")
+        self._outage.up(self, was_down)
 
     def _count_lost(self, count: int = 1) -> None:
         self.lost += count

@@ -339,7 +339,6 @@ class RedisBackplane(Backplane):
     # -- state -------------------------------------------------------------------------------
     def _went_down(self, part: str, why: str) -> None:
         """`part` ("subscriber", "publisher", "heartbeat") failed; the other keeps its state."""
-        was_up = self.state is BackplaneState.UP
         if part == "subscriber":
             self._sub_up = False
         elif part == "publisher":
@@ -347,14 +346,8 @@ class RedisBackplane(Backplane):
         else:
             logger.warning("tether backplane: %s", why)
             return
-        if self.state is not BackplaneState.STOPPED:
-            self.state = BackplaneState.DOWN
+        self._outage.down(self, why)
         self._up.clear()
-        if was_up:
-            self.outages += 1
-            self._outage.started(why)
-        else:
-            logger.debug("tether backplane: %s", why)
         if part == "subscriber":
             for waiter in self._confirmations.values():
                 if not waiter.done():
@@ -368,12 +361,7 @@ class RedisBackplane(Backplane):
         self.state = BackplaneState.UP
         self._up.set()
         self._resync()  # Redis may have restarted empty, or missed writes while we were down
-        self._outage.ended()  # what was lost before this point is reported (or preceded the first start)
-        if was_down and self.resumed is not None:  # the hub reads back what its history rooms missed
-            try:
-                self.resumed()
-            except Exception:
-                logger.exception("tether backplane: the hub's resumed() failed")
+        self._outage.up(self, was_down)
 
     # -- the subscriber ------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -411,7 +399,7 @@ class RedisBackplane(Backplane):
                 raise ConnectionError("the subscriber's connection was closed")
             message = await pubsub.get_message(timeout=_READ_TICK)
             now = loop.time()
-            held = clock.held()  # the loop held elsewhere: nothing was read meanwhile, the
+            held = clock.held(now)  # the loop held elsewhere: nothing was read meanwhile, the
             if held:             # probe's answer included; that silence is not Redis's
                 heard += held
                 if probe_sent is not None:
