@@ -146,6 +146,15 @@ async def two_nodes(size: int, first: type[MemoryBackplane] = MemoryBackplane
     return a, b, backplane, bus
 
 
+async def member_in_chat(hub: Hub) -> tuple[Any, list[str]]:
+    """A member of `chat:1` on `hub`: (its channel, the reasons `hub`'s loss listeners heard)."""
+    losses: list[str] = []
+    hub.on_loss(lambda room, reason: losses.append(reason))
+    member, channel = await open_connection(hub)
+    await member.join("chat:1")
+    return channel, losses
+
+
 class SlowHistory(MemoryBackplane):
     """The in-memory engine, with reads that take a while: publishes land during a join's read."""
 
@@ -285,10 +294,7 @@ async def test_after_an_outage_history_rooms_read_back_what_they_missed_and_plai
 @async_test
 async def test_a_gap_the_history_no_longer_holds_is_reported_and_delivery_goes_on() -> None:
     a, b, flaky, _ = await two_nodes(2, Flaky)
-    losses: list[str] = []
-    a.on_loss(lambda room, reason: losses.append(reason))
-    member, channel = await open_connection(a)
-    await member.join("chat:1")
+    channel, losses = await member_in_chat(a)
     await b.publish("chat:1", 1)
     await settle()
     flaky.down = True
@@ -308,10 +314,7 @@ async def test_a_gap_the_history_no_longer_holds_is_reported_and_delivery_goes_o
 @async_test
 async def test_offsets_that_go_back_are_reported_and_delivered_not_dropped() -> None:
     a, b, _, bus = await two_nodes(100)
-    losses: list[str] = []
-    a.on_loss(lambda room, reason: losses.append(reason))
-    member, channel = await open_connection(a)
-    await member.join("chat:1")
+    channel, losses = await member_in_chat(a)
     await b.publish("chat:1", 1)
     await settle()
     older = copy.deepcopy(bus.history)  # the store as it was at offset 1
@@ -333,10 +336,7 @@ async def test_offsets_that_went_back_during_an_outage_are_reported_when_it_ends
     was down, and was written again meanwhile. The loss is said when the node is back, not
     with some later message, and what comes next is delivered."""
     a, b, flaky, bus = await two_nodes(100, Flaky)
-    losses: list[str] = []
-    a.on_loss(lambda room, reason: losses.append(reason))
-    member, channel = await open_connection(a)
-    await member.join("chat:1")
+    channel, losses = await member_in_chat(a)
     await b.publish("chat:1", 1)
     await settle()
     older = copy.deepcopy(bus.history)  # the replica's copy: offset 1
