@@ -1,12 +1,18 @@
-"""tether.tasks: `spawn`, fire-and-forget tasks the collector cannot take mid-flight."""
+"""tether.tasks: `spawn`, fire-and-forget tasks the collector cannot take mid-flight, and
+`cancel_and_wait`, which ends tasks that swallowed a cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import sys
 
+import pytest
+
+from tether import tasks
 from tether.server.serve import new_event_loop
-from tether.tasks import spawn
+from tether.tasks import cancel_and_wait, spawn
 
 
 def test_a_spawned_task_is_kept_alive_until_it_ends():
@@ -29,3 +35,65 @@ def test_a_spawned_task_is_kept_alive_until_it_ends():
     finally:
         loop.close()
     assert done == [True]
+
+
+def test_cancel_and_wait_ends_a_task_whose_wait_for_swallowed_the_cancellation():
+    """Python 3.11's wait_for returns the result when the cancellation comes in the turn the
+    awaited coroutine finished (redis-py sends every command under one): such a task goes on.
+    Cancelled at each of the first turns (one of them is that turn on 3.11), every task ends."""
+
+    async def command_then_idle(sent: list[int]) -> None:
+        await asyncio.wait_for(asyncio.sleep(0), 5)  # a command sent at once, as redis-py's
+        sent.append(1)
+        await asyncio.sleep(3600)  # a writer waiting for more to send
+
+    async def main() -> list[int]:
+        went_on = []
+        for turns in range(4):
+            sent: list[int] = []
+            task = asyncio.ensure_future(command_then_idle(sent))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await cancel_and_wait([task])
+            assert task.cancelled()
+            went_on.append(len(sent))
+        return went_on
+
+    went_on = asyncio.run(main())
+    assert went_on[0] == 0  # cancelled before it ran
+    if sys.version_info < (3, 12):  # the turn the bug needs was among those tried
+        assert 1 in went_on
+
+
+def test_cancel_and_wait_leaves_a_task_that_never_ends_after_its_tries_and_says_so(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """A stop() never hangs: a task that swallows every cancellation is cancelled
+    CANCEL_TRIES times, then logged and left; a task that failed by itself is not an error."""
+    monkeypatch.setattr(tasks, "CANCEL_AGAIN_AFTER", 0.01)
+    monkeypatch.setattr(tasks, "CANCEL_TRIES", 3)
+    cancellations = []
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                cancellations.append(1)
+
+    async def failing() -> None:
+        raise ValueError("its own failure")
+
+    async def main() -> None:
+        never, fails = asyncio.ensure_future(stubborn()), asyncio.ensure_future(failing())
+        await asyncio.sleep(0)
+        await cancel_and_wait([never, fails])
+        assert not never.done() and fails.done()
+        released.set()
+        await never
+
+    with caplog.at_level(logging.ERROR, logger="tether"):
+        asyncio.run(main())
+    assert cancellations == [1, 1, 1]
+    assert [record.getMessage().endswith("did not end after 3 cancellations; left running")
+            for record in caplog.records] == [True]

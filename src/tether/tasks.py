@@ -1,8 +1,10 @@
-"""Fire-and-forget tasks that cannot be garbage-collected mid-flight, and listeners called so.
+"""Fire-and-forget tasks that cannot be garbage-collected mid-flight, listeners called so, and
+tasks stopped for sure.
 
 The event loop keeps only a weak reference to a task; `spawn` keeps a strong one until the
 task is done (as the asyncio documentation advises for background tasks). `call_listeners`
 calls sync or async listeners without letting one's failure reach the caller or the others.
+`cancel_and_wait` stops tasks even when one of them swallowed its cancellation.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-__all__ = ["spawn", "call_listeners"]
+__all__ = ["spawn", "call_listeners", "cancel_and_wait"]
 
 logger = logging.getLogger("tether")
 
 _running: set[asyncio.Task[Any]] = set()
+
+#: How long `cancel_and_wait` lets a cancelled task finish before cancelling it again, and how
+#: many times it cancels it in all before it gives up on it.
+CANCEL_AGAIN_AFTER = 0.5
+CANCEL_TRIES = 10
 
 
 def spawn(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any]:
@@ -46,3 +53,28 @@ async def _logged(awaitable: Awaitable[Any], what: str) -> None:
         await awaitable
     except Exception:
         logger.exception("%s raised", what)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until each has ended; what one raised is dropped (the caller is
+    stopping them).
+
+    A task that is still running `CANCEL_AGAIN_AFTER` seconds after a cancellation is
+    cancelled again: it may have swallowed the first. Python 3.11's `asyncio.wait_for`
+    returns the awaited result, not the cancellation, when both come in the same turn of
+    the loop, and redis-py sends every command under one; a task cancelled then goes on as
+    if nothing happened. After `CANCEL_TRIES` cancellations a task still running is logged
+    as an error and left behind, so that the caller (a `stop()`) never hangs on it."""
+    tasks = list(tasks)
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(CANCEL_TRIES):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
+    for task in pending:
+        logger.error("tether: %r did not end after %d cancellations; left running", task, CANCEL_TRIES)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: asyncio does not log it as never retrieved

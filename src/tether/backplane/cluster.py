@@ -54,6 +54,7 @@ from typing import Any
 import redis.asyncio as redis_asyncio
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, TryAgainError
 
+from ..tasks import cancel_and_wait
 from .base import BackplaneState
 from .redis import RedisBackplane, _Keys, logger
 from .slots import Topology, slot_of, tag
@@ -298,11 +299,7 @@ class RedisClusterBackplane(RedisBackplane):
         finally:
             self._pubsubs = {}
             self._sub_up = False
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait(tasks)
             for address, client in clients.items():  # as in RedisBackplane._listen
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsubs[address].aclose(), 1.0)

@@ -60,6 +60,7 @@ from nats.js.api import StorageType
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
+from ..tasks import cancel_and_wait
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .following import Following
 from .history import HistoryLimits, Position, Stored
@@ -157,9 +158,7 @@ class NatsBackplane(Backplane):
         self._ready = False
         self.state = BackplaneState.STOPPED
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def _supervise(self) -> None:
         """Run sessions forever: each connects, serves until the connection goes, and the
@@ -233,8 +232,7 @@ class NatsBackplane(Backplane):
             self._ready = False
             self._kv = None
             self._in_order.forget()
-            for task in tasks:
-                task.cancel()
+            await cancel_and_wait(tasks)
             self._subs.clear()
             # Exception, not BaseException: a cancellation (stop()) that lands during this
             # cleanup must end the session.

@@ -62,6 +62,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
+from ..tasks import cancel_and_wait
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
 from .history import NOWHERE, HistoryLimits, Position, Stored, new_epoch
@@ -283,11 +284,7 @@ class RedisBackplane(Backplane):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*done), timeout=1.0)
         self.state = BackplaneState.STOPPED
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._tasks)
 
     async def _supervise(self, run: Any, name: str) -> None:
         """Run `run()` forever: an error of its own is logged and it starts again."""
