@@ -105,27 +105,12 @@ def start(name: str, cpu: int | None = None, nice: int = 0, **kw) -> Engine:
 
 
 def redis_ports(engine: Engine) -> dict[int, int]:
-    """{pid: client port} of the engine's redis-server processes (the lowest port each listens
-    on, from /proc; a cluster node's bus port is its client port + 10000): for INFO per shard."""
-    listening = {}
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            v = line.split()
-            if v[3] == "0A":  # LISTEN
-                listening[v[9]] = int(v[1].rsplit(":", 1)[1], 16)
-    ports = {}
-    for pid, comm in engine.pids.items():
-        if not comm.startswith("redis-server"):
-            continue
-        mine = []
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in listening:
-                    mine.append(listening[link[8:-1]])
-        except OSError:
-            continue
-        if mine:
-            ports[pid] = min(mine)
-    return ports
+    """{pid: client port} of the engine's running redis-server processes, as its test helper
+    knows them (a single server; Sentinel's `servers`; a cluster's `nodes`, whose bus ports
+    are reserved apart from their client ports): for INFO per shard. Empty for NATS."""
+    helper = engine.helper
+    servers = getattr(helper, "nodes", None) or getattr(helper, "servers", None)
+    if servers is None:
+        servers = [helper] if hasattr(helper, "execute") and hasattr(helper, "port") else []
+    return {server.process.pid: server.port for server in servers
+            if server.process is not None and server.process.poll() is None}

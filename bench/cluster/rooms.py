@@ -124,6 +124,7 @@ def run(h, engine: str, rep: int, ports, logdir: str, a) -> dict:
                     rec.update(ok=0, error=f"a client ended before READY (exit {c.wait(10)})")
                     return rec
                 logf.write(f"[client] {line}")
+                logf.flush()  # the clients write their stderr to the same file, unbuffered
                 ready_cpu += int(line.rsplit("cpu_us=", 1)[1])
                 if " errors=0" not in line:
                     rec.update(ok=0, error=f"members failed to join: {line.strip()}")
