@@ -433,6 +433,28 @@ async def test_publishes_while_redis_is_down_are_counted_lost_and_never_raise(re
 
 
 @scenario
+async def test_idle_nodes_across_a_redis_restart_have_one_outage_and_lose_nothing_after_it(redis: Engine) -> None:
+    """A node whose writer was idle while Redis restarted is UP again only once its writer
+    has a connection that works: not with the dead one, whose first command afterwards
+    would fail (a second outage, and the message that command carried lost)."""
+    member, publisher = await redis.node(), await redis.node()
+    server = redis.server
+    assert server is not None
+    await member.follow(LOBBY)
+    server.kill()
+    await until(lambda: all(node.backplane.state is BackplaneState.DOWN for node in (member, publisher)),
+                "both nodes down (their subscribers saw it)")
+    server.start()
+    await until(lambda: all(node.backplane.state is BackplaneState.UP for node in (member, publisher)),
+                "both nodes up again")
+    publisher.publish(b"first after the restart")
+    assert [envelope for _, _, envelope in await member.hears(1)] == [b"first after the restart"]
+    assert offsets((await member.history())[1]) == [1]  # the member's writer works too
+    assert [(node.backplane.outages, node.backplane.lost, node.backplane.state) for node in (member, publisher)] \
+        == [(1, 0, BackplaneState.UP)] * 2
+
+
+@scenario
 async def test_a_node_whose_subscriber_was_cut_reads_back_what_it_missed_when_resumed(redis: Engine) -> None:
     publisher, member = await redis.node(), await redis.node()
     assert redis.server is not None

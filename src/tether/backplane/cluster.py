@@ -306,6 +306,13 @@ class RedisClusterBackplane(RedisBackplane):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.aclose(), 1.0)
 
+    def _check_writer(self) -> None:
+        """An EXISTS on every master the writer knows (of a key in its slots): a keyless PING
+        would have no shard to go to."""
+        assert self._writing is not None  # the writer is up
+        for shard_tag in self._writing.tags.values():
+            self._command("exists", (f"{self.prefix}:probe:{{{shard_tag}}}",), None, False)
+
     def _pubsub_of(self, channel: str) -> Any:
         return self._pubsubs.get(self._reading.owner(channel)) if self._reading is not None else None
 

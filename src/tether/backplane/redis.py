@@ -255,6 +255,9 @@ class RedisBackplane(Backplane):
         self._wakeup = asyncio.Event()
         self._sub_up = False
         self._pub_up = False
+        # False from the subscriber's loss of its connection until the writer's next command
+        # came back: the writer's connection, idle meanwhile, may have died with it unnoticed.
+        self._writer_checked = True
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._outage = OutageLog("Redis")
@@ -346,19 +349,27 @@ class RedisBackplane(Backplane):
         self._outage.down(self, why)
         self._up.clear()
         if part == "subscriber":
+            if self._pub_up:
+                self._writer_checked = False
+                self._check_writer()
             for waiter in self._confirmations.values():
                 if not waiter.done():
                     waiter.set_result(None)  # a join does not wait for a Redis that is down
             self._confirmations.clear()
 
     def _maybe_up(self) -> None:
-        if not (self._sub_up and self._pub_up) or self.state is BackplaneState.UP:
+        if not (self._sub_up and self._pub_up and self._writer_checked) or self.state is BackplaneState.UP:
             return
         was_down = self.state is BackplaneState.DOWN
         self.state = BackplaneState.UP
         self._up.set()
         self._resync()  # Redis may have restarted empty, or missed writes while we were down
         self._outage.up(self, was_down)
+
+    def _check_writer(self) -> None:
+        """Queue what proves the writer's connection when its batch comes back (`_drain`
+        marks it checked) or fails it (an outage of the writer, which reconnects): a PING."""
+        self._command("ping", (), None, False)
 
     # -- the subscriber ------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -514,13 +525,16 @@ class RedisBackplane(Backplane):
 
     async def _drain(self, send: Any) -> None:
         """Up: hand `send` what is queued, a batch at a time, until it raises."""
-        self._pub_up = True
+        self._pub_up = self._writer_checked = True  # its connection has just answered
         self._maybe_up()
         while True:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await send([self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))])
+            if not self._writer_checked:  # a batch came back: the connection works
+                self._writer_checked = True
+                self._maybe_up()
 
     async def _send(self, client: redis_asyncio.Redis, batch: list[tuple[str, tuple[Any, ...],
                     asyncio.Future[Any] | None, bool]], load_scripts: bool = False) -> None:
