@@ -308,7 +308,7 @@ class SentinelBackplane(RedisBackplane):
         with contextlib.suppress(Exception):
             await client.connection_pool.disconnect()
         if part == "publisher":
-            self._command("ping", (), None, False)
+            self._check_writer()  # fails on the closed connection: the writer reconnects
 
     def _maybe_up(self) -> None:
         if not self._stale:  # else a part is still connected to a server that is not the master
