@@ -113,6 +113,10 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) 
         await asyncio.sleep(0.005)
 
 
+async def until_all(state: BackplaneState, nodes: tuple[Node, ...], what: str) -> None:
+    await until(lambda: all(node.backplane.state is state for node in nodes), what)
+
+
 def scenario(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Run an async test with asyncio.run (bounded), stopping its engine's nodes after it."""
 
@@ -442,11 +446,9 @@ async def test_idle_nodes_across_a_redis_restart_have_one_outage_and_lose_nothin
     assert server is not None
     await member.follow(LOBBY)
     server.kill()
-    await until(lambda: all(node.backplane.state is BackplaneState.DOWN for node in (member, publisher)),
-                "both nodes down (their subscribers saw it)")
+    await until_all(BackplaneState.DOWN, (member, publisher), "both nodes down (their subscribers saw it)")
     server.start()
-    await until(lambda: all(node.backplane.state is BackplaneState.UP for node in (member, publisher)),
-                "both nodes up again")
+    await until_all(BackplaneState.UP, (member, publisher), "both nodes up again")
     publisher.publish(b"first after the restart")
     assert [envelope for _, _, envelope in await member.hears(1)] == [b"first after the restart"]
     assert offsets((await member.history())[1]) == [1]  # the member's writer works too
@@ -527,8 +529,7 @@ async def test_rooms_followed_and_left_while_the_subscriber_restarts_are_subscri
         await member.follow(gone)
         if await in_the_window():
             break
-        await until(lambda: all(node.backplane.state is BackplaneState.UP for node in (member, publisher)),
-                    "both nodes up again")
+        await until_all(BackplaneState.UP, (member, publisher), "both nodes up again")
     else:
         raise AssertionError("the restart's window was never seen in 20 restarts")
     joined = Topic(TopicKind.KEPT, "joined in the window")

@@ -1,5 +1,5 @@
-"""tether.tasks: `spawn`, fire-and-forget tasks the collector cannot take mid-flight, and
-`cancel_and_wait`, which ends tasks that swallowed a cancellation."""
+"""tether.tasks: `spawn`, fire-and-forget tasks the collector cannot take mid-flight,
+`cancel_and_wait`, which ends tasks that swallowed a cancellation, and `close_quietly`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from tether import tasks
 from tether.server.serve import new_event_loop
-from tether.tasks import cancel_and_wait, spawn
+from tether.tasks import cancel_and_wait, close_quietly, spawn
 
 
 def test_a_spawned_task_is_kept_alive_until_it_ends():
@@ -97,3 +97,19 @@ def test_cancel_and_wait_leaves_a_task_that_never_ends_after_its_tries_and_says_
     assert cancellations == [1, 1, 1]
     assert [record.getMessage().endswith("did not end after 3 cancellations; left running")
             for record in caplog.records] == [True]
+
+
+def test_close_quietly_drops_a_failed_or_hung_close_and_lets_a_cancellation_through():
+    async def failing() -> None:
+        raise ConnectionError("already gone")
+
+    async def main() -> bool:
+        await close_quietly(failing())
+        await close_quietly(asyncio.sleep(3600), seconds=0.01)  # a close that hangs: bounded
+        cleanup = asyncio.ensure_future(close_quietly(asyncio.sleep(3600)))
+        await asyncio.sleep(0)
+        cleanup.cancel()
+        await asyncio.wait([cleanup])
+        return cleanup.cancelled()
+
+    assert asyncio.run(main())

@@ -4,18 +4,20 @@ tasks stopped for sure.
 The event loop keeps only a weak reference to a task; `spawn` keeps a strong one until the
 task is done (as the asyncio documentation advises for background tasks). `call_listeners`
 calls sync or async listeners without letting one's failure reach the caller or the others.
-`cancel_and_wait` stops tasks even when one of them swallowed its cancellation.
+`cancel_and_wait` stops tasks even when one of them swallowed its cancellation;
+`close_quietly` lets a connection go, bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-__all__ = ["spawn", "call_listeners", "cancel_and_wait"]
+__all__ = ["spawn", "call_listeners", "cancel_and_wait", "close_quietly"]
 
 logger = logging.getLogger("tether")
 
@@ -78,3 +80,13 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: asyncio does not log it as never retrieved
+
+
+async def close_quietly(closing: Awaitable[Any], seconds: float = 1.0) -> None:
+    """Await `closing` (a connection's close) for at most `seconds`; its error or its timeout
+    is dropped (the connection is being let go). A cancellation of the caller goes through: a
+    task stopped during its cleanup ends (`asyncio.timeout`, which, unlike 3.11's wait_for,
+    never trades a cancellation for the close's result)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            await closing

@@ -54,7 +54,7 @@ from typing import Any
 import redis.asyncio as redis_asyncio
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, TryAgainError
 
-from ..tasks import cancel_and_wait
+from ..tasks import cancel_and_wait, close_quietly
 from .base import BackplaneState
 from .redis import RedisBackplane, _Keys, logger
 from .slots import Topology, slot_of, tag
@@ -176,8 +176,7 @@ class RedisClusterBackplane(RedisBackplane):
             except (OSError, TimeoutError, RedisError) as exc:
                 failures.append(f"{address}: {type(exc).__name__}: {exc}")
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 1.0)
+                await close_quietly(client.aclose())
         raise ConnectionError("no node of the Redis Cluster gave its slot map (" + "; ".join(failures) + ")")
 
     # -- the writer ---------------------------------------------------------------------------
@@ -202,8 +201,7 @@ class RedisClusterBackplane(RedisBackplane):
             if not self._stale or self.state is BackplaneState.STOPPED:
                 self._fail_queue()
             for client in clients.values():
-                with contextlib.suppress(Exception):  # as in RedisBackplane._write
-                    await asyncio.wait_for(client.aclose(), 1.0)
+                await close_quietly(client.aclose())
 
     async def _send_routed(self, clients: dict[str, redis_asyncio.Redis], batch: list[Command]) -> None:
         """Send `batch` split by shard, the parts at once; what was redirected again, in order.
@@ -300,11 +298,9 @@ class RedisClusterBackplane(RedisBackplane):
             self._pubsubs = {}
             self._sub_up = False
             await cancel_and_wait(tasks)
-            for address, client in clients.items():  # as in RedisBackplane._listen
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsubs[address].aclose(), 1.0)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 1.0)
+            for address, client in clients.items():
+                await close_quietly(pubsubs[address].aclose())
+                await close_quietly(client.aclose())
 
     def _check_writer(self) -> None:
         """An EXISTS on every master the writer knows (of a key in its slots): a keyless PING

@@ -60,7 +60,7 @@ from nats.js.api import StorageType
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
-from ..tasks import cancel_and_wait
+from ..tasks import cancel_and_wait, close_quietly
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .following import Following
 from .history import HistoryLimits, Position, Stored
@@ -234,10 +234,7 @@ class NatsBackplane(Backplane):
             self._in_order.forget()
             await cancel_and_wait(tasks)
             self._subs.clear()
-            # Exception, not BaseException: a cancellation (stop()) that lands during this
-            # cleanup must end the session.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 1.0)
+            await close_quietly(nc.close())  # a cancellation (stop()) goes through: the session ends
 
     async def _watch(self, nc: Client) -> None:
         """Raise `_Deaf` when the connection hears nothing for `probe` seconds and then gets no

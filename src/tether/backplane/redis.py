@@ -62,7 +62,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from ..tasks import cancel_and_wait
+from ..tasks import cancel_and_wait, close_quietly
 from .base import Backplane, BackplaneState, MembersGone, Receive, Snapshot
 from .envelope import Kind, encode
 from .history import NOWHERE, HistoryLimits, Position, Stored, new_epoch
@@ -383,12 +383,10 @@ class RedisBackplane(Backplane):
         finally:
             self._pubsub = None
             self._sub_up = False
-            # Exception, not BaseException: a cancellation (stop()) that lands during this
-            # cleanup must end the task, or its supervisor would go on with the next round.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), 1.0)
+            # A cancellation (stop()) that lands during this cleanup goes through: it ends the
+            # task, or its supervisor would go on with the next round.
+            await close_quietly(pubsub.aclose())
+            await close_quietly(client.aclose())
 
     async def _read(self, pubsub: Any, unconfirmed: set[str], probe: str | None = None) -> None:
         """Deliver what `pubsub` hears until it fails or goes deaf: it is probed through the
@@ -520,8 +518,7 @@ class RedisBackplane(Backplane):
         finally:
             self._pub_up = False
             self._fail_queue()
-            with contextlib.suppress(Exception):  # as in _listen: a cancellation goes through
-                await asyncio.wait_for(client.aclose(), 1.0)
+            await close_quietly(client.aclose())
 
     async def _drain(self, send: Any) -> None:
         """Up: hand `send` what is queued, a batch at a time, until it raises."""

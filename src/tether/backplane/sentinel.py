@@ -52,6 +52,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 
+from ..tasks import close_quietly
 from .base import MembersGone, Receive, Snapshot
 from .redis import RedisBackplane, _redacted, _split_url
 
@@ -165,8 +166,7 @@ class SentinelBackplane(RedisBackplane):
     async def stop(self) -> None:
         await super().stop()
         for sentinel in self._sentinels:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sentinel.aclose(), 1.0)
+            await close_quietly(sentinel.aclose())
 
     async def _listen(self) -> None:
         _PART.set("subscriber")
@@ -194,8 +194,7 @@ class SentinelBackplane(RedisBackplane):
                 errors.append(f"{host}:{port} is a {role[0].decode()}, not a master")
             except (RedisError, OSError, TimeoutError) as exc:
                 errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), 1.0)
+            await close_quietly(client.aclose())
         raise RedisConnectionError(f"no master of {self.target.service!r} to use: " + "; ".join(errors))
 
     async def _ask_sentinels(self) -> tuple[list[tuple[str, int]], list[str]]:
@@ -274,8 +273,7 @@ class SentinelBackplane(RedisBackplane):
                     await pubsub.ping()
                     pinged = True
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+            await close_quietly(pubsub.aclose())
 
     def _switched(self, announcement: str) -> None:
         """`<service> <old ip> <old port> <new ip> <new port>`: leave any other server than
